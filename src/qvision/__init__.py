@@ -1,0 +1,16 @@
+"""qvision: quantize computer-vision ONNX models, with evidence."""
+
+from qvision.errors import QVisionError
+
+__version__ = "0.1.0"
+
+__all__ = ["QVisionError", "__version__", "benchmark", "evaluate", "export_zoo_model", "load_model"]
+
+
+def __getattr__(name: str):
+    # The API pulls in onnxruntime; keep `import qvision` cheap until it is used.
+    if name in {"benchmark", "evaluate", "export_zoo_model", "load_model"}:
+        from qvision import api
+
+        return getattr(api, name)
+    raise AttributeError(name)

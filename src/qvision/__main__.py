@@ -1,0 +1,3 @@
+from qvision.cli import main
+
+main()

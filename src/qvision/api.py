@@ -1,0 +1,330 @@
+"""The public API. The CLI is a thin layer over these functions.
+
+quantize() arrives with the PTQ engine; it will take the same model/data/preprocess
+arguments and return a result of the same schema family.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from qvision.data import LoadReport, Preprocess, build_manifest, iter_batches, open_dataset, parse_preprocess
+from qvision.data.manifest import DatasetManifest
+from qvision.data.preprocess import METADATA_KEY
+from qvision.errors import QVisionError
+from qvision.fileio import check_output_path, sha256_file
+from qvision.model import GraphView, image_input, load_model, save_model
+from qvision.model.load import ImageInput, default_opset, graph_inputs
+from qvision.report.schema import (
+    BatchBench,
+    BenchResult,
+    DatasetInfo,
+    Environment,
+    EvalResult,
+    Fidelity,
+    ModelBench,
+    ModelInfo,
+    Prediction,
+    SkippedFile,
+    ZooExportResult,
+)
+from qvision.runtime.bench import model_size, peak_rss, time_interleaved
+from qvision.runtime.inputs import model_hw
+from qvision.runtime.machine import cpu_info, physical_cores, versions
+from qvision.runtime.session import make_session
+from qvision.tasks import TASKS, FidelityMeter, TopKMeter, as_logits
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+def environment() -> Environment:
+    return Environment(versions=versions(), cpu=cpu_info())
+
+
+def metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def resolve_preprocess(
+    model: onnx.ModelProto, given: str | dict | Preprocess | None, inp: ImageInput, path: str | Path
+) -> Preprocess:
+    """The explicit setting, else the model's ``qvision.preprocess`` metadata; checked against the input."""
+    if given is not None:
+        pre = parse_preprocess(given)
+    elif METADATA_KEY in metadata(model):
+        pre = parse_preprocess(metadata(model)[METADATA_KEY])
+    else:
+        raise QVisionError("model carries no preprocessing metadata; pass --preprocess imagenet|tf|FILE", path)
+    # The model decides the layout; the spec only describes pixels.
+    pre = pre.model_copy(update={"layout": inp.layout})
+    if pre.channels != inp.channels:
+        raise QVisionError(
+            f"preprocessing gives {pre.channels} channel(s) but input '{inp.name}' takes {inp.channels}", path
+        )
+    hw = pre.output_hw()
+    want = (inp.height, inp.width)
+    if hw is not None and any(w is not None and w != h for w, h in zip(want, hw, strict=True)):
+        shown = "x".join("?" if w is None else str(w) for w in want)
+        raise QVisionError(
+            f"preprocessing gives {hw[0]}x{hw[1]} images but input '{inp.name}' takes {shown}", path
+        )
+    if hw is None and None not in want:
+        raise QVisionError(
+            f"preprocessing has no fixed output size; input '{inp.name}' needs {want[0]}x{want[1]} (set crop)",
+            path,
+        )
+    return pre
+
+
+def _open_model(path: str | Path) -> tuple[onnx.ModelProto, ImageInput]:
+    model = load_model(path)
+    return model, image_input(model, path)
+
+
+class _Runner:
+    """Runs a session on batches, padding to a fixed batch size when the model demands one."""
+
+    def __init__(self, path: str | Path, inp: ImageInput, threads: int | None):
+        self.session = make_session(path, threads)
+        self.name = inp.name
+        self.fixed_batch = inp.batch
+        self.path = str(path)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        if self.fixed_batch is not None and n != self.fixed_batch:
+            pad = np.zeros((self.fixed_batch - n, *x.shape[1:]), dtype=x.dtype)
+            x = np.concatenate([x, pad])
+        try:
+            out = self.session.run(None, {self.name: x})[0]
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise QVisionError(f"inference failed: {first}", self.path) from None
+        return out[:n]
+
+
+def _softmax_top5(logits: np.ndarray) -> list[list[tuple[int, float]]]:
+    x = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(x)
+    p /= p.sum(axis=1, keepdims=True)
+    idx = np.argsort(-p, axis=1, kind="stable")[:, :5]
+    return [[(int(i), float(row[i])) for i in ids] for ids, row in zip(idx, p, strict=True)]
+
+
+def evaluate(
+    model: str | Path,
+    data: str | Path,
+    task: str = "classification",
+    reference: str | Path | None = None,
+    preprocess: str | dict | Preprocess | None = None,
+    batch_size: int = 32,
+    threads: int | None = None,
+    strict: bool = False,
+    limit: int | None = None,
+    keep_predictions: bool = False,
+    progress: Progress | None = None,
+) -> EvalResult:
+    """Score ``model`` on the images in ``data``: task metrics if labelled, fidelity to ``reference``."""
+    if task not in TASKS:
+        raise QVisionError(f"unknown task '{task}'; available: {', '.join(TASKS)}")
+    start = time.perf_counter()
+    proto, inp = _open_model(model)
+    pre = resolve_preprocess(proto, preprocess, inp, model)
+    dataset = open_dataset(data)
+    if limit:
+        dataset.samples = dataset.samples[:limit]
+    if dataset.labelled is False and reference is None and not keep_predictions:
+        raise QVisionError(
+            "images have no labels (no class folders); pass --reference FP32.onnx for label-free fidelity", data
+        )
+    run = _Runner(model, inp, threads)
+    ref_run = None
+    if reference is not None:
+        ref_proto, ref_inp = _open_model(reference)
+        if (ref_inp.channels, ref_inp.height, ref_inp.width) != (inp.channels, inp.height, inp.width):
+            raise QVisionError("reference model takes a different input shape than the model", reference)
+        ref_run = _Runner(reference, ref_inp, threads)
+    batch_size = inp.batch or batch_size
+    labels_meta = metadata(proto).get("qvision.labels")
+    names = _json_list(labels_meta)
+
+    topk, fid, load = TopKMeter(), FidelityMeter(), LoadReport()
+    predictions: list[Prediction] = []
+    done = 0
+    for batch in iter_batches(dataset, pre, batch_size, strict=strict, report=load):
+        logits = as_logits(run(batch.inputs))
+        if dataset.labelled:
+            labels = np.array([s.label for s in batch.samples])
+            if labels.max() >= logits.shape[1]:
+                raise QVisionError(
+                    f"label {int(labels.max())} is outside the model's {logits.shape[1]} outputs", data
+                )
+            topk.update(logits, labels)
+        if ref_run is not None:
+            fid.update(logits, ref_run(batch.inputs))
+        if keep_predictions:
+            for s, top in zip(batch.samples, _softmax_top5(logits), strict=True):
+                shown = [names[i] for i, _ in top] if names and len(names) == logits.shape[1] else []
+                predictions.append(Prediction(path=str(s.path), top5=top, labels=shown))
+        done += len(batch.samples)
+        if progress:
+            progress(done + len(load.skipped), len(dataset))
+    if done == 0:
+        raise QVisionError(f"none of the {len(dataset)} images could be read", data)
+    fidelity = Fidelity(**fid.result()) if ref_run is not None else None
+    return EvalResult(
+        task=task,
+        model=str(model),
+        model_sha256=sha256_file(model),
+        n=done,
+        metrics=topk.result() if dataset.labelled else {},
+        agreement=fidelity.top1_agreement if fidelity else None,
+        reference=None if reference is None else str(reference),
+        fidelity=fidelity,
+        dataset=DatasetInfo(
+            root=str(dataset.root),
+            files=len(dataset),
+            used=done,
+            skipped=[SkippedFile(path=p, reason=r) for p, r in load.skipped],
+            labelled=dataset.labelled,
+            sha256=build_manifest(dataset).sha256,
+        ),
+        preprocess=pre.model_dump(),
+        batch_size=batch_size,
+        seconds=time.perf_counter() - start,
+        predictions=predictions,
+        env=environment(),
+    )
+
+
+def _json_list(text: str | None) -> list[str]:
+    import json
+
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _parse_hw(size: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    if size is None or isinstance(size, tuple):
+        return size
+    try:
+        h, w = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise QVisionError(f"--size must look like 224x224, got '{size}'") from None
+    return h, w
+
+
+def benchmark(
+    models: list[str | Path],
+    threads: int | None = None,
+    batch: int = 1,
+    rounds: int = 10,
+    seconds: float = 3.0,
+    size: str | tuple[int, int] | None = None,
+    memory: bool = True,
+    progress: Progress | None = None,
+) -> BenchResult:
+    """Batch-1 (and batch-N) latency of each model, interleaved round by round."""
+    if not models:
+        raise QVisionError("give at least one model to benchmark")
+    if batch < 1 or rounds < 1:
+        raise QVisionError("--batch and --rounds must be at least 1")
+    threads = threads or physical_cores()
+    paths = [str(m) for m in models]
+    hws = {}
+    for p in paths:
+        hws[p] = _parse_hw(size) or model_hw(load_model(p, normalize=False))
+    batches = [1] + ([batch] if batch > 1 else [])
+    steps = len(batches) * rounds
+    per_batch = []
+    for bi, b in enumerate(batches):
+        def on_round(r, _n, bi=bi):
+            if progress:
+                progress(bi * rounds + r, steps)
+
+        per_batch.append(time_interleaved(paths, b, hws.get, threads, rounds, seconds, on_round=on_round))
+    results = []
+    base1 = per_batch[0][0].stats()["median_ms"]
+    for i, p in enumerate(paths):
+        s1 = per_batch[0][i].stats()
+        bn = None
+        if len(batches) > 1:
+            sn = per_batch[1][i].stats()
+            base_n = per_batch[1][0].stats()["median_ms"]
+            bn = BatchBench(
+                batch=batch, **sn, throughput_ips=batch * 1000.0 / sn["median_ms"], speedup=base_n / sn["median_ms"]
+            )
+        results.append(
+            ModelBench(
+                path=p,
+                size_bytes=model_size(p),
+                **s1,
+                throughput_ips=1000.0 / s1["median_ms"],
+                speedup=base1 / s1["median_ms"],
+                peak_rss_bytes=peak_rss(p, batch, hws[p], threads) if memory else None,
+                batch_n=bn,
+            )
+        )
+    return BenchResult(models=results, threads=threads, batch=batch, rounds=rounds, env=environment())
+
+
+def inspect_model(path: str | Path) -> ModelInfo:
+    """What a model is: inputs, outputs, ops, size, metadata."""
+    model = load_model(path)
+    view = GraphView(model)
+
+    def describe(vi: onnx.ValueInfoProto) -> dict:
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in vi.type.tensor_type.shape.dim]
+        return {"name": vi.name, "type": onnx.TensorProto.DataType.Name(vi.type.tensor_type.elem_type), "shape": dims}
+
+    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+    return ModelInfo(
+        path=str(path),
+        sha256=sha256_file(path),
+        size_bytes=model_size(path),
+        opset=default_opset(model),
+        ir_version=model.ir_version,
+        producer=f"{model.producer_name} {model.producer_version}".strip(),
+        inputs=[describe(i) for i in graph_inputs(model)],
+        outputs=[describe(o) for o in model.graph.output],
+        op_counts=view.op_counts(),
+        parameters=params,
+        metadata=metadata(model),
+    )
+
+
+def normalize(path: str | Path, out: str | Path) -> ModelInfo:
+    """Write the normalized form (checked, opset >= 13, weights as initializers, shapes inferred)."""
+    check_output_path(out, [path])
+    save_model(load_model(path), out, inputs=(path,))
+    return inspect_model(out)
+
+
+def export_zoo_model(name: str, out: str | Path) -> ZooExportResult:
+    from qvision.zoo.registry import export_model, get_entry
+
+    entry = get_entry(name)
+    check_output_path(out, [])
+    path = export_model(name, out)
+    return ZooExportResult(
+        name=name,
+        path=str(path),
+        sha256=sha256_file(path),
+        size_bytes=path.stat().st_size,
+        task=entry.task,
+        preprocess=entry.preprocess.model_dump(),
+    )
+
+
+def dataset_manifest(root: str | Path) -> DatasetManifest:
+    return build_manifest(open_dataset(root))

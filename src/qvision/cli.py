@@ -1,0 +1,289 @@
+"""Command line: flags -> API calls -> a Rich table and optional JSON. No logic lives here."""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from qvision.errors import QVisionError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Quantize computer-vision ONNX models, with evidence.",
+)
+zoo_app = typer.Typer(no_args_is_help=True, help="Offline model zoo built from pip packages.")
+data_app = typer.Typer(no_args_is_help=True, help="Dataset utilities.")
+app.add_typer(zoo_app, name="zoo")
+app.add_typer(data_app, name="data")
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+JsonOpt = typer.Option(None, "--json", help="Also write the result as JSON to this file.")
+ThreadsOpt = typer.Option(None, "--threads", help="Intra-op threads (default: physical cores).")
+
+
+def _save_json(result, path: Optional[Path], inputs: list) -> None:
+    if path is None:
+        return
+    from qvision.fileio import check_output_path
+    from qvision.report.schema import write_json
+
+    check_output_path(path, inputs)
+    write_json(result, path)
+    out.print(f"JSON results: {path}")
+
+
+def _check_json_path(path: Optional[Path], inputs: list) -> None:
+    """Validate the --json target before doing the work, so a bad path fails fast."""
+    if path is not None:
+        from qvision.fileio import check_output_path
+
+        check_output_path(path, inputs)
+
+
+@contextmanager
+def _progress(label: str):
+    bar = Progress(
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, transient=True, disable=not err.is_terminal,
+    )
+    task = bar.add_task(label, total=None)
+    with bar:
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _pct(x: Optional[float]) -> str:
+    return "—" if x is None else f"{100 * x:.2f}%"
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Path = typer.Argument(..., help="ONNX model to evaluate."),
+    data: Path = typer.Option(..., "--data", help="Image folder: class sub-folders for labels, or flat."),
+    task: str = typer.Option("classification", "--task", help="Task adapter."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="FP32 model for label-free fidelity."),
+    preprocess: Optional[str] = typer.Option(None, "--preprocess", help="imagenet | tf | FILE.json/yaml."),
+    batch: int = typer.Option(32, "--batch", min=1, help="Batch size."),
+    threads: Optional[int] = ThreadsOpt,
+    strict: bool = typer.Option(False, "--strict", help="Fail on the first unreadable image."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N images."),
+    predictions: bool = typer.Option(False, "--predictions", help="Record top-5 predictions per image."),
+    json_out: Optional[Path] = JsonOpt,
+):
+    """Accuracy against labels and/or fidelity against a reference model."""
+    from qvision import api
+
+    _check_json_path(json_out, [model, reference])
+    with _progress("evaluating") as cb:
+        res = api.evaluate(
+            model, data, task, reference, preprocess, batch, threads, strict, limit, predictions, progress=cb
+        )
+    table = Table(title=f"{model.name} on {res.dataset.root} ({res.n} images)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in res.metrics.items():
+        table.add_row(k, _pct(v))
+    if res.fidelity:
+        f = res.fidelity
+        table.add_row("top-1 agreement", _pct(f.top1_agreement))
+        table.add_row("cosine", f"{f.cosine:.5f}")
+        table.add_row("SQNR", "identical" if f.sqnr_db is None else f"{f.sqnr_db:.2f} dB")
+        table.add_row("KL divergence", f"{f.kl_div:.5f}")
+    table.add_row("time", f"{res.seconds:.1f} s")
+    out.print(table)
+    if res.predictions:
+        _print_predictions(res)
+    if res.dataset.skipped:
+        err.print(f"warning: skipped {len(res.dataset.skipped)} unreadable file(s):")
+        for s in res.dataset.skipped[:10]:
+            err.print(f"  {s.path}: {s.reason}")
+    _save_json(res, json_out, [model, reference])
+
+
+def _print_predictions(res) -> None:
+    table = Table(title="top-1 predictions")
+    table.add_column("image")
+    table.add_column("class")
+    table.add_column("p", justify="right")
+    for p in res.predictions[:50]:
+        idx, prob = p.top5[0]
+        table.add_row(Path(p.path).name, p.labels[0] if p.labels else str(idx), f"{prob:.2f}")
+    out.print(table)
+
+
+@app.command("bench")
+def bench_cmd(
+    models: list[Path] = typer.Argument(..., help="ONNX models; speedup is relative to the first."),
+    threads: Optional[int] = ThreadsOpt,
+    batch: int = typer.Option(1, "--batch", min=1, help="Also measure this batch size (batch 1 always)."),
+    rounds: int = typer.Option(10, "--rounds", min=1, help="Interleaved rounds."),
+    seconds: float = typer.Option(3.0, "--seconds", min=0.01, help="Timed seconds per model and batch size."),
+    size: Optional[str] = typer.Option(None, "--size", help="HxW for models with dynamic spatial dims."),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak RSS in a child process."),
+    json_out: Optional[Path] = JsonOpt,
+):
+    """Latency (median, p90), throughput, size and peak memory, measured interleaved."""
+    from qvision import api
+
+    _check_json_path(json_out, models)
+    with _progress("benchmarking") as cb:
+        res = api.benchmark(models, threads, batch, rounds, seconds, size, memory, progress=cb)
+    _print_bench(res)
+    _save_json(res, json_out, models)
+
+
+def _print_bench(res) -> None:
+    table = Table(title=f"latency, {res.threads} thread(s), {res.rounds} interleaved rounds")
+    for col in ("model", "size", "median ms", "p90 ms", "img/s", "speedup", "peak RSS"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    if res.batch > 1:
+        table.add_column(f"b{res.batch} median ms", justify="right")
+        table.add_column(f"b{res.batch} img/s", justify="right")
+    for m in res.models:
+        row = [
+            Path(m.path).name, f"{m.size_bytes / 1e6:.2f} MB", f"{m.median_ms:.3f}", f"{m.p90_ms:.3f}",
+            f"{m.throughput_ips:.1f}", f"{m.speedup:.2f}×",
+            "—" if m.peak_rss_bytes is None else f"{m.peak_rss_bytes / 2**20:.0f} MiB",
+        ]
+        if m.batch_n:
+            row += [f"{m.batch_n.median_ms:.3f}", f"{m.batch_n.throughput_ips:.1f}"]
+        table.add_row(*row)
+    out.print(table)
+
+
+@app.command("inspect")
+def inspect_cmd(model: Path = typer.Argument(...), json_out: Optional[Path] = JsonOpt):
+    """Inputs, outputs, opset, op counts and metadata of a model."""
+    from qvision import api
+
+    _check_json_path(json_out, [model])
+    info = api.inspect_model(model)
+    _print_info(info)
+    _save_json(info, json_out, [model])
+
+
+def _print_info(info) -> None:
+    out.print(f"[bold]{info.path}[/]  opset {info.opset}, {info.parameters:,} parameters, {info.size_bytes / 1e6:.2f} MB")
+    for kind, items in (("input", info.inputs), ("output", info.outputs)):
+        for i in items:
+            out.print(f"  {kind} {i['name']}: {i['type']} {i['shape']}")
+    out.print("  ops: " + ", ".join(f"{k}×{v}" for k, v in info.op_counts.items()))
+    for k, v in info.metadata.items():
+        out.print(f"  metadata {k}: {v if len(v) < 100 else v[:97] + '...'}")
+
+
+@app.command("normalize")
+def normalize_cmd(
+    model: Path = typer.Argument(...),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the normalized model."),
+    json_out: Optional[Path] = JsonOpt,
+):
+    """Check a model and write its normal form: opset >= 13, weights as initializers, shapes inferred."""
+    from qvision import api
+
+    _check_json_path(json_out, [model, output])
+    info = api.normalize(model, output)
+    _print_info(info)
+    _save_json(info, json_out, [model, output])
+
+
+@zoo_app.command("list")
+def zoo_list(json_out: Optional[Path] = JsonOpt):
+    """The models the zoo can export offline."""
+    from qvision.zoo import ZOO
+
+    table = Table(title="qvision zoo")
+    for col in ("name", "task", "description", "weights from"):
+        table.add_column(col)
+    for e in ZOO.values():
+        table.add_row(e.name, e.task, e.description, e.source)
+    out.print(table)
+    if json_out:
+        import json
+
+        from qvision.fileio import write_text_atomic
+
+        rows = [{"name": e.name, "task": e.task, "description": e.description, "source": e.source,
+                 "preprocess": e.preprocess.model_dump()} for e in ZOO.values()]
+        write_text_atomic(json_out, json.dumps({"kind": "zoo-list", "models": rows}, indent=2) + "\n")
+        out.print(f"JSON results: {json_out}")
+
+
+@zoo_app.command("export")
+def zoo_export(
+    name: str = typer.Argument(..., help="Zoo model name (see `qvision zoo list`)."),
+    output: Path = typer.Option(..., "-o", "--output", help="ONNX file to write."),
+    json_out: Optional[Path] = JsonOpt,
+):
+    """Export a zoo model to ONNX, with its preprocessing in metadata."""
+    from qvision import api
+
+    _check_json_path(json_out, [output])
+    res = api.export_zoo_model(name, output)
+    out.print(f"wrote {res.path} ({res.size_bytes / 1e6:.2f} MB, sha256 {res.sha256[:12]}…)")
+    _save_json(res, json_out, [output])
+
+
+@data_app.command("manifest")
+def data_manifest(
+    folder: Path = typer.Argument(..., help="Image folder."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the manifest JSON here."),
+):
+    """SHA-256 of every image (and its label), plus one digest for the whole set."""
+    from qvision import api
+
+    man = api.dataset_manifest(folder)
+    out.print(f"{man.n} files, {len(man.classes)} classes, dataset sha256 {man.sha256}")
+    if output:
+        _save_json(man, output, [])
+
+
+@app.command("demo")
+def demo_cmd(
+    out_dir: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the model and results."),
+    json_out: Optional[Path] = JsonOpt,
+):
+    """Export EfficientNet-Lite0, run it on bundled real photos, benchmark it; offline."""
+    from qvision.demo import DEMO_MODEL, run_demo
+
+    out.print(f"exporting zoo model {DEMO_MODEL} and running it on bundled photos…")
+    with _progress("demo") as cb:
+        res, path = run_demo(out_dir, progress=cb)
+    _print_predictions(res.eval)
+    _print_bench(res.bench)
+    _save_json(res, json_out, [])
+    out.print(f"[bold green]report:[/] {path}")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr, never a traceback.
+
+    Typer handles usage errors itself (standalone mode) and exits with code 2.
+    """
+    debug = bool(os.environ.get("QVISION_DEBUG"))
+    try:
+        app()
+    except QVisionError as exc:
+        if debug:
+            raise
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(2)
+    except Exception as exc:  # anything unexpected: still one line, traceback on request
+        if debug:
+            raise
+        err.print(
+            f"error: internal error: {type(exc).__name__}: {exc} (set QVISION_DEBUG=1 for a traceback)",
+            markup=False, highlight=False,
+        )
+        sys.exit(1)

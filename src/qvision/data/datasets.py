@@ -1,0 +1,163 @@
+"""Image datasets on disk: a plain folder (no labels) or an ImageFolder (class folders)."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from qvision.data.images import IMAGE_EXTENSIONS, is_image_name, load_image
+from qvision.data.preprocess import Preprocess
+from qvision.errors import QVisionError
+
+
+@dataclass
+class Sample:
+    path: Path
+    label: int | None = None
+
+
+@dataclass
+class Dataset:
+    """A list of image files with optional integer labels and class names."""
+
+    root: Path
+    samples: list[Sample]
+    classes: list[str] = field(default_factory=list)  # index -> class name (e.g. WordNet id)
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.samples) and all(s.label is not None for s in self.samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files.extend(Path(dirpath) / f for f in sorted(filenames) if is_image_name(f) and not f.startswith("."))
+    return files
+
+
+def _read_classes(path: Path) -> list[str]:
+    names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    names = [n for n in names if n]
+    if len(set(names)) != len(names):
+        raise QVisionError("class list has duplicate names", path)
+    return names
+
+
+def image_folder(root: str | Path) -> Dataset:
+    """Plain folder of images, searched recursively; no labels."""
+    root = _existing_dir(root)
+    files = _image_files(root)
+    if not files:
+        raise QVisionError(f"no images found (looked for {', '.join(IMAGE_EXTENSIONS)})", root)
+    return Dataset(root, [Sample(f) for f in files])
+
+
+def labelled_folder(root: str | Path) -> Dataset:
+    """ImageFolder layout: ``root/<class>/*.jpg``.
+
+    The class index comes from ``root/classes.txt`` (one name a line, line N = index N)
+    when it exists, so a split holding only some classes keeps the global indices;
+    otherwise from the sorted class-folder names.
+    """
+    root = _existing_dir(root)
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes_file = root / "classes.txt"
+    if classes_file.is_file():
+        classes = _read_classes(classes_file)
+        index = {name: i for i, name in enumerate(classes)}
+        unknown = [d.name for d in class_dirs if d.name not in index]
+        if unknown:
+            raise QVisionError(
+                f"class folder '{unknown[0]}' is not listed in classes.txt ({len(unknown)} unlisted)", root
+            )
+    else:
+        classes = [d.name for d in class_dirs]
+        index = {name: i for i, name in enumerate(classes)}
+    samples = [Sample(f, index[d.name]) for d in class_dirs for f in _image_files(d)]
+    if not samples:
+        raise QVisionError(f"no images found in class folders (looked for {', '.join(IMAGE_EXTENSIONS)})", root)
+    return Dataset(root, samples, classes)
+
+
+def open_dataset(root: str | Path, labels: bool | None = None) -> Dataset:
+    """ImageFolder when the folder has class sub-folders (or ``labels=True``), else a plain folder."""
+    root = _existing_dir(root)
+    if labels is None:
+        has_loose = any(p.is_file() and is_image_name(p) for p in root.iterdir())
+        has_dirs = any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir())
+        labels = has_dirs and not has_loose
+    return labelled_folder(root) if labels else image_folder(root)
+
+
+def _existing_dir(root: str | Path) -> Path:
+    root = Path(root)
+    if not root.exists():
+        raise QVisionError("folder not found", root)
+    if not root.is_dir():
+        raise QVisionError("is not a folder of images", root)
+    return root
+
+
+@dataclass
+class Batch:
+    inputs: np.ndarray  # [n, ...] float32
+    samples: list[Sample]
+
+
+@dataclass
+class LoadReport:
+    """Files that could not be decoded, each with its reason."""
+
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def iter_batches(
+    dataset: Dataset,
+    preprocess: Preprocess,
+    batch_size: int,
+    strict: bool = False,
+    report: LoadReport | None = None,
+    workers: int = 2,
+) -> Iterator[Batch]:
+    """Decode and preprocess in a small thread pool (Pillow releases the GIL), in order.
+
+    Unreadable files are skipped and recorded in ``report``, or raise with ``strict``.
+    """
+    report = report if report is not None else LoadReport()
+
+    def work(sample: Sample):
+        try:
+            return preprocess.apply(load_image(sample.path))
+        except QVisionError as exc:
+            if strict:
+                raise
+            return exc
+
+    pending_inputs: list[np.ndarray] = []
+    pending_samples: list[Sample] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        # map() keeps order; a bounded window keeps memory flat on big folders.
+        window = max(batch_size * 2, 8)
+        for start in range(0, len(dataset.samples), window):
+            chunk = dataset.samples[start : start + window]
+            for sample, result in zip(chunk, pool.map(work, chunk), strict=True):
+                if isinstance(result, QVisionError):
+                    report.skipped.append((str(sample.path), result.problem))
+                    continue
+                pending_inputs.append(result)
+                pending_samples.append(sample)
+                if len(pending_inputs) == batch_size:
+                    yield Batch(np.stack(pending_inputs), pending_samples)
+                    pending_inputs, pending_samples = [], []
+    if pending_inputs:
+        yield Batch(np.stack(pending_inputs), pending_samples)

@@ -1,0 +1,39 @@
+"""`qvision demo`: the main job on an embedded default, offline.
+
+Exports the EfficientNet-Lite0 zoo model, runs it on real photos that pip packages
+ship, benchmarks it, and writes every result as JSON. Quantization joins here once the
+PTQ engine lands.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from qvision import api
+from qvision.report.schema import DemoResult, write_json
+from qvision.zoo.sources import sample_photos
+
+DEMO_MODEL = "efficientnet-lite0"
+
+
+def prepare_photos(folder: Path) -> Path:
+    """Copy the bundled photos into one folder (they live in several packages)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for src in sample_photos():
+        dst = folder / f"{src.parent.parent.name}-{src.name}"
+        if not dst.exists():
+            shutil.copyfile(src, dst)
+    return folder
+
+
+def run_demo(out_dir: str | Path, progress: api.Progress | None = None, seconds: float = 2.0) -> tuple[DemoResult, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = out / f"{DEMO_MODEL}.onnx"
+    exported = api.export_zoo_model(DEMO_MODEL, model_path)
+    photos = prepare_photos(out / "photos")
+    evaluated = api.evaluate(model_path, photos, keep_predictions=True, progress=progress)
+    bench = api.benchmark([model_path], seconds=seconds)
+    result = DemoResult(model=exported, eval=evaluated, bench=bench)
+    return result, write_json(result, out / "results.json")

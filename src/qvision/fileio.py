@@ -1,0 +1,60 @@
+"""Safe file writes: never leave a half-written output, never overwrite an input."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from qvision.errors import QVisionError
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    pa, pb = Path(a), Path(b)
+    if pa.exists() and pb.exists():
+        return os.path.samefile(pa, pb)
+    return pa.resolve() == pb.resolve()
+
+
+def check_output_path(out: str | Path, inputs: Iterable[str | Path | None]) -> Path:
+    """Refuse an output that would overwrite one of the inputs, or lands in a missing folder."""
+    out = Path(out)
+    for src in inputs:
+        if src is not None and same_file(out, src):
+            raise QVisionError(f"output path is the input file {src}; choose another output path", out)
+    if out.exists() and out.is_dir():
+        raise QVisionError("output path is a folder; give a file name", out)
+    if not out.parent.exists():
+        raise QVisionError(f"output folder {out.parent} does not exist", out)
+    return out
+
+
+@contextlib.contextmanager
+def atomic_path(out: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside ``out``; rename it onto ``out`` only if the block succeeds."""
+    out = Path(out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, out)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(out: str | Path, text: str) -> None:
+    with atomic_path(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -1,0 +1,140 @@
+"""Pydantic models for results. Plain keys; every command can dump one with ``--json``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from qvision.fileio import write_text_atomic
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Environment(BaseModel):
+    versions: dict[str, str]
+    cpu: dict
+    created: str = Field(default_factory=_now)
+
+
+class SkippedFile(BaseModel):
+    path: str
+    reason: str
+
+
+class DatasetInfo(BaseModel):
+    root: str
+    files: int  # image files found
+    used: int  # decoded and scored
+    skipped: list[SkippedFile] = []
+    labelled: bool
+    sha256: str  # manifest digest: one id for the exact set of files and labels
+
+
+class Fidelity(BaseModel):
+    top1_agreement: float
+    cosine: float
+    sqnr_db: float | None  # None: outputs identical
+    kl_div: float
+
+
+class Prediction(BaseModel):
+    path: str
+    top5: list[tuple[int, float]]  # (class index, probability)
+    labels: list[str] = []  # class names, when the model carries them
+
+
+class EvalResult(BaseModel):
+    kind: Literal["eval"] = "eval"
+    task: str
+    model: str
+    model_sha256: str
+    n: int
+    metrics: dict[str, float]
+    agreement: float | None = None  # top-1 agreement with the reference
+    reference: str | None = None
+    fidelity: Fidelity | None = None
+    dataset: DatasetInfo
+    preprocess: dict
+    batch_size: int
+    seconds: float
+    predictions: list[Prediction] = []
+    env: Environment
+
+
+class BatchBench(BaseModel):
+    batch: int
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    runs: int
+    throughput_ips: float  # images per second
+    speedup: float | None = None  # vs the first model at this batch size
+
+
+class ModelBench(BaseModel):
+    path: str
+    size_bytes: int
+    median_ms: float  # batch 1
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    runs: int
+    throughput_ips: float
+    speedup: float  # median latency of the first model / this model's, batch 1
+    peak_rss_bytes: int | None = None
+    batch_n: BatchBench | None = None
+
+
+class BenchResult(BaseModel):
+    kind: Literal["bench"] = "bench"
+    models: list[ModelBench]
+    threads: int
+    batch: int
+    rounds: int
+    interleaved: bool = True
+    env: Environment
+
+
+class ModelInfo(BaseModel):
+    kind: Literal["model"] = "model"
+    path: str
+    sha256: str
+    size_bytes: int
+    opset: int
+    ir_version: int
+    producer: str
+    inputs: list[dict]
+    outputs: list[dict]
+    op_counts: dict[str, int]
+    parameters: int
+    metadata: dict[str, str]
+
+
+class ZooExportResult(BaseModel):
+    kind: Literal["zoo-export"] = "zoo-export"
+    name: str
+    path: str
+    sha256: str
+    size_bytes: int
+    task: str
+    preprocess: dict
+
+
+class DemoResult(BaseModel):
+    kind: Literal["demo"] = "demo"
+    model: ZooExportResult
+    eval: EvalResult
+    bench: BenchResult
+
+
+def write_json(result: BaseModel, path: str | Path) -> Path:
+    """Atomic: a crash never leaves half a JSON file."""
+    path = Path(path)
+    write_text_atomic(path, result.model_dump_json(indent=2) + "\n")
+    return path

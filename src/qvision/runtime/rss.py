@@ -1,0 +1,25 @@
+"""Child process for peak-RSS measurement: ``python -m qvision.runtime.rss '{json}'``."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+
+from qvision.runtime.inputs import random_feeds
+from qvision.runtime.session import make_session
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    sess = make_session(cfg["path"], cfg["threads"])
+    hw = tuple(cfg["hw"]) if cfg["hw"] else None
+    feed = random_feeds(sess, cfg["batch"], hw, cfg["path"])
+    for _ in range(3):
+        sess.run(None, feed)
+    # Linux reports ru_maxrss in KiB
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""Task adapters: decode a model's outputs and score them."""
+
+from qvision.tasks.classification import FidelityMeter, TopKMeter, as_logits
+
+TASKS = ("classification",)
+
+__all__ = ["TASKS", "FidelityMeter", "TopKMeter", "as_logits"]

@@ -1,0 +1,101 @@
+"""Shared fixtures: tiny models built with onnx.helper and real photos from installed packages."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from qvision.data.preprocess import METADATA_KEY, Preprocess
+from qvision.zoo.sources import package_dir
+
+SKIMAGE = package_dir("skimage")
+PHOTO_NAMES = ["chelsea.png", "astronaut.png", "coffee.png", "rocket.jpg", "horse.png", "camera.png"]
+
+# 32x32 inputs keep every test model tiny and fast.
+TINY_PRE = Preprocess(resize=36, crop=32)
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[Path]:
+    """Real photographs bundled with scikit-image (horse is RGBA-free binary, camera is grayscale)."""
+    paths = [SKIMAGE / "data" / n for n in PHOTO_NAMES]
+    missing = [p for p in paths if not p.is_file()]
+    assert not missing, f"scikit-image photos missing: {missing}"
+    return paths
+
+
+def tiny_classifier(
+    path: Path,
+    classes: int = 10,
+    batch: int | str = "N",
+    size: int = 32,
+    preprocess: Preprocess | None = TINY_PRE,
+    seed: int = 0,
+) -> Path:
+    """Conv(3->8, s2) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(8->classes)."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.5
+    b = rng.standard_normal(8).astype(np.float32) * 0.1
+    fw = rng.standard_normal((classes, 8)).astype(np.float32)
+    fb = rng.standard_normal(classes).astype(np.float32) * 0.1
+    nodes = [
+        helper.make_node("Conv", ["input", "w", "b"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])],
+        [numpy_helper.from_array(a, n) for a, n in ((w, "w"), (b, "b"), (fw, "fw"), (fb, "fb"))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if preprocess is not None:
+        model.metadata_props.add(key=METADATA_KEY, value=preprocess.to_json())
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def tiny_model(tmp_path) -> Path:
+    return tiny_classifier(tmp_path / "tiny.onnx")
+
+
+@pytest.fixture
+def labelled_dir(tmp_path, photos) -> Path:
+    """ImageFolder with classes.txt: class 'cat' is index 3, 'rocket' index 7."""
+    root = tmp_path / "labelled"
+    for cls, names in {"cat": ["chelsea.png", "coffee.png"], "rocket": ["rocket.jpg", "astronaut.png"]}.items():
+        (root / cls).mkdir(parents=True)
+        for n in names:
+            shutil.copy(SKIMAGE / "data" / n, root / cls / n)
+    (root / "classes.txt").write_text("a\nb\nc\ncat\nd\ne\nf\nrocket\ng\nh\n")
+    return root
+
+
+@pytest.fixture
+def flat_dir(tmp_path, photos) -> Path:
+    root = tmp_path / "flat"
+    root.mkdir()
+    for p in photos[:4]:
+        shutil.copy(p, root / p.name)
+    return root
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The real console entry point in a child process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "qvision", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, timeout=600, check=False,
+    )

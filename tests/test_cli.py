@@ -1,0 +1,122 @@
+"""The CLI as a user meets it: one-line errors, non-zero exits, no tracebacks, nothing overwritten."""
+
+import json
+import shutil
+
+import pytest
+
+from conftest import run_cli, tiny_classifier
+
+
+def _assert_one_line_error(proc, *needles):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    for n in needles:
+        assert str(n) in lines[0], lines[0]
+
+
+@pytest.fixture
+def bad_inputs(tmp_path, tiny_model):
+    data = tiny_model.read_bytes()
+    (tmp_path / "truncated.onnx").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.onnx").write_text("name,score\nresnet,0.76\n")
+    (tmp_path / "noimages").mkdir()
+    (tmp_path / "noimages" / "readme.txt").write_text("nothing here")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("model", "problem"),
+    [("missing.onnx", "file not found"), ("truncated.onnx", "not a valid ONNX"), ("text.onnx", "not a valid ONNX")],
+)
+def test_bad_models(bad_inputs, labelled_dir, model, problem):
+    proc = run_cli("eval", bad_inputs / model, "--data", labelled_dir)
+    _assert_one_line_error(proc, bad_inputs / model, problem)
+
+
+def test_folder_without_images(bad_inputs, tiny_model):
+    proc = run_cli("eval", tiny_model, "--data", bad_inputs / "noimages")
+    _assert_one_line_error(proc, bad_inputs / "noimages", "no images found")
+
+
+def test_non_image_model(tmp_path, labelled_dir):
+    from onnx import TensorProto, helper, save
+
+    node = helper.make_node("Relu", ["features"], ["y"])
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 128])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 128])])
+    path = tmp_path / "vector.onnx"
+    save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    proc = run_cli("eval", path, "--data", labelled_dir)
+    _assert_one_line_error(proc, path, "input 'features'", "expected an image tensor")
+
+
+def test_corrupt_jpeg_among_good_ones(tmp_path, tiny_model, labelled_dir):
+    bad = labelled_dir / "cat" / "broken.jpg"
+    bad.write_bytes((labelled_dir / "rocket" / "rocket.jpg").read_bytes()[:1500])
+    out = tmp_path / "r.json"
+    proc = run_cli("eval", tiny_model, "--data", labelled_dir, "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped 1" in proc.stderr and "broken.jpg" in proc.stderr
+    res = json.loads(out.read_text())
+    assert res["n"] == 4 and res["dataset"]["files"] == 5
+    assert res["dataset"]["skipped"][0]["path"] == str(bad)
+    strict = run_cli("eval", tiny_model, "--data", labelled_dir, "--strict")
+    _assert_one_line_error(strict, bad, "truncated")
+
+
+def test_output_equal_to_input_is_refused(tiny_model, labelled_dir):
+    before = tiny_model.read_bytes()
+    proc = run_cli("normalize", tiny_model, "-o", tiny_model)
+    _assert_one_line_error(proc, tiny_model, "input file")
+    proc = run_cli("eval", tiny_model, "--data", labelled_dir, "--json", tiny_model)
+    _assert_one_line_error(proc, tiny_model, "input file")
+    assert tiny_model.read_bytes() == before
+
+
+def test_failed_export_leaves_existing_output_intact(tmp_path):
+    target = tmp_path / "keep.onnx"
+    target.write_bytes(b"previous contents")
+    proc = run_cli("zoo", "export", "no-such-model", "-o", target)
+    _assert_one_line_error(proc, "unknown zoo model")
+    assert target.read_bytes() == b"previous contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.onnx"]
+
+
+def test_eval_bench_json(tmp_path, tiny_model, labelled_dir):
+    ev = tmp_path / "eval.json"
+    proc = run_cli("eval", tiny_model, "--data", labelled_dir, "--reference", tiny_model, "--json", ev)
+    assert proc.returncode == 0, proc.stderr
+    e = json.loads(ev.read_text())
+    assert {"top1", "top5"} <= set(e["metrics"]) and e["agreement"] == 1.0
+
+    other = tiny_classifier(tmp_path / "other.onnx", seed=3)
+    bj = tmp_path / "bench.json"
+    proc = run_cli("bench", tiny_model, other, "--rounds", "2", "--seconds", "0.1", "--threads", "1", "--json", bj)
+    assert proc.returncode == 0, proc.stderr
+    b = json.loads(bj.read_text())
+    assert [m["path"] for m in b["models"]] == [str(tiny_model), str(other)]
+    for m in b["models"]:
+        assert {"median_ms", "p90_ms", "size_bytes", "speedup"} <= set(m)
+    assert b["models"][0]["speedup"] == 1.0
+
+
+def test_usage_errors_are_one_line(tiny_model):
+    proc = run_cli("eval", tiny_model)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "--data" in proc.stderr
+
+
+def test_normalize_and_manifest(tmp_path, tiny_model, labelled_dir):
+    out = tmp_path / "norm.onnx"
+    proc = run_cli("normalize", tiny_model, "-o", out)
+    assert proc.returncode == 0 and out.is_file()
+    man = tmp_path / "manifest.json"
+    proc = run_cli("data", "manifest", labelled_dir, "-o", man)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(man.read_text())["n"] == 4
+    shutil.rmtree(labelled_dir)
+    proc = run_cli("data", "manifest", labelled_dir)
+    _assert_one_line_error(proc, labelled_dir, "not found")
