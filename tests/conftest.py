@@ -16,7 +16,14 @@ from qvision.data.preprocess import METADATA_KEY, Preprocess
 from qvision.zoo.sources import package_dir
 
 SKIMAGE = package_dir("skimage")
-PHOTO_NAMES = ["chelsea.png", "astronaut.png", "coffee.png", "rocket.jpg", "horse.png", "camera.png"]
+PHOTO_NAMES = [
+    "chelsea.png",
+    "astronaut.png",
+    "coffee.png",
+    "rocket.jpg",
+    "horse.png",
+    "camera.png",
+]
 
 # 32x32 inputs keep every test model tiny and fast.
 TINY_PRE = Preprocess(resize=36, crop=32)
@@ -76,7 +83,10 @@ def tiny_model(tmp_path) -> Path:
 def labelled_dir(tmp_path, photos) -> Path:
     """ImageFolder with classes.txt: class 'cat' is index 3, 'rocket' index 7."""
     root = tmp_path / "labelled"
-    for cls, names in {"cat": ["chelsea.png", "coffee.png"], "rocket": ["rocket.jpg", "astronaut.png"]}.items():
+    for cls, names in {
+        "cat": ["chelsea.png", "coffee.png"],
+        "rocket": ["rocket.jpg", "astronaut.png"],
+    }.items():
         (root / cls).mkdir(parents=True)
         for n in names:
             shutil.copy(SKIMAGE / "data" / n, root / cls / n)
@@ -97,5 +107,9 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The real console entry point in a child process, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "qvision", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        check=False,
     )

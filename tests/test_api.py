@@ -4,12 +4,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from conftest import TINY_PRE, tiny_classifier
 from qvision import api
 from qvision.data import iter_batches, labelled_folder
 from qvision.errors import QVisionError
 from qvision.report import write_json
-
-from conftest import TINY_PRE, tiny_classifier
 
 
 def _expected_top1(model, root):
@@ -30,7 +29,11 @@ def test_eval_labelled_matches_direct_onnxruntime(tiny_model, labelled_dir, tmp_
     assert res.fidelity is None and res.agreement is None
     out = write_json(res, tmp_path / "r.json")
     data = json.loads(out.read_text())
-    assert set(data["metrics"]) == {"top1", "top5"} and data["task"] == "classification" and data["n"] == 4
+    assert (
+        set(data["metrics"]) == {"top1", "top5"}
+        and data["task"] == "classification"
+        and data["n"] == 4
+    )
 
 
 def test_eval_against_reference(tmp_path, flat_dir):
@@ -55,7 +58,9 @@ def test_fixed_batch_model_is_padded(tmp_path, labelled_dir):
     fixed = tiny_classifier(tmp_path / "fixed.onnx", batch=3)
     res = api.evaluate(fixed, labelled_dir, batch_size=32)
     assert res.batch_size == 3 and res.n == 4
-    assert res.metrics["top1"] == pytest.approx(_expected_top1(tiny_classifier(tmp_path / "dyn.onnx"), labelled_dir))
+    assert res.metrics["top1"] == pytest.approx(
+        _expected_top1(tiny_classifier(tmp_path / "dyn.onnx"), labelled_dir)
+    )
 
 
 def test_preprocess_must_fit_the_model(tmp_path, labelled_dir):
@@ -90,8 +95,12 @@ def test_bench_needs_size_for_dynamic_spatial_dims(tmp_path):
     from onnx import TensorProto, helper, save
 
     node = helper.make_node("Relu", ["x"], ["y"])
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "h", "w"])])
+    g = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+    )
     path = tmp_path / "dyn.onnx"
     save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     with pytest.raises(QVisionError, match="--size"):

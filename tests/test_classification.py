@@ -5,7 +5,9 @@ from qvision.tasks import FidelityMeter, TopKMeter
 
 
 def test_topk_counts():
-    logits = np.array([[0.1, 0.9, 0.0, 0, 0, 0], [0.8, 0.1, 0.05, 0.02, 0.01, 0.0], [0, 0, 0, 0, 0, 1.0]])
+    logits = np.array(
+        [[0.1, 0.9, 0.0, 0, 0, 0], [0.8, 0.1, 0.05, 0.02, 0.01, 0.0], [0, 0, 0, 0, 0, 1.0]]
+    )
     m = TopKMeter()
     m.update(logits, np.array([1, 2, 0]))
     # sample 0: top1 hit; sample 1: label 2 is 3rd -> top5 hit; sample 2: label 0 ties with others at 0

@@ -30,7 +30,11 @@ def bad_inputs(tmp_path, tiny_model):
 
 @pytest.mark.parametrize(
     ("model", "problem"),
-    [("missing.onnx", "file not found"), ("truncated.onnx", "not a valid ONNX"), ("text.onnx", "not a valid ONNX")],
+    [
+        ("missing.onnx", "file not found"),
+        ("truncated.onnx", "not a valid ONNX"),
+        ("text.onnx", "not a valid ONNX"),
+    ],
 )
 def test_bad_models(bad_inputs, labelled_dir, model, problem):
     proc = run_cli("eval", bad_inputs / model, "--data", labelled_dir)
@@ -46,8 +50,12 @@ def test_non_image_model(tmp_path, labelled_dir):
     from onnx import TensorProto, helper, save
 
     node = helper.make_node("Relu", ["features"], ["y"])
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 128])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 128])])
+    g = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 128])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 128])],
+    )
     path = tmp_path / "vector.onnx"
     save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     proc = run_cli("eval", path, "--data", labelled_dir)
@@ -88,14 +96,28 @@ def test_failed_export_leaves_existing_output_intact(tmp_path):
 
 def test_eval_bench_json(tmp_path, tiny_model, labelled_dir):
     ev = tmp_path / "eval.json"
-    proc = run_cli("eval", tiny_model, "--data", labelled_dir, "--reference", tiny_model, "--json", ev)
+    proc = run_cli(
+        "eval", tiny_model, "--data", labelled_dir, "--reference", tiny_model, "--json", ev
+    )
     assert proc.returncode == 0, proc.stderr
     e = json.loads(ev.read_text())
     assert {"top1", "top5"} <= set(e["metrics"]) and e["agreement"] == 1.0
 
     other = tiny_classifier(tmp_path / "other.onnx", seed=3)
     bj = tmp_path / "bench.json"
-    proc = run_cli("bench", tiny_model, other, "--rounds", "2", "--seconds", "0.1", "--threads", "1", "--json", bj)
+    proc = run_cli(
+        "bench",
+        tiny_model,
+        other,
+        "--rounds",
+        "2",
+        "--seconds",
+        "0.1",
+        "--threads",
+        "1",
+        "--json",
+        bj,
+    )
     assert proc.returncode == 0, proc.stderr
     b = json.loads(bj.read_text())
     assert [m["path"] for m in b["models"]] == [str(tiny_model), str(other)]
@@ -120,3 +142,18 @@ def test_normalize_and_manifest(tmp_path, tiny_model, labelled_dir):
     shutil.rmtree(labelled_dir)
     proc = run_cli("data", "manifest", labelled_dir)
     _assert_one_line_error(proc, labelled_dir, "not found")
+
+
+@pytest.mark.slow
+def test_demo_runs_offline_and_writes_results(tmp_path):
+    from qvision.demo import run_demo
+
+    res, path = run_demo(tmp_path / "demo", seconds=0.2)
+    data = json.loads(path.read_text())
+    assert data["kind"] == "demo" and data["eval"]["n"] >= 8
+    by_name = {p["path"].rsplit("/", 1)[-1]: p["labels"][0] for p in data["eval"]["predictions"]}
+    # real weights on real photos
+    assert by_name["skimage-coffee.png"] == "espresso"
+    assert by_name["skimage-chelsea.png"] in {"tabby", "tiger_cat", "Egyptian_cat"}
+    assert data["bench"]["models"][0]["median_ms"] > 0
+    assert res.model.name == "efficientnet-lite0"

@@ -4,10 +4,16 @@ import shutil
 import numpy as np
 import pytest
 
-from qvision.data import LoadReport, build_manifest, image_folder, iter_batches, labelled_folder, open_dataset
-from qvision.errors import QVisionError
-
 from conftest import TINY_PRE
+from qvision.data import (
+    LoadReport,
+    build_manifest,
+    image_folder,
+    iter_batches,
+    labelled_folder,
+    open_dataset,
+)
+from qvision.errors import QVisionError
 
 
 def test_classes_txt_sets_indices(labelled_dir):
@@ -75,5 +81,7 @@ def test_manifest_hashes(labelled_dir):
         assert e.sha256 == hashlib.sha256((labelled_dir / e.path).read_bytes()).hexdigest()
     same = build_manifest(labelled_folder(labelled_dir))
     assert same.sha256 == man.sha256
-    (labelled_dir / "cat" / "coffee.png").write_bytes((labelled_dir / "rocket" / "rocket.jpg").read_bytes())
+    (labelled_dir / "cat" / "coffee.png").write_bytes(
+        (labelled_dir / "rocket" / "rocket.jpg").read_bytes()
+    )
     assert build_manifest(labelled_folder(labelled_dir)).sha256 != man.sha256

@@ -11,7 +11,13 @@ def test_producers_consumers_and_order(tiny_model):
     assert [n.op_type for n in view.consumers["c"]] == ["Relu"]
     assert view.is_constant("w") and not view.is_constant("c")
     assert view.weight("w").shape == (8, 3, 3, 3)
-    assert [n.op_type for n in view.topological_order()] == ["Conv", "Relu", "GlobalAveragePool", "Flatten", "Gemm"]
+    assert [n.op_type for n in view.topological_order()] == [
+        "Conv",
+        "Relu",
+        "GlobalAveragePool",
+        "Flatten",
+        "Gemm",
+    ]
     assert view.op_counts()["Conv"] == 1
 
 
@@ -21,8 +27,12 @@ def test_topological_order_of_shuffled_graph_with_branches():
         helper.make_node("Relu", ["x"], ["a"], name="relu"),
         helper.make_node("Neg", ["x"], ["b"], name="neg"),
     ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
     view = GraphView(helper.make_model(graph))
     order = [n.name for n in view.topological_order()]
     assert order.index("add") > order.index("relu") and order.index("add") > order.index("neg")
@@ -30,7 +40,9 @@ def test_topological_order_of_shuffled_graph_with_branches():
 
 def test_cycle_is_detected():
     nodes = [helper.make_node("Relu", ["b"], ["a"]), helper.make_node("Relu", ["a"], ["b"])]
-    graph = helper.make_graph(nodes, "g", [], [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2])])
+    graph = helper.make_graph(
+        nodes, "g", [], [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2])]
+    )
     with pytest.raises(ValueError, match="cycle"):
         GraphView(helper.make_model(graph)).topological_order()
 
@@ -43,8 +55,12 @@ def test_match_chain_follows_single_consumers():
         helper.make_node("Clip", ["c2"], ["r2"], name="clip"),
         helper.make_node("Add", ["r2", "c2"], ["y"], name="add"),  # c2 has two consumers
     ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
     view = GraphView(helper.make_model(graph))
     chains = view.match_chain(["Conv", "Relu|Clip"])
     assert [[n.name for n in c] for c in chains] == [["conv1", "relu1"]]

@@ -15,8 +15,11 @@ def chelsea(photos):
 
 @pytest.mark.parametrize("mode", ["L", "CMYK", "P", "RGBA", "LA", "I;16", "1"])
 def test_any_mode_becomes_rgb(tmp_path, chelsea, mode):
-    img = chelsea.convert(mode) if mode != "I;16" else Image.fromarray(
-        (np.asarray(chelsea.convert("L"), dtype=np.uint16) * 257))
+    img = (
+        chelsea.convert(mode)
+        if mode != "I;16"
+        else Image.fromarray(np.asarray(chelsea.convert("L"), dtype=np.uint16) * 257)
+    )
     fmt = "TIFF" if mode in ("CMYK", "I;16") else "PNG"
     path = tmp_path / f"img.{fmt.lower()}"
     img.save(path, fmt)

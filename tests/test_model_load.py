@@ -6,19 +6,24 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from conftest import tiny_classifier
 from qvision.errors import QVisionError
 from qvision.fileio import sha256_file
 from qvision.model import image_input, load_model
 from qvision.model.load import constants_to_initializers, default_opset
 
-from conftest import tiny_classifier
-
 
 def _save_with_external(model: onnx.ModelProto, path, location: str) -> None:
     """Point the first initializer at ``location`` (relative to the model) as external data."""
     model = onnx.ModelProto.FromString(model.SerializeToString())  # onnx.save edits its argument
-    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="weights.bin", size_threshold=0)
+    onnx.save(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     m = onnx.load(str(path), load_external_data=False)
     for e in m.graph.initializer[0].external_data:
         if e.key == "location":
@@ -31,7 +36,14 @@ def test_loads_and_normalizes_without_touching_the_file(tiny_model):
     model = load_model(tiny_model)
     assert sha256_file(tiny_model) == before
     inp = image_input(model)
-    assert (inp.name, inp.layout, inp.batch, inp.channels, inp.height, inp.width) == ("input", "nchw", None, 3, 32, 32)
+    assert (inp.name, inp.layout, inp.batch, inp.channels, inp.height, inp.width) == (
+        "input",
+        "nchw",
+        None,
+        3,
+        32,
+        32,
+    )
     # shape inference filled the intermediate tensors
     assert {v.name for v in model.graph.value_info} >= {"c", "r", "g", "f"}
 
@@ -89,8 +101,12 @@ def test_missing_truncated_and_text_files(tmp_path, tiny_model):
 
 def test_checker_failure_is_reported(tmp_path):
     node = helper.make_node("Relu", ["x"], ["y"])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.graph.node[0].input[0] = "undefined_tensor"
     path = tmp_path / "bad.onnx"
@@ -101,13 +117,29 @@ def test_checker_failure_is_reported(tmp_path):
 
 def _constant_model(opset: int) -> onnx.ModelProto:
     """y = x * c + d, where c and d come from Constant nodes (as in the PP-OCR exports)."""
-    c = helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.full((1, 4), 2.0, np.float32)))
+    c = helper.make_node(
+        "Constant", [], ["c"], value=numpy_helper.from_array(np.full((1, 4), 2.0, np.float32))
+    )
     # value_float needs opset 12; older models carry scalars as 'value' tensors
-    d = (helper.make_node("Constant", [], ["d"], value_float=0.5) if opset >= 12 else
-         helper.make_node("Constant", [], ["d"], value=numpy_helper.from_array(np.array(0.5, np.float32))))
-    nodes = [c, d, helper.make_node("Mul", ["x", "c"], ["m"]), helper.make_node("Add", ["m", "d"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    d = (
+        helper.make_node("Constant", [], ["d"], value_float=0.5)
+        if opset >= 12
+        else helper.make_node(
+            "Constant", [], ["d"], value=numpy_helper.from_array(np.array(0.5, np.float32))
+        )
+    )
+    nodes = [
+        c,
+        d,
+        helper.make_node("Mul", ["x", "c"], ["m"]),
+        helper.make_node("Add", ["m", "d"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 7
     return model
@@ -121,7 +153,11 @@ def test_constants_become_initializers_and_outputs_do_not_change(tmp_path):
     assert [n.op_type for n in norm.graph.node] == ["Mul", "Add"]
     assert {t.name for t in norm.graph.initializer} == {"c", "d"}
     x = np.arange(4, dtype=np.float32).reshape(1, 4)
-    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]  # noqa: E731
+
+    def run(m):
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return sess.run(None, {"x": x})[0]
+
     assert np.array_equal(run(model), run(norm))
     assert constants_to_initializers(norm) == 0
 
@@ -135,14 +171,20 @@ def test_old_opset_is_upgraded_to_13(tmp_path):
 
 @pytest.mark.parametrize(
     ("shape", "dtype", "problem"),
-    [([1, 10], TensorProto.FLOAT, "expected an image tensor"),
-     ([1, 3, 32, 32], TensorProto.INT64, "expected a float image tensor"),
-     ([1, 5, 32, 7], TensorProto.FLOAT, "not an image tensor")],
+    [
+        ([1, 10], TensorProto.FLOAT, "expected an image tensor"),
+        ([1, 3, 32, 32], TensorProto.INT64, "expected a float image tensor"),
+        ([1, 5, 32, 7], TensorProto.FLOAT, "not an image tensor"),
+    ],
 )
 def test_non_image_inputs_are_named(tmp_path, shape, dtype, problem):
     node = helper.make_node("Identity", ["x"], ["y"])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", dtype, shape)],
-                              [helper.make_tensor_value_info("y", dtype, shape)])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", dtype, shape)],
+        [helper.make_tensor_value_info("y", dtype, shape)],
+    )
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     with pytest.raises(QVisionError, match=problem) as exc:
@@ -152,8 +194,12 @@ def test_non_image_inputs_are_named(tmp_path, shape, dtype, problem):
 
 def test_nhwc_input_is_recognized(tmp_path):
     node = helper.make_node("Identity", ["x"], ["y"])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64, 48, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64, 48, 3])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64, 48, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64, 48, 3])],
+    )
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     inp = image_input(load_model(path))

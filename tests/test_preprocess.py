@@ -11,8 +11,14 @@ from qvision.errors import QVisionError
 
 
 def test_imagenet_preset_equals_torchvision(photos):
-    tv = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
-                    T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    tv = T.Compose(
+        [
+            T.Resize(256),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
     for p in photos[:4]:
         img = load_image(p)
         ours = PRESETS["imagenet"].apply(img)
@@ -29,7 +35,15 @@ def test_tf_preset_is_x_minus_127_over_128(photos):
 
 def test_bgr_nhwc_gray():
     img = Image.new("RGB", (10, 10), (10, 20, 30))
-    bgr = Preprocess(resize=None, crop=None, scale=1, mean=[0, 0, 0], std=[1, 1, 1], channel_order="bgr", layout="nhwc")
+    bgr = Preprocess(
+        resize=None,
+        crop=None,
+        scale=1,
+        mean=[0, 0, 0],
+        std=[1, 1, 1],
+        channel_order="bgr",
+        layout="nhwc",
+    )
     assert bgr.apply(img)[0, 0].tolist() == [30, 20, 10]
     gray = Preprocess(resize=None, crop=None, scale=1, mean=[0], std=[1], channel_order="gray")
     assert gray.apply(img).shape == (1, 10, 10)
@@ -37,8 +51,15 @@ def test_bgr_nhwc_gray():
 
 def test_height_mode_keeps_aspect_and_pads():
     img = Image.new("RGB", (100, 20), (255, 255, 255))
-    pre = Preprocess(resize=(48, 320), resize_mode="height", crop=None, scale=1 / 255, mean=[0.5] * 3,
-                     std=[0.5] * 3, pad_value=0.0)
+    pre = Preprocess(
+        resize=(48, 320),
+        resize_mode="height",
+        crop=None,
+        scale=1 / 255,
+        mean=[0.5] * 3,
+        std=[0.5] * 3,
+        pad_value=0.0,
+    )
     out = pre.apply(img)
     assert out.shape == (3, 48, 320)
     assert np.allclose(out[:, :, :240], 1.0) and np.allclose(out[:, :, 240:], 0.0)
@@ -46,8 +67,15 @@ def test_height_mode_keeps_aspect_and_pads():
 
 def test_letterbox_fits_and_pads():
     img = Image.new("RGB", (200, 100), (0, 0, 0))
-    pre = Preprocess(resize=(64, 64), resize_mode="letterbox", crop=None, scale=1, mean=[0] * 3, std=[1] * 3,
-                     pad_value=-1)
+    pre = Preprocess(
+        resize=(64, 64),
+        resize_mode="letterbox",
+        crop=None,
+        scale=1,
+        mean=[0] * 3,
+        std=[1] * 3,
+        pad_value=-1,
+    )
     out = pre.apply(img)
     assert out.shape == (3, 64, 64)
     assert np.all(out[:, :32] == 0) and np.all(out[:, 32:] == -1)
@@ -73,8 +101,12 @@ def test_parse_from_files_and_json(tmp_path):
 
 @pytest.mark.parametrize(
     ("text", "match"),
-    [("resize: 10\nbogus: 1\n", "bogus"), ("std: [0, 1, 1]\n", "std"), ("- a\n- b\n", "mapping"),
-     ("resize: [\n", "cannot parse")],
+    [
+        ("resize: 10\nbogus: 1\n", "bogus"),
+        ("std: [0, 1, 1]\n", "std"),
+        ("- a\n- b\n", "mapping"),
+        ("resize: [\n", "cannot parse"),
+    ],
 )
 def test_bad_preprocess_files(tmp_path, text, match):
     f = tmp_path / "bad.yaml"

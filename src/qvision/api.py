@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from qvision.data import LoadReport, Preprocess, build_manifest, iter_batches, open_dataset, parse_preprocess
+from qvision.data import (
+    LoadReport,
+    Preprocess,
+    build_manifest,
+    iter_batches,
+    open_dataset,
+    parse_preprocess,
+)
 from qvision.data.manifest import DatasetManifest
 from qvision.data.preprocess import METADATA_KEY
 from qvision.errors import QVisionError
@@ -59,12 +66,15 @@ def resolve_preprocess(
     elif METADATA_KEY in metadata(model):
         pre = parse_preprocess(metadata(model)[METADATA_KEY])
     else:
-        raise QVisionError("model carries no preprocessing metadata; pass --preprocess imagenet|tf|FILE", path)
+        raise QVisionError(
+            "model carries no preprocessing metadata; pass --preprocess imagenet|tf|FILE", path
+        )
     # The model decides the layout; the spec only describes pixels.
     pre = pre.model_copy(update={"layout": inp.layout})
     if pre.channels != inp.channels:
         raise QVisionError(
-            f"preprocessing gives {pre.channels} channel(s) but input '{inp.name}' takes {inp.channels}", path
+            f"preprocessing gives {pre.channels} channel(s) but input '{inp.name}' takes {inp.channels}",
+            path,
         )
     hw = pre.output_hw()
     want = (inp.height, inp.width)
@@ -140,14 +150,21 @@ def evaluate(
         dataset.samples = dataset.samples[:limit]
     if dataset.labelled is False and reference is None and not keep_predictions:
         raise QVisionError(
-            "images have no labels (no class folders); pass --reference FP32.onnx for label-free fidelity", data
+            "images have no labels (no class folders); pass --reference FP32.onnx for label-free fidelity",
+            data,
         )
     run = _Runner(model, inp, threads)
     ref_run = None
     if reference is not None:
         ref_proto, ref_inp = _open_model(reference)
-        if (ref_inp.channels, ref_inp.height, ref_inp.width) != (inp.channels, inp.height, inp.width):
-            raise QVisionError("reference model takes a different input shape than the model", reference)
+        if (ref_inp.channels, ref_inp.height, ref_inp.width) != (
+            inp.channels,
+            inp.height,
+            inp.width,
+        ):
+            raise QVisionError(
+                "reference model takes a different input shape than the model", reference
+            )
         ref_run = _Runner(reference, ref_inp, threads)
     batch_size = inp.batch or batch_size
     labels_meta = metadata(proto).get("qvision.labels")
@@ -162,14 +179,17 @@ def evaluate(
             labels = np.array([s.label for s in batch.samples])
             if labels.max() >= logits.shape[1]:
                 raise QVisionError(
-                    f"label {int(labels.max())} is outside the model's {logits.shape[1]} outputs", data
+                    f"label {int(labels.max())} is outside the model's {logits.shape[1]} outputs",
+                    data,
                 )
             topk.update(logits, labels)
         if ref_run is not None:
             fid.update(logits, ref_run(batch.inputs))
         if keep_predictions:
             for s, top in zip(batch.samples, _softmax_top5(logits), strict=True):
-                shown = [names[i] for i, _ in top] if names and len(names) == logits.shape[1] else []
+                shown = (
+                    [names[i] for i, _ in top] if names and len(names) == logits.shape[1] else []
+                )
                 predictions.append(Prediction(path=str(s.path), top5=top, labels=shown))
         done += len(batch.samples)
         if progress:
@@ -248,11 +268,14 @@ def benchmark(
     steps = len(batches) * rounds
     per_batch = []
     for bi, b in enumerate(batches):
+
         def on_round(r, _n, bi=bi):
             if progress:
                 progress(bi * rounds + r, steps)
 
-        per_batch.append(time_interleaved(paths, b, hws.get, threads, rounds, seconds, on_round=on_round))
+        per_batch.append(
+            time_interleaved(paths, b, hws.get, threads, rounds, seconds, on_round=on_round)
+        )
     results = []
     base1 = per_batch[0][0].stats()["median_ms"]
     for i, p in enumerate(paths):
@@ -262,7 +285,10 @@ def benchmark(
             sn = per_batch[1][i].stats()
             base_n = per_batch[1][0].stats()["median_ms"]
             bn = BatchBench(
-                batch=batch, **sn, throughput_ips=batch * 1000.0 / sn["median_ms"], speedup=base_n / sn["median_ms"]
+                batch=batch,
+                **sn,
+                throughput_ips=batch * 1000.0 / sn["median_ms"],
+                speedup=base_n / sn["median_ms"],
             )
         results.append(
             ModelBench(
@@ -275,7 +301,9 @@ def benchmark(
                 batch_n=bn,
             )
         )
-    return BenchResult(models=results, threads=threads, batch=batch, rounds=rounds, env=environment())
+    return BenchResult(
+        models=results, threads=threads, batch=batch, rounds=rounds, env=environment()
+    )
 
 
 def inspect_model(path: str | Path) -> ModelInfo:
@@ -284,8 +312,15 @@ def inspect_model(path: str | Path) -> ModelInfo:
     view = GraphView(model)
 
     def describe(vi: onnx.ValueInfoProto) -> dict:
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in vi.type.tensor_type.shape.dim]
-        return {"name": vi.name, "type": onnx.TensorProto.DataType.Name(vi.type.tensor_type.elem_type), "shape": dims}
+        dims = [
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in vi.type.tensor_type.shape.dim
+        ]
+        return {
+            "name": vi.name,
+            "type": onnx.TensorProto.DataType.Name(vi.type.tensor_type.elem_type),
+            "shape": dims,
+        }
 
     params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
     return ModelInfo(

@@ -6,7 +6,6 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -33,7 +32,7 @@ JsonOpt = typer.Option(None, "--json", help="Also write the result as JSON to th
 ThreadsOpt = typer.Option(None, "--threads", help="Intra-op threads (default: physical cores).")
 
 
-def _save_json(result, path: Optional[Path], inputs: list) -> None:
+def _save_json(result, path: Path | None, inputs: list) -> None:
     if path is None:
         return
     from qvision.fileio import check_output_path
@@ -44,7 +43,7 @@ def _save_json(result, path: Optional[Path], inputs: list) -> None:
     out.print(f"JSON results: {path}")
 
 
-def _check_json_path(path: Optional[Path], inputs: list) -> None:
+def _check_json_path(path: Path | None, inputs: list) -> None:
     """Validate the --json target before doing the work, so a bad path fails fast."""
     if path is not None:
         from qvision.fileio import check_output_path
@@ -55,31 +54,44 @@ def _check_json_path(path: Optional[Path], inputs: list) -> None:
 @contextmanager
 def _progress(label: str):
     bar = Progress(
-        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=True, disable=not err.is_terminal,
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
     )
     task = bar.add_task(label, total=None)
     with bar:
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
-def _pct(x: Optional[float]) -> str:
+def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f}%"
 
 
 @app.command("eval")
 def eval_cmd(
     model: Path = typer.Argument(..., help="ONNX model to evaluate."),
-    data: Path = typer.Option(..., "--data", help="Image folder: class sub-folders for labels, or flat."),
+    data: Path = typer.Option(
+        ..., "--data", help="Image folder: class sub-folders for labels, or flat."
+    ),
     task: str = typer.Option("classification", "--task", help="Task adapter."),
-    reference: Optional[Path] = typer.Option(None, "--reference", help="FP32 model for label-free fidelity."),
-    preprocess: Optional[str] = typer.Option(None, "--preprocess", help="imagenet | tf | FILE.json/yaml."),
+    reference: Path | None = typer.Option(
+        None, "--reference", help="FP32 model for label-free fidelity."
+    ),
+    preprocess: str | None = typer.Option(
+        None, "--preprocess", help="imagenet | tf | FILE.json/yaml."
+    ),
     batch: int = typer.Option(32, "--batch", min=1, help="Batch size."),
-    threads: Optional[int] = ThreadsOpt,
+    threads: int | None = ThreadsOpt,
     strict: bool = typer.Option(False, "--strict", help="Fail on the first unreadable image."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N images."),
-    predictions: bool = typer.Option(False, "--predictions", help="Record top-5 predictions per image."),
-    json_out: Optional[Path] = JsonOpt,
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N images."),
+    predictions: bool = typer.Option(
+        False, "--predictions", help="Record top-5 predictions per image."
+    ),
+    json_out: Path | None = JsonOpt,
 ):
     """Accuracy against labels and/or fidelity against a reference model."""
     from qvision import api
@@ -87,7 +99,17 @@ def eval_cmd(
     _check_json_path(json_out, [model, reference])
     with _progress("evaluating") as cb:
         res = api.evaluate(
-            model, data, task, reference, preprocess, batch, threads, strict, limit, predictions, progress=cb
+            model,
+            data,
+            task,
+            reference,
+            preprocess,
+            batch,
+            threads,
+            strict,
+            limit,
+            predictions,
+            progress=cb,
         )
     table = Table(title=f"{model.name} on {res.dataset.root} ({res.n} images)")
     table.add_column("metric")
@@ -125,13 +147,21 @@ def _print_predictions(res) -> None:
 @app.command("bench")
 def bench_cmd(
     models: list[Path] = typer.Argument(..., help="ONNX models; speedup is relative to the first."),
-    threads: Optional[int] = ThreadsOpt,
-    batch: int = typer.Option(1, "--batch", min=1, help="Also measure this batch size (batch 1 always)."),
+    threads: int | None = ThreadsOpt,
+    batch: int = typer.Option(
+        1, "--batch", min=1, help="Also measure this batch size (batch 1 always)."
+    ),
     rounds: int = typer.Option(10, "--rounds", min=1, help="Interleaved rounds."),
-    seconds: float = typer.Option(3.0, "--seconds", min=0.01, help="Timed seconds per model and batch size."),
-    size: Optional[str] = typer.Option(None, "--size", help="HxW for models with dynamic spatial dims."),
-    memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak RSS in a child process."),
-    json_out: Optional[Path] = JsonOpt,
+    seconds: float = typer.Option(
+        3.0, "--seconds", min=0.01, help="Timed seconds per model and batch size."
+    ),
+    size: str | None = typer.Option(
+        None, "--size", help="HxW for models with dynamic spatial dims."
+    ),
+    memory: bool = typer.Option(
+        True, "--memory/--no-memory", help="Measure peak RSS in a child process."
+    ),
+    json_out: Path | None = JsonOpt,
 ):
     """Latency (median, p90), throughput, size and peak memory, measured interleaved."""
     from qvision import api
@@ -152,8 +182,12 @@ def _print_bench(res) -> None:
         table.add_column(f"b{res.batch} img/s", justify="right")
     for m in res.models:
         row = [
-            Path(m.path).name, f"{m.size_bytes / 1e6:.2f} MB", f"{m.median_ms:.3f}", f"{m.p90_ms:.3f}",
-            f"{m.throughput_ips:.1f}", f"{m.speedup:.2f}×",
+            Path(m.path).name,
+            f"{m.size_bytes / 1e6:.2f} MB",
+            f"{m.median_ms:.3f}",
+            f"{m.p90_ms:.3f}",
+            f"{m.throughput_ips:.1f}",
+            f"{m.speedup:.2f}×",
             "—" if m.peak_rss_bytes is None else f"{m.peak_rss_bytes / 2**20:.0f} MiB",
         ]
         if m.batch_n:
@@ -163,7 +197,7 @@ def _print_bench(res) -> None:
 
 
 @app.command("inspect")
-def inspect_cmd(model: Path = typer.Argument(...), json_out: Optional[Path] = JsonOpt):
+def inspect_cmd(model: Path = typer.Argument(...), json_out: Path | None = JsonOpt):
     """Inputs, outputs, opset, op counts and metadata of a model."""
     from qvision import api
 
@@ -174,7 +208,9 @@ def inspect_cmd(model: Path = typer.Argument(...), json_out: Optional[Path] = Js
 
 
 def _print_info(info) -> None:
-    out.print(f"[bold]{info.path}[/]  opset {info.opset}, {info.parameters:,} parameters, {info.size_bytes / 1e6:.2f} MB")
+    out.print(
+        f"[bold]{info.path}[/]  opset {info.opset}, {info.parameters:,} parameters, {info.size_bytes / 1e6:.2f} MB"
+    )
     for kind, items in (("input", info.inputs), ("output", info.outputs)):
         for i in items:
             out.print(f"  {kind} {i['name']}: {i['type']} {i['shape']}")
@@ -187,7 +223,7 @@ def _print_info(info) -> None:
 def normalize_cmd(
     model: Path = typer.Argument(...),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the normalized model."),
-    json_out: Optional[Path] = JsonOpt,
+    json_out: Path | None = JsonOpt,
 ):
     """Check a model and write its normal form: opset >= 13, weights as initializers, shapes inferred."""
     from qvision import api
@@ -199,7 +235,7 @@ def normalize_cmd(
 
 
 @zoo_app.command("list")
-def zoo_list(json_out: Optional[Path] = JsonOpt):
+def zoo_list(json_out: Path | None = JsonOpt):
     """The models the zoo can export offline."""
     from qvision.zoo import ZOO
 
@@ -214,9 +250,19 @@ def zoo_list(json_out: Optional[Path] = JsonOpt):
 
         from qvision.fileio import write_text_atomic
 
-        rows = [{"name": e.name, "task": e.task, "description": e.description, "source": e.source,
-                 "preprocess": e.preprocess.model_dump()} for e in ZOO.values()]
-        write_text_atomic(json_out, json.dumps({"kind": "zoo-list", "models": rows}, indent=2) + "\n")
+        rows = [
+            {
+                "name": e.name,
+                "task": e.task,
+                "description": e.description,
+                "source": e.source,
+                "preprocess": e.preprocess.model_dump(),
+            }
+            for e in ZOO.values()
+        ]
+        write_text_atomic(
+            json_out, json.dumps({"kind": "zoo-list", "models": rows}, indent=2) + "\n"
+        )
         out.print(f"JSON results: {json_out}")
 
 
@@ -224,7 +270,7 @@ def zoo_list(json_out: Optional[Path] = JsonOpt):
 def zoo_export(
     name: str = typer.Argument(..., help="Zoo model name (see `qvision zoo list`)."),
     output: Path = typer.Option(..., "-o", "--output", help="ONNX file to write."),
-    json_out: Optional[Path] = JsonOpt,
+    json_out: Path | None = JsonOpt,
 ):
     """Export a zoo model to ONNX, with its preprocessing in metadata."""
     from qvision import api
@@ -238,7 +284,9 @@ def zoo_export(
 @data_app.command("manifest")
 def data_manifest(
     folder: Path = typer.Argument(..., help="Image folder."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the manifest JSON here."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Write the manifest JSON here."
+    ),
 ):
     """SHA-256 of every image (and its label), plus one digest for the whole set."""
     from qvision import api
@@ -251,8 +299,10 @@ def data_manifest(
 
 @app.command("demo")
 def demo_cmd(
-    out_dir: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the model and results."),
-    json_out: Optional[Path] = JsonOpt,
+    out_dir: Path = typer.Option(
+        Path("demo-out"), "--out", help="Folder for the model and results."
+    ),
+    json_out: Path | None = JsonOpt,
 ):
     """Export EfficientNet-Lite0, run it on bundled real photos, benchmark it; offline."""
     from qvision.demo import DEMO_MODEL, run_demo
@@ -284,6 +334,7 @@ def main() -> None:
             raise
         err.print(
             f"error: internal error: {type(exc).__name__}: {exc} (set QVISION_DEBUG=1 for a traceback)",
-            markup=False, highlight=False,
+            markup=False,
+            highlight=False,
         )
         sys.exit(1)

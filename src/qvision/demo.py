@@ -20,14 +20,16 @@ DEMO_MODEL = "efficientnet-lite0"
 def prepare_photos(folder: Path) -> Path:
     """Copy the bundled photos into one folder (they live in several packages)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for src in sample_photos():
-        dst = folder / f"{src.parent.parent.name}-{src.name}"
+    for package, src in sample_photos():
+        dst = folder / f"{package}-{src.name}"
         if not dst.exists():
             shutil.copyfile(src, dst)
     return folder
 
 
-def run_demo(out_dir: str | Path, progress: api.Progress | None = None, seconds: float = 2.0) -> tuple[DemoResult, Path]:
+def run_demo(
+    out_dir: str | Path, progress: api.Progress | None = None, seconds: float = 2.0
+) -> tuple[DemoResult, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / f"{DEMO_MODEL}.onnx"

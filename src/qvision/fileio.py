@@ -32,7 +32,9 @@ def check_output_path(out: str | Path, inputs: Iterable[str | Path | None]) -> P
     out = Path(out)
     for src in inputs:
         if src is not None and same_file(out, src):
-            raise QVisionError(f"output path is the input file {src}; choose another output path", out)
+            raise QVisionError(
+                f"output path is the input file {src}; choose another output path", out
+            )
     if out.exists() and out.is_dir():
         raise QVisionError("output path is a folder; give a file name", out)
     if not out.parent.exists():

@@ -1,6 +1,14 @@
 """Datasets, image decoding, preprocessing and manifests. Knows nothing about models."""
 
-from qvision.data.datasets import Dataset, LoadReport, Sample, image_folder, iter_batches, labelled_folder, open_dataset
+from qvision.data.datasets import (
+    Dataset,
+    LoadReport,
+    Sample,
+    image_folder,
+    iter_batches,
+    labelled_folder,
+    open_dataset,
+)
 from qvision.data.images import load_image
 from qvision.data.manifest import DatasetManifest, build_manifest
 from qvision.data.preprocess import PRESETS, Preprocess, parse_preprocess

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +41,11 @@ def _image_files(folder: Path) -> list[Path]:
     files = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files.extend(Path(dirpath) / f for f in sorted(filenames) if is_image_name(f) and not f.startswith("."))
+        files.extend(
+            Path(dirpath) / f
+            for f in sorted(filenames)
+            if is_image_name(f) and not f.startswith(".")
+        )
     return files
 
 
@@ -78,14 +82,17 @@ def labelled_folder(root: str | Path) -> Dataset:
         unknown = [d.name for d in class_dirs if d.name not in index]
         if unknown:
             raise QVisionError(
-                f"class folder '{unknown[0]}' is not listed in classes.txt ({len(unknown)} unlisted)", root
+                f"class folder '{unknown[0]}' is not listed in classes.txt ({len(unknown)} unlisted)",
+                root,
             )
     else:
         classes = [d.name for d in class_dirs]
         index = {name: i for i, name in enumerate(classes)}
     samples = [Sample(f, index[d.name]) for d in class_dirs for f in _image_files(d)]
     if not samples:
-        raise QVisionError(f"no images found in class folders (looked for {', '.join(IMAGE_EXTENSIONS)})", root)
+        raise QVisionError(
+            f"no images found in class folders (looked for {', '.join(IMAGE_EXTENSIONS)})", root
+        )
     return Dataset(root, samples, classes)
 
 

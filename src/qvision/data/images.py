@@ -9,7 +9,19 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from qvision.errors import QVisionError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+)
 # Far above any camera photo; stops decompression bombs before their pixels are allocated.
 MAX_PIXELS = 100_000_000
 

@@ -30,11 +30,22 @@ def build_manifest(dataset: Dataset) -> DatasetManifest:
     entries = []
     for s in dataset.samples:
         rel = Path(s.path).relative_to(dataset.root).as_posix()
-        entries.append(ManifestEntry(path=rel, sha256=sha256_file(s.path), size_bytes=s.path.stat().st_size, label=s.label))
+        entries.append(
+            ManifestEntry(
+                path=rel,
+                sha256=sha256_file(s.path),
+                size_bytes=s.path.stat().st_size,
+                label=s.label,
+            )
+        )
     entries.sort(key=lambda e: e.path)
     digest = hashlib.sha256()
     for e in entries:
         digest.update(f"{e.path}\t{e.sha256}\t{'' if e.label is None else e.label}\n".encode())
     return DatasetManifest(
-        root=str(dataset.root), n=len(entries), sha256=digest.hexdigest(), classes=dataset.classes, files=entries
+        root=str(dataset.root),
+        n=len(entries),
+        sha256=digest.hexdigest(),
+        classes=dataset.classes,
+        files=entries,
     )

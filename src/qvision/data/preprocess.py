@@ -164,13 +164,13 @@ def parse_preprocess(value: str | dict | Preprocess) -> Preprocess:
     path = Path(value)
     if path.suffix.lower() in (".json", ".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise QVisionError(
-                f"no such preprocess file (presets: {', '.join(PRESETS)})", path
-            )
+            raise QVisionError(f"no such preprocess file (presets: {', '.join(PRESETS)})", path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise QVisionError(f"cannot parse preprocess file: {str(exc).splitlines()[0]}", path) from None
+            raise QVisionError(
+                f"cannot parse preprocess file: {str(exc).splitlines()[0]}", path
+            ) from None
         if not isinstance(data, dict):
             raise QVisionError("preprocess file must hold a mapping of settings", path)
         return _validate(data, path)
@@ -179,7 +179,9 @@ def parse_preprocess(value: str | dict | Preprocess) -> Preprocess:
             return _validate(json.loads(value), "<preprocess>")
         except json.JSONDecodeError as exc:
             raise QVisionError(f"invalid preprocess JSON: {exc}") from None
-    raise QVisionError(f"unknown preprocess '{value}': use one of {', '.join(PRESETS)} or a JSON/YAML file")
+    raise QVisionError(
+        f"unknown preprocess '{value}': use one of {', '.join(PRESETS)} or a JSON/YAML file"
+    )
 
 
 def _validate(data: dict, where: str | Path) -> Preprocess:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
 from qvision.errors import QVisionError
 from qvision.fileio import atomic_path, check_output_path
@@ -31,14 +31,19 @@ def _check_external_data(model: onnx.ModelProto, path: Path) -> None:
         info = {e.key: e.value for e in tensor.external_data}
         loc = info.get("location", "")
         if not loc or os.path.isabs(loc):
-            raise QVisionError(f"tensor '{tensor.name}' has external data at absolute path '{loc}'", path)
+            raise QVisionError(
+                f"tensor '{tensor.name}' has external data at absolute path '{loc}'", path
+            )
         target = (base / loc).resolve()
         if base != target and base not in target.parents:
             raise QVisionError(
-                f"tensor '{tensor.name}' has external data outside the model's folder: '{loc}'", path
+                f"tensor '{tensor.name}' has external data outside the model's folder: '{loc}'",
+                path,
             )
         if not target.is_file():
-            raise QVisionError(f"external data file '{loc}' for tensor '{tensor.name}' is missing", path)
+            raise QVisionError(
+                f"external data file '{loc}' for tensor '{tensor.name}' is missing", path
+            )
 
 
 def _all_tensors(graph: onnx.GraphProto):
@@ -65,10 +70,14 @@ def read_model(path: str | Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError) as exc:
-        raise QVisionError(f"not a valid ONNX file (cannot parse protobuf: {_first_line(exc)})", path) from None
+        raise QVisionError(
+            f"not a valid ONNX file (cannot parse protobuf: {_first_line(exc)})", path
+        ) from None
     # Arbitrary bytes can parse as an empty protobuf; a real model has a graph and an IR version.
     if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.node:
-        raise QVisionError("not a valid ONNX model (no graph or IR version; truncated or wrong file?)", path)
+        raise QVisionError(
+            "not a valid ONNX model (no graph or IR version; truncated or wrong file?)", path
+        )
     _check_external_data(model, path)
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
@@ -146,12 +155,16 @@ def normalize_model(model: onnx.ModelProto, path: str | Path = "<model>") -> onn
         try:
             model = onnx.version_converter.convert_version(model, MIN_OPSET)
         except Exception as exc:  # the converter raises bare RuntimeErrors of many kinds
-            raise QVisionError(f"cannot upgrade opset {opset} to {MIN_OPSET}: {_first_line(exc)}", path) from None
+            raise QVisionError(
+                f"cannot upgrade opset {opset} to {MIN_OPSET}: {_first_line(exc)}", path
+            ) from None
     # After the upgrade: the converter itself adds Constant nodes (e.g. Unsqueeze axes).
     constants_to_initializers(model)
     try:
         if model.ByteSize() < _TWO_GB:
-            model = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+            model = onnx.shape_inference.infer_shapes(
+                model, check_type=False, strict_mode=False, data_prop=True
+            )
     except Exception as exc:
         raise QVisionError(f"shape inference failed: {_first_line(exc)}", path) from None
     return model
@@ -215,7 +228,8 @@ def image_input(model: onnx.ModelProto, path: str | Path = "<model>") -> ImageIn
     elem = vi.type.tensor_type.elem_type
     if elem not in (TensorProto.FLOAT, TensorProto.FLOAT16):
         raise QVisionError(
-            f"input '{vi.name}' is {TensorProto.DataType.Name(elem)}, expected a float image tensor", path
+            f"input '{vi.name}' is {TensorProto.DataType.Name(elem)}, expected a float image tensor",
+            path,
         )
     dims = _dims(vi)
     shown = "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
@@ -230,5 +244,6 @@ def image_input(model: onnx.ModelProto, path: str | Path = "<model>") -> ImageIn
     if c in (1, 3):
         return ImageInput(vi.name, "nhwc", n, c, a, b, elem)
     raise QVisionError(
-        f"input '{vi.name}' has shape {shown}: no 1- or 3-channel axis, so not an image tensor", path
+        f"input '{vi.name}' has shape {shown}: no 1- or 3-channel axis, so not an image tensor",
+        path,
     )

@@ -90,7 +90,11 @@ def peak_rss(path: str, batch: int, hw: tuple[int, int] | None, threads: int | N
     try:
         done = subprocess.run(
             [sys.executable, "-m", "qvision.runtime.rss", args],
-            capture_output=True, text=True, timeout=600, env=env, check=False,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None

