@@ -4,12 +4,20 @@ from qvision.errors import QVisionError
 
 __version__ = "0.1.0"
 
-__all__ = ["QVisionError", "__version__", "benchmark", "evaluate", "export_zoo_model", "load_model"]
+__all__ = [
+    "QVisionError",
+    "__version__",
+    "benchmark",
+    "evaluate",
+    "export_zoo_model",
+    "load_model",
+    "quantize",
+]
 
 
 def __getattr__(name: str):
     # The API pulls in onnxruntime; keep `import qvision` cheap until it is used.
-    if name in {"benchmark", "evaluate", "export_zoo_model", "load_model"}:
+    if name in {"benchmark", "evaluate", "export_zoo_model", "load_model", "quantize"}:
         from qvision import api
 
         return getattr(api, name)

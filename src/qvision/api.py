@@ -363,3 +363,45 @@ def export_zoo_model(name: str, out: str | Path) -> ZooExportResult:
 
 def dataset_manifest(root: str | Path) -> DatasetManifest:
     return build_manifest(open_dataset(root))
+
+
+def quantize(
+    model: str | Path,
+    output: str | Path,
+    calib: str | Path | None = None,
+    preprocess: str | dict | Preprocess | None = None,
+    target: str = "auto",
+    method: str | None = None,
+    weights: str = "int8",
+    plan: str | Path | None = None,
+    plan_out: str | Path | None = None,
+    keep_float: tuple[str, ...] = (),
+    batch_size: int = 8,
+    threads: int | None = None,
+    strict: bool = False,
+    limit: int | None = None,
+    progress: Progress | None = None,
+):
+    """Post-training quantization to a QDQ ONNX model for ``target`` ('auto' picks from the CPU)."""
+    from qvision import ptq
+
+    proto, inp = _open_model(model)
+    pre = resolve_preprocess(proto, preprocess, inp, model)
+    return ptq.run(
+        model,
+        output,
+        calib,
+        pre,
+        target,
+        method,
+        weights,
+        plan,
+        plan_out,
+        keep_float,
+        batch_size,
+        threads,
+        strict,
+        limit,
+        progress,
+        environment(),
+    )

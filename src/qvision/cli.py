@@ -71,6 +71,115 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f}%"
 
 
+@app.command("quantize")
+def quantize_cmd(
+    model: Path = typer.Argument(..., help="Float ONNX model."),
+    output: Path = typer.Option(..., "-o", "--output", help="Quantized QDQ ONNX model to write."),
+    calib: Path | None = typer.Option(None, "--calib", help="Calibration images (folder)."),
+    preprocess: str | None = typer.Option(
+        None, "--preprocess", help="imagenet | tf | FILE.json/yaml."
+    ),
+    target: str = typer.Option(
+        "auto", "--target", help="auto | ort-cpu-avx2 | ort-cpu-vnni | tensorrt | openvino."
+    ),
+    method: str | None = typer.Option(
+        None, "--method", help="minmax | percentile | entropy | mse (default: the target's)."
+    ),
+    weights: str = typer.Option("int8", "--weights", help="Weight precision."),
+    plan_out: Path | None = typer.Option(
+        None, "--plan-out", help="Write the quantization plan (JSON) here."
+    ),
+    plan: Path | None = typer.Option(
+        None, "--plan", help="Apply this (edited) plan instead of calibrating."
+    ),
+    keep_float: str | None = typer.Option(
+        None, "--keep-float", help="Comma-separated node names to keep in float."
+    ),
+    eval_dir: Path | None = typer.Option(
+        None, "--eval", help="Also evaluate FP32 vs INT8 on these images."
+    ),
+    task: str = typer.Option("classification", "--task", help="Task adapter for --eval."),
+    batch: int = typer.Option(8, "--batch", min=1, help="Calibration batch size."),
+    threads: int | None = ThreadsOpt,
+    strict: bool = typer.Option(False, "--strict", help="Fail on the first unreadable image."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Use only the first N calibration images."
+    ),
+    json_out: Path | None = JsonOpt,
+):
+    """Post-training quantization to a QDQ ONNX model that the target runtime fuses."""
+    from qvision import api
+
+    inputs = [model, calib, plan]
+    _check_json_path(json_out, [*inputs, output])
+    keep = tuple(k.strip() for k in keep_float.split(",") if k.strip()) if keep_float else ()
+    with _progress("calibrating") as cb:
+        res = api.quantize(
+            model,
+            output,
+            calib,
+            preprocess,
+            target,
+            method,
+            weights,
+            plan,
+            plan_out,
+            keep,
+            batch,
+            threads,
+            strict,
+            limit,
+            progress=cb,
+        )
+    out.print(
+        f"target {res.target_reason}; method {res.method}; {res.quantized_nodes} nodes quantized"
+    )
+    if res.float_nodes:
+        out.print("kept float: " + ", ".join(f"{k}×{v}" for k, v in res.float_nodes.items()))
+    for w in res.warnings:
+        err.print(f"warning: {w}")
+    out.print(
+        f"wrote {res.output} ({res.size_bytes['output'] / 1e6:.2f} MB, was {res.size_bytes['input'] / 1e6:.2f} MB) "
+        f"in {res.seconds['total']:.1f} s"
+    )
+    if res.plan:
+        out.print(f"plan: {res.plan}")
+    result = res
+    if eval_dir is not None:
+        from qvision.report.schema import QuantizeEvalResult
+
+        with _progress("evaluating") as cb:
+            fp32 = api.evaluate(
+                model, eval_dir, task, preprocess=preprocess, threads=threads, progress=cb
+            )
+            int8 = api.evaluate(
+                output,
+                eval_dir,
+                task,
+                reference=model,
+                preprocess=preprocess,
+                threads=threads,
+                progress=cb,
+            )
+        table = Table(title=f"FP32 vs INT8 on {eval_dir} ({int8.n} images)")
+        for col in ("metric", "FP32", "INT8", "change"):
+            table.add_column(col, justify="left" if col == "metric" else "right")
+        for k, v in fp32.metrics.items():
+            q = int8.metrics[k]
+            table.add_row(k, _pct(v), _pct(q), f"{100 * (q - v):+.2f} pts")
+        if int8.fidelity:
+            table.add_row("top-1 agreement", "", _pct(int8.fidelity.top1_agreement), "")
+            table.add_row(
+                "SQNR",
+                "",
+                "—" if int8.fidelity.sqnr_db is None else f"{int8.fidelity.sqnr_db:.2f} dB",
+                "",
+            )
+        out.print(table)
+        result = QuantizeEvalResult(quantize=res, fp32=fp32, int8=int8)
+    _save_json(result, json_out, [*inputs, output])
+
+
 @app.command("eval")
 def eval_cmd(
     model: Path = typer.Argument(..., help="ONNX model to evaluate."),

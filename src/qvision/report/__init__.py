@@ -9,6 +9,7 @@ from qvision.report.schema import (
     ModelBench,
     ModelInfo,
     Prediction,
+    QuantizeResult,
     ZooExportResult,
     write_json,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "ModelBench",
     "ModelInfo",
     "Prediction",
+    "QuantizeResult",
     "ZooExportResult",
     "write_json",
 ]

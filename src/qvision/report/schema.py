@@ -138,3 +138,31 @@ def write_json(result: BaseModel, path: str | Path) -> Path:
     path = Path(path)
     write_text_atomic(path, result.model_dump_json(indent=2) + "\n")
     return path
+
+
+class QuantizeResult(BaseModel):
+    kind: Literal["quantize"] = "quantize"
+    model: str
+    model_sha256: str
+    output: str
+    output_sha256: str
+    target: str
+    target_reason: str
+    method: str
+    weights: str
+    plan: str | None = None  # where the plan was written (--plan-out) or read from (--plan)
+    calib_images: int
+    skipped: list[SkippedFile] = []
+    quantized_nodes: int
+    float_nodes: dict[str, int]  # op type -> count kept float
+    size_bytes: dict[str, int]  # input, output
+    seconds: dict[str, float]  # calibrate, plan, write, total
+    warnings: list[str] = []
+    env: Environment
+
+
+class QuantizeEvalResult(BaseModel):
+    kind: Literal["quantize-eval"] = "quantize-eval"
+    quantize: QuantizeResult
+    fp32: EvalResult
+    int8: EvalResult

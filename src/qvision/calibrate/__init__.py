@@ -1,0 +1,14 @@
+"""Calibration: stream images through the float model and observe activation ranges."""
+
+from qvision.calibrate.collector import collect, float_tensors, plan_chunks
+from qvision.calibrate.observers import METHODS, HistogramObserver, MinMaxObserver, make_observer
+
+__all__ = [
+    "METHODS",
+    "HistogramObserver",
+    "MinMaxObserver",
+    "collect",
+    "float_tensors",
+    "make_observer",
+    "plan_chunks",
+]

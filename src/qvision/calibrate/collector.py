@@ -1,0 +1,138 @@
+"""Run the float model in ONNX Runtime with intermediate tensors exposed; feed observers.
+
+Memory stays bounded: images stream in batches, observers keep fixed-size state, and
+when exposing every tensor at once would need too much memory per batch, the tensors are
+split into chunks and the data set is streamed once per chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from qvision.calibrate.observers import MinMaxObserver, NonFiniteError, make_observer
+from qvision.data import Dataset, LoadReport, Preprocess, iter_batches
+from qvision.errors import QVisionError
+from qvision.runtime.session import make_session
+
+Progress = Callable[[int, int], None]
+
+
+def _value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    g = model.graph
+    return {v.name: v for v in [*g.value_info, *g.input, *g.output]}
+
+
+def _per_sample_bytes(vi: onnx.ValueInfoProto | None) -> int:
+    """Bytes per image of a float tensor; unknown dims count as 64 (a cautious guess)."""
+    if vi is None or not vi.type.tensor_type.HasField("shape"):
+        return 4 * 64 * 64 * 64
+    dims = [
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 64
+        for d in vi.type.tensor_type.shape.dim
+    ]
+    n = int(np.prod(dims[1:])) if len(dims) > 1 else 1
+    return 4 * max(n, 1)
+
+
+def plan_chunks(
+    model: onnx.ModelProto, tensors: list[str], batch_size: int, budget_bytes: int
+) -> list[list[str]]:
+    """Group tensors so one batch of all of a group's tensors fits in ``budget_bytes``."""
+    infos = _value_infos(model)
+    chunks: list[list[str]] = [[]]
+    used = 0
+    for t in tensors:
+        cost = _per_sample_bytes(infos.get(t)) * batch_size
+        if chunks[-1] and used + cost > budget_bytes:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(t)
+        used += cost
+    return [c for c in chunks if c]
+
+
+def _exposed(model: onnx.ModelProto, tensors: list[str]) -> bytes:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    infos = _value_infos(model)
+    existing = {o.name for o in m.graph.output} | {i.name for i in m.graph.input}
+    for t in tensors:
+        if t in existing:  # graph inputs are observed from the batch itself
+            continue
+        vi = infos.get(t)
+        out = m.graph.output.add()
+        if vi is not None:
+            out.CopyFrom(vi)
+        else:
+            out.name = t
+            out.type.tensor_type.elem_type = TensorProto.FLOAT
+    return m.SerializeToString()
+
+
+def float_tensors(model: onnx.ModelProto) -> list[str]:
+    """Every float activation: graph inputs and node outputs (initializers excluded)."""
+    infos = _value_infos(model)
+    inits = {i.name for i in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in inits]
+    names += [o for n in model.graph.node for o in n.output if o]
+    out = []
+    for name in names:
+        vi = infos.get(name)
+        elem = vi.type.tensor_type.elem_type if vi is not None else TensorProto.FLOAT
+        if elem == TensorProto.FLOAT:
+            out.append(name)
+    return out
+
+
+def collect(
+    model: onnx.ModelProto,
+    dataset: Dataset,
+    preprocess: Preprocess,
+    tensors: list[str],
+    method: str = "minmax",
+    input_name: str | None = None,
+    batch_size: int = 8,
+    budget_bytes: int = 512 * 2**20,
+    threads: int | None = None,
+    strict: bool = False,
+    progress: Progress | None = None,
+) -> tuple[dict[str, MinMaxObserver], LoadReport]:
+    """Observers for ``tensors`` after streaming ``dataset`` through the model."""
+    input_name = input_name or model.graph.input[0].name
+    observers = {t: make_observer(method) for t in tensors}
+    chunks = plan_chunks(model, tensors, batch_size, budget_bytes)
+    report = LoadReport()
+    total = len(dataset) * len(chunks)
+    done = 0
+    for chunk in chunks:
+        session = make_session(_exposed(model, chunk), threads)
+        names = [o.name for o in session.get_outputs()]
+        wanted = [(i, n) for i, n in enumerate(names) if n in observers and n in chunk]
+        chunk_report = LoadReport()
+        for batch in iter_batches(
+            dataset, preprocess, batch_size, strict=strict, report=chunk_report
+        ):
+            outs = session.run(None, {input_name: batch.inputs})
+            for i, name in wanted:
+                try:
+                    observers[name].update(outs[i])
+                except NonFiniteError:
+                    first = batch.samples[0].path
+                    raise QVisionError(
+                        f"activation '{name}' has NaN or Inf on the calibration batch starting at {first}; "
+                        "check the preprocessing and the model",
+                    ) from None
+            if input_name in chunk and input_name in observers:
+                observers[input_name].update(batch.inputs)
+            done += len(batch.samples)
+            if progress:
+                progress(done + len(chunk_report.skipped), total)
+        report = chunk_report  # every pass sees the same files; keep one report
+    used = next(iter(observers.values())).count if observers else 0
+    if observers and used == 0:
+        raise QVisionError("no calibration image could be read", dataset.root)
+    return observers, report

@@ -1,0 +1,87 @@
+"""Semantics-preserving rewrites that give quantization a friendlier graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from qvision.model.graph import GraphView
+
+
+def _reduce_axes(node: onnx.NodeProto, view: GraphView) -> list[int] | None:
+    for a in node.attribute:
+        if a.name == "axes":
+            return list(a.ints)
+    if len(node.input) > 1 and node.input[1]:
+        w = view.weight(node.input[1])
+        return None if w is None else [int(v) for v in np.atleast_1d(w)]
+    return None
+
+
+def _rank(view: GraphView, name: str) -> int | None:
+    for vi in [*view.graph.value_info, *view.graph.input, *view.graph.output]:
+        if vi.name == name and vi.type.tensor_type.HasField("shape"):
+            return len(vi.type.tensor_type.shape.dim)
+    return None
+
+
+def reduce_mean_to_global_pool(model: onnx.ModelProto) -> int:
+    """ReduceMean over H and W of a 4-D tensor -> GlobalAveragePool (+ Squeeze if keepdims=0).
+
+    torch.export writes global pooling as ReduceMean, which has no quantized kernel in
+    ONNX Runtime; GlobalAveragePool has one. Returns how many nodes were rewritten.
+    """
+    view = GraphView(model)
+    new_nodes, count = [], 0
+    for node in model.graph.node:
+        if node.op_type != "ReduceMean" or _rank(view, node.input[0]) != 4:
+            new_nodes.append(node)
+            continue
+        axes = _reduce_axes(node, view)
+        if axes is None or sorted(a % 4 for a in axes) != [2, 3]:
+            new_nodes.append(node)
+            continue
+        keep = next((a.i for a in node.attribute if a.name == "keepdims"), 1)
+        out = node.output[0]
+        pooled = out if keep else f"{out}__pooled"
+        new_nodes.append(
+            helper.make_node("GlobalAveragePool", [node.input[0]], [pooled], name=node.name or None)
+        )
+        if not keep:
+            axes_name = f"{out}__axes"
+            model.graph.initializer.append(
+                numpy_helper.from_array(np.array([2, 3], np.int64), axes_name)
+            )
+            new_nodes.append(
+                helper.make_node(
+                    "Squeeze", [pooled, axes_name], [out], name=f"{node.name}__squeeze"
+                )
+            )
+        count += 1
+    if count:
+        del model.graph.node[:]
+        model.graph.node.extend(new_nodes)
+    return count
+
+
+def name_nodes(model: onnx.ModelProto) -> None:
+    """Give every node a unique name; plans refer to nodes by name."""
+    seen: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        name = node.name or f"{node.op_type}_{i}"
+        while name in seen:
+            name = f"{name}_{i}"
+        node.name = name
+        seen.add(name)
+
+
+def prepare_for_quantization(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with unique node names and quantization-friendly patterns, shapes re-inferred."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    name_nodes(m)
+    if reduce_mean_to_global_pool(m):
+        name_nodes(m)
+        m = onnx.shape_inference.infer_shapes(m, strict_mode=False)
+    return m

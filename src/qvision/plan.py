@@ -1,0 +1,113 @@
+"""QuantPlan: what to quantize and how, as plain data that round-trips through JSON.
+
+The planner writes it from calibration statistics and a target profile; algorithms may
+refine it; the writer turns it into a QDQ model. A user can edit the JSON in between
+(`--plan-out`, then `--plan`), e.g. to keep a layer in float.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError
+
+from qvision.errors import QVisionError
+from qvision.fileio import write_text_atomic
+from qvision.qmath import QFormat
+
+PLAN_VERSION = 1
+
+
+class QuantSpec(BaseModel):
+    """How one tensor is quantized: a grid (dtype, bits, symmetric) and its parameters.
+
+    ``axis`` is None for per-tensor specs; per-channel specs list one scale and zero
+    point per channel along ``axis``.
+    """
+
+    dtype: Literal["int8", "uint8", "int16", "uint16", "int4", "uint4"]
+    bits: int
+    symmetric: bool
+    narrow: bool = False
+    axis: int | None = None
+    scale: list[float]
+    zero_point: list[int]
+
+    @property
+    def format(self) -> QFormat:
+        return QFormat(self.dtype, self.bits, self.symmetric, self.narrow)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        s = np.asarray(self.scale, dtype=np.float32)
+        z = np.asarray(self.zero_point, dtype=np.int64)
+        return (s.reshape(()), z.reshape(())) if self.axis is None else (s, z)
+
+    @classmethod
+    def from_arrays(
+        cls, fmt: QFormat, scale: np.ndarray, zero_point: np.ndarray, axis: int | None = None
+    ) -> QuantSpec:
+        return cls(
+            dtype=fmt.dtype,
+            bits=fmt.bits,
+            symmetric=fmt.symmetric,
+            narrow=fmt.narrow,
+            axis=axis,
+            scale=[float(v) for v in np.atleast_1d(scale)],
+            zero_point=[int(v) for v in np.atleast_1d(zero_point)],
+        )
+
+
+class NodePlan(BaseModel):
+    """A node's decision: run quantized (which handler) or stay float, and why."""
+
+    op_type: str
+    action: Literal[
+        "quantize", "float", "fold"
+    ]  # fold: Relu/Clip absorbed into the producer's output range
+    kind: str | None = (
+        None  # handler kind: conv, gemm, matmul, binary, concat, pool, same-scale, unary
+    )
+    reason: str | None = None
+
+
+class QuantPlan(BaseModel):
+    version: int = PLAN_VERSION
+    model_sha256: str
+    target: str
+    method: str
+    weights_dtype: str = "int8"
+    activations: dict[str, QuantSpec] = Field(
+        default_factory=dict
+    )  # tensor -> one Q/DQ after its producer
+    weights: dict[str, QuantSpec] = Field(default_factory=dict)  # initializer -> quantized weight
+    nodes: dict[str, NodePlan] = Field(default_factory=dict)  # node name -> decision
+    ranges: dict[str, tuple[float, float]] = Field(
+        default_factory=dict
+    )  # calibrated [lo, hi], for reference
+    warnings: list[str] = Field(default_factory=list)
+
+    def save(self, path: str | Path) -> Path:
+        write_text_atomic(path, self.model_dump_json(indent=1) + "\n")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> QuantPlan:
+        path = Path(path)
+        if not path.is_file():
+            raise QVisionError("plan file not found", path)
+        try:
+            plan = cls.model_validate_json(path.read_text(encoding="utf-8"))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            raise QVisionError(f"invalid plan at '{loc}': {err['msg']}", path) from None
+        if plan.version != PLAN_VERSION:
+            raise QVisionError(
+                f"plan version {plan.version} is not supported (expected {PLAN_VERSION})", path
+            )
+        return plan
+
+    def quantized_nodes(self) -> list[str]:
+        return [n for n, d in self.nodes.items() if d.action == "quantize"]

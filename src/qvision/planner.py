@@ -1,0 +1,288 @@
+"""Statistics + target profile -> QuantPlan. Decides, never writes ONNX.
+
+Placement follows what ONNX Runtime fuses: a quantized node's activation inputs carry
+one Q/DQ pair after their producer; Relu/Clip after a quantized node are folded into
+that pair's range; data-movement ops share their input's scale; Concat shares one scale
+across inputs and output.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import onnx
+
+from qvision.model.graph import GraphView
+from qvision.plan import NodePlan, QuantPlan, QuantSpec
+from qvision.qmath import QFormat, qparams, weight_ranges
+from qvision.targets import Target
+
+# Which inputs of each handler kind are activations that need a Q/DQ pair.
+_ACTIVATION_INPUTS = {
+    "conv": (0,),
+    "gemm": (0,),
+    "matmul": (0,),
+    "binary": (0, 1),
+    "pool": (0,),
+    "unary": (0,),
+    "same-scale": (0,),
+    "concat": None,  # all inputs
+}
+WEIGHT_INPUT = {"conv": 1, "gemm": 1, "matmul": 1}
+
+
+def _attr(node: onnx.NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def weight_axis(node: onnx.NodeProto, kind: str) -> int:
+    """The output-channel axis of the weight, for per-channel scales."""
+    if node.op_type == "ConvTranspose":
+        return 1
+    if kind == "gemm":
+        return 0 if _attr(node, "transB", 0) else 1
+    if kind == "matmul":
+        return 1
+    return 0
+
+
+def is_depthwise(node: onnx.NodeProto, view: GraphView) -> bool:
+    w = view.weight(node.input[1]) if len(node.input) > 1 else None
+    return (
+        node.op_type == "Conv" and w is not None and _attr(node, "group", 1) > 1 and w.shape[1] == 1
+    )
+
+
+def _why_not(node: onnx.NodeProto, kind: str, view: GraphView) -> str | None:
+    """Why a node of a quantizable type must still stay float, or None."""
+    if kind in WEIGHT_INPUT:
+        if len(node.input) < 2 or not view.is_constant(node.input[1]):
+            return "weight is not a constant"
+        w = view.weight(node.input[1])
+        if kind == "matmul" and w.ndim != 2:
+            return "MatMul weight is not 2-D"
+        if kind == "gemm" and (
+            _attr(node, "transA", 0)
+            or _attr(node, "alpha", 1.0) != 1.0
+            or _attr(node, "beta", 1.0) != 1.0
+        ):
+            return "Gemm with transA/alpha/beta is not supported quantized"
+        if len(node.input) > 2 and node.input[2] and not view.is_constant(node.input[2]):
+            return "bias is not a constant"
+    if kind in ("binary", "concat") and any(view.is_constant(i) for i in node.input if i):
+        return "constant operand"
+    return None
+
+
+class _Groups:
+    """Union-find over tensor names that must share one scale."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+def _clip_bounds(node: onnx.NodeProto, view: GraphView) -> tuple[float, float] | None:
+    lo, hi = _attr(node, "min"), _attr(node, "max")
+    if len(node.input) > 1 and node.input[1]:
+        w = view.weight(node.input[1])
+        lo = None if w is None else float(w)
+    if len(node.input) > 2 and node.input[2]:
+        w = view.weight(node.input[2])
+        hi = None if w is None else float(w)
+    return (lo if lo is not None else -np.inf, hi if hi is not None else np.inf)
+
+
+def decide_nodes(
+    model: onnx.ModelProto, target: Target, keep_float: set[str]
+) -> dict[str, NodePlan]:
+    view = GraphView(model)
+    decisions: dict[str, NodePlan] = {}
+    for node in view.topological_order():
+        op = node.op_type
+        kind = target.ops.get(op)
+        if node.name in keep_float:
+            decisions[node.name] = NodePlan(
+                op_type=op, action="float", reason="kept float by request"
+            )
+            continue
+        if op in target.fold:
+            prod = view.producer.get(node.input[0])
+            single = len(view.consumers.get(node.input[0], [])) == 1
+            folds = (
+                prod is not None
+                and decisions.get(prod.name)
+                and decisions[prod.name].action == "quantize"
+            )
+            bounds = _clip_bounds(node, view) if op == "Clip" else (0.0, np.inf)
+            if folds and single and bounds is not None and bounds[0] == 0.0:
+                decisions[node.name] = NodePlan(
+                    op_type=op, action="fold", reason=f"folded into {prod.name}"
+                )
+            else:
+                decisions[node.name] = NodePlan(
+                    op_type=op, action="float", reason="not after a quantized op"
+                )
+            continue
+        if kind is None:
+            decisions[node.name] = NodePlan(
+                op_type=op, action="float", reason=f"no quantized kernel for {op} on {target.name}"
+            )
+            continue
+        if kind == "same-scale":
+            prod = view.producer.get(node.input[0])
+            src_ok = prod is None and node.input[0] in view.inputs
+            src_ok = src_ok or (
+                prod is not None
+                and decisions.get(prod.name) is not None
+                and decisions[prod.name].action in ("quantize", "fold")
+            )
+            if not src_ok:
+                decisions[node.name] = NodePlan(
+                    op_type=op, action="float", reason="input is not quantized"
+                )
+                continue
+        why = _why_not(node, kind, view)
+        if why:
+            decisions[node.name] = NodePlan(op_type=op, action="float", kind=kind, reason=why)
+        else:
+            decisions[node.name] = NodePlan(op_type=op, action="quantize", kind=kind)
+    return decisions
+
+
+def activation_tensors(model: onnx.ModelProto, decisions: dict[str, NodePlan]) -> list[str]:
+    """Tensors that need a Q/DQ pair: activation inputs of quantized nodes."""
+    view = GraphView(model)
+    out: list[str] = []
+    for node in model.graph.node:
+        d = decisions.get(node.name)
+        if d is None or d.action != "quantize":
+            continue
+        idx = _ACTIVATION_INPUTS[d.kind]
+        names = [
+            node.input[i]
+            for i in (range(len(node.input)) if idx is None else idx)
+            if i < len(node.input)
+        ]
+        for t in names:
+            if t and not view.is_constant(t) and t not in out:
+                out.append(t)
+    return out
+
+
+def build_plan(
+    model: onnx.ModelProto,
+    ranges: dict[str, tuple[float, float]],
+    target: Target,
+    method: str,
+    model_sha256: str,
+    decisions: dict[str, NodePlan],
+) -> QuantPlan:
+    """Scales for every activation and weight, given calibrated ``ranges``."""
+    view = GraphView(model)
+    plan = QuantPlan(model_sha256=model_sha256, target=target.name, method=method, nodes=decisions)
+    act_fmt = target.activation.q()
+    tensors = activation_tensors(model, decisions)
+
+    # Tensors that must share a scale: same-scale ops and Concat tie inputs to outputs.
+    groups = _Groups()
+    for node in model.graph.node:
+        d = decisions.get(node.name)
+        if d and d.action == "quantize" and d.kind == "same-scale":
+            groups.union(node.output[0], node.input[0])
+        if d and d.action == "quantize" and d.kind == "concat":
+            for t in node.input:
+                groups.union(t, node.output[0])
+    members: dict[str, list[str]] = defaultdict(list)
+    for t in set(tensors) | set(groups.parent):
+        members[groups.find(t)].append(t)
+
+    # A tensor after a folded Clip must not exceed the clip's max once rounded to the grid.
+    caps: dict[str, float] = {}
+    for node in model.graph.node:
+        d = decisions.get(node.name)
+        if d and d.action == "fold" and node.op_type == "Clip":
+            caps[node.output[0]] = _clip_bounds(node, view)[1]
+
+    missing = [t for t in tensors if all(m not in ranges for m in members[groups.find(t)])]
+    if missing:
+        plan.warnings.append(
+            f"{len(missing)} tensor(s) had no calibration range; their consumers stay float"
+        )
+        _demote_consumers(model, decisions, set(missing))
+        tensors = [t for t in tensors if t not in missing]
+
+    for t in tensors:
+        group = members[groups.find(t)]
+        known = [ranges[m] for m in group if m in ranges]
+        lo, hi = min(r[0] for r in known), max(r[1] for r in known)
+        cap = min((caps[m] for m in group if m in caps), default=np.inf)
+        hi = min(hi, cap)
+        scale, zp = qparams(lo, hi, act_fmt)
+        if np.isfinite(cap):
+            scale = _fit_under(scale, zp, act_fmt, cap)
+        spec = QuantSpec.from_arrays(act_fmt, scale, zp)
+        for m in group:
+            if m in tensors or m in ranges:
+                plan.activations[m] = spec
+        plan.ranges[t] = (float(lo), float(hi))
+    # same-scale outputs only need a spec when something quantized consumes them
+    needed = set(tensors)
+    plan.activations = {k: v for k, v in plan.activations.items() if k in needed}
+
+    for node in model.graph.node:
+        d = decisions.get(node.name)
+        if not d or d.action != "quantize" or d.kind not in WEIGHT_INPUT:
+            continue
+        wname = node.input[WEIGHT_INPUT[d.kind]]
+        if wname in plan.weights:
+            continue
+        w = view.weight(wname)
+        axis = weight_axis(node, d.kind) if target.per_channel else None
+        fmt = target.weight_format(d.kind, is_depthwise(node, view))
+        lo, hi = weight_ranges(w, axis)
+        scale, zp = qparams(lo, hi, fmt)
+        plan.weights[wname] = QuantSpec.from_arrays(fmt, scale, zp, axis)
+    floats = sorted(
+        {
+            d.op_type
+            for d in decisions.values()
+            if d.reason and d.reason.startswith("no quantized kernel")
+        }
+    )
+    if floats:
+        plan.warnings.append(
+            f"left in float (no quantized kernel on {target.name}): {', '.join(floats)}"
+        )
+    return plan
+
+
+def _fit_under(scale: np.ndarray, zp: np.ndarray, fmt: QFormat, cap: float) -> np.ndarray:
+    """Shrink the scale by ulps until the top of the grid is <= cap (float32 rounding)."""
+    s = np.float32(scale)
+    while np.float32(s) * np.float32(fmt.qmax - int(zp)) > np.float32(cap):
+        s = np.nextafter(s, np.float32(0))
+    return np.asarray(s, dtype=np.float32)
+
+
+def _demote_consumers(
+    model: onnx.ModelProto, decisions: dict[str, NodePlan], tensors: set[str]
+) -> None:
+    for node in model.graph.node:
+        if any(i in tensors for i in node.input) and decisions[node.name].action == "quantize":
+            decisions[node.name] = NodePlan(
+                op_type=node.op_type, action="float", reason="input has no calibration range"
+            )

@@ -1,0 +1,112 @@
+"""Target profiles as data: what each runtime quantizes and on which integer grids.
+
+A rule such as "AVX2 without VNNI keeps GEMM weights to 7 bits" is a field here, never
+an `if` in the planner or writer.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from qvision.qmath import QFormat
+
+
+class Fmt(BaseModel):
+    dtype: str
+    bits: int
+    symmetric: bool
+    narrow: bool = False
+
+    def q(self) -> QFormat:
+        return QFormat(self.dtype, self.bits, self.symmetric, self.narrow)
+
+
+# op type -> handler kind. Kinds decide Q/DQ placement and scale sharing:
+#   conv/gemm/matmul: quantized input, quantized weight, int32 bias;
+#   binary/unary/pool: quantized inputs and output, own scales;
+#   concat / same-scale: one scale shared by inputs and output (data is only moved).
+ORT_CPU_OPS = {
+    "Conv": "conv",
+    "Gemm": "gemm",
+    "MatMul": "matmul",
+    "Add": "binary",
+    "Mul": "binary",
+    "Concat": "concat",
+    "GlobalAveragePool": "pool",
+    "AveragePool": "pool",
+    "MaxPool": "same-scale",
+    "Resize": "same-scale",
+    "Reshape": "same-scale",
+    "Flatten": "same-scale",
+    "Transpose": "same-scale",
+    "Squeeze": "same-scale",
+    "Unsqueeze": "same-scale",
+    "Slice": "same-scale",
+    "Sigmoid": "unary",
+    "LeakyRelu": "unary",
+    "Softmax": "unary",
+}
+# Not listed, so left in float with a warning: HardSwish, HardSigmoid, ReduceMean, Split,
+# Pad... ONNX Runtime's CPU provider has no QDQ fusion for them, and a lone Q/DQ pair
+# around a float op only adds work.
+
+
+class Target(BaseModel):
+    name: str
+    description: str
+    activation: Fmt
+    weight: Fmt
+    per_channel: bool = True
+    # Weight bits by handler kind, overriding weight.bits (e.g. 7 on AVX2 for GEMM-backed ops).
+    weight_bits: dict[str, int] = Field(default_factory=dict)
+    ops: dict[str, str] = Field(default_factory=lambda: dict(ORT_CPU_OPS))
+    # Activations folded into the producer's output range (the runtime drops them after Q).
+    fold: list[str] = Field(default_factory=lambda: ["Relu", "Clip"])
+    # Graph outputs stay float (logits, box regressions): the last op dequantizes.
+    float_outputs: bool = True
+    default_method: str = "percentile"
+
+    def weight_format(self, kind: str, depthwise: bool = False) -> QFormat:
+        key = f"{kind}-depthwise" if depthwise else kind
+        bits = self.weight_bits.get(key, self.weight_bits.get(kind, self.weight.bits))
+        return QFormat(self.weight.dtype, bits, self.weight.symmetric, self.weight.narrow)
+
+
+_U8_ASYM = Fmt(dtype="uint8", bits=8, symmetric=False)
+_S8_SYM = Fmt(dtype="int8", bits=8, symmetric=True, narrow=True)
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in [
+        Target(
+            name="ort-cpu-avx2",
+            description=(
+                "ONNX Runtime CPU on AVX2 without VNNI: u8 activations, s8 per-channel weights; "
+                "weights of GEMM-backed ops use 7 bits so the u8s8 kernel's 16-bit pair sums cannot "
+                "saturate (255·63·2 < 32767); depthwise convolutions use their own exact kernel and keep 8"
+            ),
+            activation=_U8_ASYM,
+            weight=_S8_SYM,
+            weight_bits={"conv": 7, "gemm": 7, "matmul": 7, "conv-depthwise": 8},
+        ),
+        Target(
+            name="ort-cpu-vnni",
+            description="ONNX Runtime CPU with VNNI (AVX512-VNNI / AVX-VNNI) or ARM dot-product: full 8-bit weights",
+            activation=_U8_ASYM,
+            weight=_S8_SYM,
+        ),
+        Target(
+            name="tensorrt",
+            description="TensorRT explicit quantization: symmetric s8 activations (zero point 0), s8 per-channel weights",
+            activation=Fmt(dtype="int8", bits=8, symmetric=True, narrow=True),
+            weight=_S8_SYM,
+            default_method="entropy",
+        ),
+        Target(
+            name="openvino",
+            description="OpenVINO CPU: u8 activations, symmetric s8 per-channel weights",
+            activation=_U8_ASYM,
+            weight=_S8_SYM,
+        ),
+    ]
+}

@@ -1,0 +1,241 @@
+"""Write a QuantPlan as QuantizeLinear/DequantizeLinear pairs in the float graph.
+
+- Each activation with a spec gets one Q -> DQ after its producer; only the consumers the
+  plan quantizes read the DQ output, float consumers keep the float tensor.
+- Each quantized weight becomes an integer initializer with a (per-channel) DQ.
+- Each bias of a quantized Conv/Gemm becomes int32 with scale = input scale x weight scale.
+The writer decides nothing: every number comes from the plan, through qvision.qmath.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from qvision.errors import QVisionError
+from qvision.model.graph import GraphView
+from qvision.plan import QuantPlan, QuantSpec
+from qvision.planner import WEIGHT_INPUT
+from qvision.qmath import quantize, quantize_bias
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+QUANT_METADATA_KEY = "qvision.quantization"
+
+_ONNX_TYPES = {
+    "int8": TensorProto.INT8,
+    "uint8": TensorProto.UINT8,
+    "int16": TensorProto.INT16,
+    "uint16": TensorProto.UINT16,
+    "int4": TensorProto.INT4,
+    "uint4": TensorProto.UINT4,
+}
+BIAS_INPUT = {"conv": 2, "gemm": 2}
+
+
+def _zp_tensor(spec: QuantSpec, name: str) -> TensorProto:
+    _, zp = spec.arrays()
+    arr = zp.astype(np.int64)
+    if spec.dtype in ("int4", "uint4"):
+        return helper.make_tensor(
+            name, _ONNX_TYPES[spec.dtype], list(arr.shape), arr.ravel().tolist()
+        )
+    return numpy_helper.from_array(arr.astype(spec.format.np_dtype), name)
+
+
+def _int_tensor(values: np.ndarray, spec: QuantSpec, name: str) -> TensorProto:
+    if spec.dtype in ("int4", "uint4"):
+        return helper.make_tensor(
+            name,
+            _ONNX_TYPES[spec.dtype],
+            list(values.shape),
+            values.ravel().astype(np.int64).tolist(),
+        )
+    return numpy_helper.from_array(values.astype(spec.format.np_dtype), name)
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    base, i = name, 1
+    while name in taken:
+        name = f"{base}_{i}"
+        i += 1
+    taken.add(name)
+    return name
+
+
+def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
+    """A new model with the plan's Q/DQ nodes; the input model is not modified."""
+    if any(n.op_type in QDQ_OPS for n in model.graph.node):
+        raise QVisionError(
+            "model already contains QuantizeLinear/DequantizeLinear nodes; quantize the float model"
+        )
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    view = GraphView(out)
+    taken = (
+        {t.name for t in g.initializer}
+        | {o for n in g.node for o in n.output}
+        | {i.name for i in g.input}
+    )
+    new_nodes: list[onnx.NodeProto] = []
+    new_inits: list[TensorProto] = []
+    quantized = {n for n, d in plan.nodes.items() if d.action == "quantize"}
+
+    # Activations: one Q/DQ pair per tensor, read by quantized consumers only.
+    dq_of: dict[str, str] = {}
+    for tensor, spec in plan.activations.items():
+        if spec.axis is not None:
+            raise QVisionError(
+                f"activation '{tensor}' has a per-channel spec; activations are per-tensor"
+            )
+        scale, _ = spec.arrays()
+        s_name = _unique(f"{tensor}_scale", taken)
+        z_name = _unique(f"{tensor}_zero_point", taken)
+        q_name, d_name = (
+            _unique(f"{tensor}_quantized", taken),
+            _unique(f"{tensor}_dequantized", taken),
+        )
+        new_inits += [
+            numpy_helper.from_array(scale.astype(np.float32), s_name),
+            _zp_tensor(spec, z_name),
+        ]
+        new_nodes.append(
+            helper.make_node(
+                "QuantizeLinear",
+                [tensor, s_name, z_name],
+                [q_name],
+                name=_unique(f"{tensor}_Q", taken),
+            )
+        )
+        new_nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [q_name, s_name, z_name],
+                [d_name],
+                name=_unique(f"{tensor}_DQ", taken),
+            )
+        )
+        dq_of[tensor] = d_name
+
+    # Weights: integer initializer + DQ (per-channel along the spec's axis).
+    wdq_of: dict[str, str] = {}
+    for wname, spec in plan.weights.items():
+        w = view.weight(wname)
+        if w is None:
+            raise QVisionError(
+                f"plan quantizes weight '{wname}', which is not an initializer of the model"
+            )
+        scale, zp = spec.arrays()
+        q = quantize(w, scale, zp, spec.format, spec.axis)
+        qi, si, zi = (
+            _unique(f"{wname}_quantized", taken),
+            _unique(f"{wname}_scale", taken),
+            _unique(f"{wname}_zero_point", taken),
+        )
+        new_inits += [
+            _int_tensor(q, spec, qi),
+            numpy_helper.from_array(scale.astype(np.float32), si),
+            _zp_tensor(spec, zi),
+        ]
+        attrs = {"axis": spec.axis} if spec.axis is not None else {}
+        d_name = _unique(f"{wname}_dequantized", taken)
+        new_nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [qi, si, zi],
+                [d_name],
+                name=_unique(f"{wname}_DQ", taken),
+                **attrs,
+            )
+        )
+        wdq_of[wname] = d_name
+
+    # Rewire quantized nodes; int32 biases need the input and weight scales.
+    for node in g.node:
+        if node.name not in quantized:
+            continue
+        kind = plan.nodes[node.name].kind
+        x_name = node.input[0]
+        for i, name in enumerate(node.input):
+            if name in dq_of:
+                node.input[i] = dq_of[name]
+        if kind in WEIGHT_INPUT:
+            w_idx = WEIGHT_INPUT[kind]
+            wname = node.input[w_idx]
+            if wname in wdq_of:
+                node.input[w_idx] = wdq_of[wname]
+            b_idx = BIAS_INPUT.get(kind)
+            if b_idx is not None and len(node.input) > b_idx and node.input[b_idx]:
+                bias = _bias(
+                    node,
+                    b_idx,
+                    plan.activations.get(x_name),
+                    plan.weights.get(wname),
+                    view,
+                    taken,
+                    new_inits,
+                    new_nodes,
+                )
+                if bias:
+                    node.input[b_idx] = bias
+
+    g.initializer.extend(new_inits)
+    nodes = list(g.node) + new_nodes
+    del g.node[:]
+    g.node.extend(nodes)
+    ordered = GraphView(out).topological_order()
+    del g.node[:]
+    g.node.extend(ordered)
+    _drop_unused_initializers(out)
+    meta = {
+        "target": plan.target,
+        "method": plan.method,
+        "activations": len(plan.activations),
+        "weights": len(plan.weights),
+    }
+    kept = [p for p in out.metadata_props if p.key != QUANT_METADATA_KEY]
+    del out.metadata_props[:]
+    out.metadata_props.extend(kept)
+    out.metadata_props.add(key=QUANT_METADATA_KEY, value=json.dumps(meta))
+    return out
+
+
+def _bias(node, b_idx, x_spec, w_spec, view, taken, new_inits, new_nodes) -> str | None:
+    bname = node.input[b_idx]
+    bias = view.weight(bname)
+    if bias is None or x_spec is None or w_spec is None or bias.ndim != 1:
+        return None
+    x_scale, _ = x_spec.arrays()
+    w_scale, _ = w_spec.arrays()
+    q, s = quantize_bias(bias, float(x_scale), w_scale)
+    qi, si, zi = (
+        _unique(f"{bname}_{node.name}_quantized", taken),
+        _unique(f"{bname}_{node.name}_scale", taken),
+        _unique(f"{bname}_{node.name}_zero_point", taken),
+    )
+    new_inits += [
+        numpy_helper.from_array(q.astype(np.int32), qi),
+        numpy_helper.from_array(s, si),
+        numpy_helper.from_array(np.zeros(s.shape, np.int32), zi),
+    ]
+    d_name = _unique(f"{bname}_{node.name}_dequantized", taken)
+    new_nodes.append(
+        helper.make_node(
+            "DequantizeLinear",
+            [qi, si, zi],
+            [d_name],
+            name=_unique(f"{bname}_{node.name}_DQ", taken),
+            axis=0,
+        )
+    )
+    return d_name
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    keep = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)

@@ -1,0 +1,235 @@
+"""PTQ end to end on tiny models: plan, writer, ORT fusion, and the plan simulated in numpy."""
+
+import collections
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import run_cli
+from qdq_models import PRE16, mobile_block, op_zoo
+from qvision import api
+from qvision.data import PRESETS, image_folder, iter_batches
+from qvision.errors import QVisionError
+from qvision.plan import QuantPlan
+from qvision.qmath import dequantize, fake_quantize, quantize_bias
+from qvision.targets import TARGETS, detect
+
+
+@pytest.fixture
+def calib_dir(flat_dir):
+    return flat_dir
+
+
+def _save(model, path):
+    onnx.save(model, str(path))
+    return path
+
+
+def _ort(path_or_bytes, x, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL, optimized=None):
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = level
+    if optimized:
+        opts.optimized_model_filepath = str(optimized)
+    src = path_or_bytes if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
+    sess = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"input": x})
+
+
+def _inputs(calib_dir):
+    return next(iter_batches(image_folder(calib_dir), PRE16, batch_size=4)).inputs
+
+
+def _simulate_mobile_block(model, plan: QuantPlan, x):
+    """The plan applied by hand with qvision.qmath and torch's float ops."""
+    init = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    acts, wts = plan.activations, plan.weights
+
+    def fq(t, name):
+        s, z = acts[name].arrays()
+        return torch.from_numpy(fake_quantize(t.numpy(), s, z, acts[name].format))
+
+    def w(name):
+        spec = wts[name]
+        s, z = spec.arrays()
+        return torch.from_numpy(fake_quantize(init[name], s, z, spec.format, spec.axis))
+
+    def b(name, x_name, w_name):
+        q, s = quantize_bias(init[name], float(acts[x_name].arrays()[0]), wts[w_name].arrays()[0])
+        return torch.from_numpy(dequantize(q, s, np.zeros(s.shape, np.int64), axis=0))
+
+    t = fq(torch.from_numpy(x), "input")
+    r1 = fq(torch.relu(F.conv2d(t, w("w1"), b("b1", "input", "w1"), padding=1)), "r1")
+    r2 = fq(
+        torch.clamp(F.conv2d(r1, w("w2"), b("b2", "r1", "w2"), padding=1, groups=8), 0, 6), "r2"
+    )
+    c3 = fq(F.conv2d(r2, w("w3"), b("b3", "r2", "w3")), "c3")
+    r3 = fq(torch.relu(c3 + r1), "r3")
+    return F.max_pool2d(r3, 2).numpy()
+
+
+@pytest.mark.parametrize("target", ["ort-cpu-avx2", "ort-cpu-vnni"])
+def test_fused_ort_output_equals_numpy_simulation(tmp_path, calib_dir, target):
+    src = _save(mobile_block(), tmp_path / "block.onnx")
+    out, plan_path = tmp_path / "q.onnx", tmp_path / "plan.json"
+    res = api.quantize(src, out, calib_dir, target=target, method="minmax", plan_out=plan_path)
+    plan = QuantPlan.load(plan_path)
+    assert (
+        res.quantized_nodes == 5 and res.float_nodes == {}
+    )  # 3 Conv, Add, MaxPool; Relu/Clip folded
+    assert set(plan.activations) == {"input", "r1", "r2", "c3", "r3"}
+    assert plan.nodes["relu1"].action == "fold" and plan.nodes["clip"].action == "fold"
+    bits = {k: v.bits for k, v in plan.weights.items()}
+    assert bits == (
+        {"w1": 7, "w2": 8, "w3": 7} if target == "ort-cpu-avx2" else {"w1": 8, "w2": 8, "w3": 8}
+    )
+    x = _inputs(calib_dir)
+    sim = _simulate_mobile_block(onnx.load(str(src)), plan, x)
+    step = plan.activations["r3"].scale[0]
+    levels = [ort.GraphOptimizationLevel.ORT_DISABLE_ALL]
+    # Fused integer kernels match too, except full 8-bit weights on a CPU without VNNI:
+    # there the u8s8 kernel saturates, which is exactly what the avx2 profile avoids.
+    if target == "ort-cpu-avx2" or detect()[0].name == "ort-cpu-vnni":
+        levels.append(ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    for level in levels:
+        got = _ort(out, x, level)[0]
+        assert np.abs(got - sim).max() <= step * 1.001, level
+    # and the runtime really fused it: integer kernels, no leftover Q/DQ but the input's
+    _ort(out, x, optimized=tmp_path / "opt.onnx")
+    ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
+    assert ops["QLinearConv"] == 3 and ops["QLinearAdd"] == 1
+    assert ops["QuantizeLinear"] == 1 and ops["DequantizeLinear"] == 1
+    assert "Relu" not in ops and "Clip" not in ops
+
+
+def test_every_op_in_the_table_is_written_and_fused(tmp_path, calib_dir):
+    src = _save(op_zoo(), tmp_path / "zoo.onnx")
+    out = tmp_path / "q.onnx"
+    res = api.quantize(
+        src, out, calib_dir, target="ort-cpu-avx2", method="minmax", plan_out=tmp_path / "p.json"
+    )
+    plan = QuantPlan.load(tmp_path / "p.json")
+    q = onnx.load(str(out))
+    onnx.checker.check_model(q)
+    assert res.float_nodes == {"HardSwish": 1}
+    assert any("HardSwish" in w for w in res.warnings)
+    quantized_ops = {plan.nodes[n].op_type for n in plan.quantized_nodes()}
+    table = set(TARGETS["ort-cpu-avx2"].ops)
+    assert table - quantized_ops == {"Add", "MaxPool"}  # both covered by mobile_block
+    # Concat shares one scale across inputs and output
+    assert plan.activations["rs"] == plan.activations["c2"] == plan.activations["cat"]
+    x = _inputs(calib_dir)
+    f_out, f_probs = _ort(src, x)
+    q_out, q_probs = _ort(out, x, optimized=tmp_path / "opt.onnx")
+    assert np.abs(q_out - f_out).max() < 0.1 * np.abs(f_out).max() + 0.05
+    assert np.abs(q_probs - f_probs).max() < 0.05
+    ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
+    # only the input Q and the DQs in front of float consumers (HardSwish, outputs) remain
+    assert ops["QuantizeLinear"] == 1, ops
+    assert ops["DequantizeLinear"] <= 2, ops
+    for fused in (
+        "QLinearConv",
+        "QLinearMul",
+        "QLinearSigmoid",
+        "QLinearLeakyRelu",
+        "QLinearAveragePool",
+        "QLinearConcat",
+        "QLinearGlobalAveragePool",
+        "QGemm",
+    ):
+        assert ops[fused] >= 1, (fused, ops)
+
+
+@pytest.mark.parametrize("target", ["tensorrt", "openvino"])
+def test_other_targets_write_valid_models(tmp_path, calib_dir, target):
+    src = _save(mobile_block(), tmp_path / "b.onnx")
+    out = tmp_path / "q.onnx"
+    api.quantize(src, out, calib_dir, target=target, plan_out=tmp_path / "p.json")
+    plan = QuantPlan.load(tmp_path / "p.json")
+    if target == "tensorrt":
+        assert all(s.dtype == "int8" and s.zero_point == [0] for s in plan.activations.values())
+    x = _inputs(calib_dir)
+    f = _ort(src, x)[0]
+    # Reference semantics (no fusion): these models are meant for TensorRT/OpenVINO, whose
+    # kernels do not share AVX2's u8s8 saturation.
+    got = _ort(out, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)[0]
+    assert np.abs(got - f).max() < 0.1 * np.abs(f).max()
+
+
+def test_plan_round_trip_and_edit(tmp_path, calib_dir):
+    src = _save(mobile_block(), tmp_path / "b.onnx")
+    a, b, c, plan_path = (tmp_path / n for n in ("a.onnx", "b.onnx2", "c.onnx", "plan.json"))
+    api.quantize(src, a, calib_dir, plan_out=plan_path)
+    api.quantize(src, b, plan=plan_path)
+    assert a.read_bytes() == b.read_bytes()
+    data = json.loads(plan_path.read_text())
+    data["nodes"]["pw"]["action"] = "float"
+    plan_path.write_text(json.dumps(data))
+    api.quantize(src, c, plan=plan_path)
+    pw = next(n for n in onnx.load(str(c)).graph.node if n.name == "pw")
+    assert pw.input[1] == "w3"  # float weight kept
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**data, "activations": {"r1": {"dtype": "int9"}}}))
+    with pytest.raises(QVisionError, match="invalid plan"):
+        api.quantize(src, tmp_path / "d.onnx", plan=bad)
+
+
+def test_keep_float(tmp_path, calib_dir):
+    src = _save(mobile_block(), tmp_path / "b.onnx")
+    res = api.quantize(src, tmp_path / "q.onnx", calib_dir, keep_float=("dw",))
+    assert res.float_nodes.get("Conv") == 1
+
+
+def test_bad_inputs(tmp_path, calib_dir, tiny_model):
+    src = _save(mobile_block(), tmp_path / "b.onnx")
+    before = src.read_bytes()
+    with pytest.raises(QVisionError, match="input file"):
+        api.quantize(src, src, calib_dir)
+    assert src.read_bytes() == before
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(QVisionError, match="no images"):
+        api.quantize(src, tmp_path / "q.onnx", tmp_path / "empty")
+    with pytest.raises(QVisionError, match="224x224 images but input 'input' takes 16x16"):
+        api.quantize(src, tmp_path / "q.onnx", calib_dir, preprocess="imagenet")
+    qdq = tmp_path / "q.onnx"
+    api.quantize(src, qdq, calib_dir)
+    with pytest.raises(QVisionError, match="already contains QuantizeLinear"):
+        api.quantize(qdq, tmp_path / "q2.onnx", calib_dir)
+    assert not (tmp_path / "q2.onnx").exists()
+    with pytest.raises(QVisionError, match="unknown target"):
+        api.quantize(src, tmp_path / "q3.onnx", calib_dir, target="tpu")
+
+
+def test_nan_activations_are_reported(tmp_path, calib_dir):
+    model = mobile_block()
+    for t in model.graph.initializer:
+        if t.name == "b2":
+            t.CopyFrom(onnx.numpy_helper.from_array(np.full(8, np.nan, np.float32), "b2"))
+    src = _save(model, tmp_path / "nan.onnx")
+    out = tmp_path / "q.onnx"
+    with pytest.raises(QVisionError, match="NaN or Inf"):
+        api.quantize(src, out, calib_dir)
+    assert not out.exists()
+
+
+def test_cli_quantize_with_eval(tmp_path, calib_dir, labelled_dir):
+    from conftest import tiny_classifier
+
+    src = tiny_classifier(tmp_path / "t.onnx")
+    out, js = tmp_path / "q.onnx", tmp_path / "r.json"
+    proc = run_cli(
+        "quantize", src, "-o", out, "--calib", calib_dir, "--eval", labelled_dir, "--json", js
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(js.read_text())
+    assert data["quantize"]["target"].startswith("ort-cpu")
+    assert (
+        set(data["int8"]["metrics"]) == {"top1", "top5"} and data["int8"]["agreement"] is not None
+    )
+    proc = run_cli("quantize", src, "-o", src, "--calib", calib_dir)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "input file" in proc.stderr
+    assert PRESETS  # preset table importable alongside
