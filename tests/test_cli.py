@@ -155,5 +155,8 @@ def test_demo_runs_offline_and_writes_results(tmp_path):
     # real weights on real photos
     assert by_name["skimage-coffee.png"] == "espresso"
     assert by_name["skimage-chelsea.png"] in {"tabby", "tiger_cat", "Egyptian_cat"}
-    assert data["bench"]["models"][0]["median_ms"] > 0
+    assert len(data["bench"]["models"]) == 2 and data["bench"]["models"][1]["path"].endswith(".int8.onnx")
     assert res.model.name == "efficientnet-lite0"
+    assert res.quantize.quantized_nodes > 50 and res.quantize.target.startswith("ort-cpu")
+    # INT8 keeps most top-1 answers of FP32 on the photos it was calibrated on
+    assert res.int8_eval.fidelity.top1_agreement >= 0.7 and res.int8_eval.fidelity.sqnr_db > 8

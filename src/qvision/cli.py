@@ -99,7 +99,12 @@ def quantize_cmd(
         None, "--eval", help="Also evaluate FP32 vs INT8 on these images."
     ),
     task: str = typer.Option("classification", "--task", help="Task adapter for --eval."),
-    batch: int = typer.Option(8, "--batch", min=1, help="Calibration batch size."),
+    batch: int = typer.Option(
+        1,
+        "--batch",
+        min=1,
+        help="Calibration batch size (1 is fastest on CPU and uses least memory).",
+    ),
     threads: int | None = ThreadsOpt,
     strict: bool = typer.Option(False, "--strict", help="Fail on the first unreadable image."),
     limit: int | None = typer.Option(
@@ -242,14 +247,25 @@ def eval_cmd(
     _save_json(res, json_out, [model, reference])
 
 
-def _print_predictions(res) -> None:
+def _print_predictions(res, int8=None) -> None:
     table = Table(title="top-1 predictions")
     table.add_column("image")
-    table.add_column("class")
+    table.add_column("FP32 class" if int8 else "class")
     table.add_column("p", justify="right")
-    for p in res.predictions[:50]:
+    if int8:
+        table.add_column("INT8 class")
+        table.add_column("p", justify="right")
+    others = {p.path: p for p in int8.predictions} if int8 else {}
+
+    def cell(p):
         idx, prob = p.top5[0]
-        table.add_row(Path(p.path).name, p.labels[0] if p.labels else str(idx), f"{prob:.2f}")
+        return [p.labels[0] if p.labels else str(idx), f"{prob:.2f}"]
+
+    for p in res.predictions[:50]:
+        row = [Path(p.path).name, *cell(p)]
+        if int8 and p.path in others:
+            row += cell(others[p.path])
+        table.add_row(*row)
     out.print(table)
 
 
@@ -285,7 +301,7 @@ def bench_cmd(
 def _print_bench(res) -> None:
     table = Table(title=f"latency, {res.threads} thread(s), {res.rounds} interleaved rounds")
     for col in ("model", "size", "median ms", "p90 ms", "img/s", "speedup", "peak RSS"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+        table.add_column(col, justify="left" if col == "model" else "right", overflow="fold")
     if res.batch > 1:
         table.add_column(f"b{res.batch} median ms", justify="right")
         table.add_column(f"b{res.batch} img/s", justify="right")
@@ -416,10 +432,21 @@ def demo_cmd(
     """Export EfficientNet-Lite0, run it on bundled real photos, benchmark it; offline."""
     from qvision.demo import DEMO_MODEL, run_demo
 
-    out.print(f"exporting zoo model {DEMO_MODEL} and running it on bundled photos…")
+    out.print(
+        f"exporting zoo model {DEMO_MODEL}, quantizing it on bundled photos, comparing FP32 and INT8…"
+    )
     with _progress("demo") as cb:
         res, path = run_demo(out_dir, progress=cb)
-    _print_predictions(res.eval)
+    q = res.quantize
+    out.print(
+        f"INT8 model: {q.output} (target {q.target_reason}, method {q.method}, {q.seconds['total']:.1f} s)"
+    )
+    _print_predictions(res.eval, res.int8_eval)
+    f = res.int8_eval.fidelity
+    out.print(
+        f"INT8 vs FP32 on {res.int8_eval.n} photos: top-1 agreement {_pct(f.top1_agreement)}, "
+        f"SQNR {'identical' if f.sqnr_db is None else f'{f.sqnr_db:.1f} dB'}, cosine {f.cosine:.4f}"
+    )
     _print_bench(res.bench)
     _save_json(res, json_out, [])
     out.print(f"[bold green]report:[/] {path}")

@@ -1,8 +1,9 @@
 """`qvision demo`: the main job on an embedded default, offline.
 
-Exports the EfficientNet-Lite0 zoo model, runs it on real photos that pip packages
-ship, benchmarks it, and writes every result as JSON. Quantization joins here once the
-PTQ engine lands.
+Exports the EfficientNet-Lite0 zoo model, quantizes it to INT8 calibrating on real
+photos that pip packages ship, compares FP32 and INT8 on those photos (predictions,
+agreement, SQNR), benchmarks both interleaved, and writes every result as JSON.
+With ten photos this shows the workflow, not an accuracy figure: see BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -28,14 +29,21 @@ def prepare_photos(folder: Path) -> Path:
 
 
 def run_demo(
-    out_dir: str | Path, progress: api.Progress | None = None, seconds: float = 2.0
+    out_dir: str | Path, progress: api.Progress | None = None, seconds: float = 4.0
 ) -> tuple[DemoResult, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / f"{DEMO_MODEL}.onnx"
+    int8_path = out / f"{DEMO_MODEL}.int8.onnx"
     exported = api.export_zoo_model(DEMO_MODEL, model_path)
     photos = prepare_photos(out / "photos")
+    quantized = api.quantize(model_path, int8_path, photos, plan_out=out / "plan.json")
     evaluated = api.evaluate(model_path, photos, keep_predictions=True, progress=progress)
-    bench = api.benchmark([model_path], seconds=seconds)
-    result = DemoResult(model=exported, eval=evaluated, bench=bench)
+    int8_eval = api.evaluate(
+        int8_path, photos, reference=model_path, keep_predictions=True, progress=progress
+    )
+    bench = api.benchmark([model_path, int8_path], seconds=seconds)
+    result = DemoResult(
+        model=exported, quantize=quantized, eval=evaluated, int8_eval=int8_eval, bench=bench
+    )
     return result, write_json(result, out / "results.json")

@@ -33,7 +33,7 @@ def run(
     plan_in: str | Path | None = None,
     plan_out: str | Path | None = None,
     keep_float: tuple[str, ...] = (),
-    batch_size: int = 8,
+    batch_size: int = 1,
     threads: int | None = None,
     strict: bool = False,
     limit: int | None = None,

@@ -95,7 +95,7 @@ def collect(
     tensors: list[str],
     method: str = "minmax",
     input_name: str | None = None,
-    batch_size: int = 8,
+    batch_size: int = 1,
     budget_bytes: int = 512 * 2**20,
     threads: int | None = None,
     strict: bool = False,

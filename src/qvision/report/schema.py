@@ -126,13 +126,6 @@ class ZooExportResult(BaseModel):
     preprocess: dict
 
 
-class DemoResult(BaseModel):
-    kind: Literal["demo"] = "demo"
-    model: ZooExportResult
-    eval: EvalResult
-    bench: BenchResult
-
-
 def write_json(result: BaseModel, path: str | Path) -> Path:
     """Atomic: a crash never leaves half a JSON file."""
     path = Path(path)
@@ -166,3 +159,12 @@ class QuantizeEvalResult(BaseModel):
     quantize: QuantizeResult
     fp32: EvalResult
     int8: EvalResult
+
+
+class DemoResult(BaseModel):
+    kind: Literal["demo"] = "demo"
+    model: ZooExportResult
+    quantize: QuantizeResult
+    eval: EvalResult  # FP32 predictions on the bundled photos
+    int8_eval: EvalResult  # INT8 predictions and fidelity to FP32
+    bench: BenchResult
