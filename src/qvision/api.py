@@ -376,6 +376,7 @@ def quantize(
     plan: str | Path | None = None,
     plan_out: str | Path | None = None,
     keep_float: tuple[str, ...] = (),
+    algos: str | list[str] | None = None,
     batch_size: int = 1,
     threads: int | None = None,
     strict: bool = False,
@@ -388,20 +389,7 @@ def quantize(
     proto, inp = _open_model(model)
     pre = resolve_preprocess(proto, preprocess, inp, model)
     return ptq.run(
-        model,
-        output,
-        calib,
-        pre,
-        target,
-        method,
-        weights,
-        plan,
-        plan_out,
-        keep_float,
-        batch_size,
-        threads,
-        strict,
-        limit,
-        progress,
-        environment(),
+        model, output, calib, pre, target=target, method=method, weights=weights, plan_in=plan,
+        plan_out=plan_out, keep_float=keep_float, algos=algos, batch_size=batch_size, threads=threads,
+        strict=strict, limit=limit, progress=progress, environment=environment(),
     )

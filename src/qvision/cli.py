@@ -120,21 +120,8 @@ def quantize_cmd(
     keep = tuple(k.strip() for k in keep_float.split(",") if k.strip()) if keep_float else ()
     with _progress("calibrating") as cb:
         res = api.quantize(
-            model,
-            output,
-            calib,
-            preprocess,
-            target,
-            method,
-            weights,
-            plan,
-            plan_out,
-            keep,
-            batch,
-            threads,
-            strict,
-            limit,
-            progress=cb,
+            model, output, calib, preprocess, target, method, weights, plan, plan_out, keep,
+            algos=algo, batch_size=batch, threads=threads, strict=strict, limit=limit, progress=cb,
         )
     out.print(
         f"target {res.target_reason}; method {res.method}; {res.quantized_nodes} nodes quantized"

@@ -83,6 +83,9 @@ class QuantPlan(BaseModel):
     )  # tensor -> one Q/DQ after its producer
     weights: dict[str, QuantSpec] = Field(default_factory=dict)  # initializer -> quantized weight
     nodes: dict[str, NodePlan] = Field(default_factory=dict)  # node name -> decision
+    # node name -> float bias replacing the model's (set by bias correction); quantized to int32 by the writer
+    biases: dict[str, list[float]] = Field(default_factory=dict)
+    algorithms: list[str] = Field(default_factory=list)  # applied, in order
     ranges: dict[str, tuple[float, float]] = Field(
         default_factory=dict
     )  # calibrated [lo, hi], for reference

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import onnx
 
+from qvision.algorithms import ALGORITHMS, Context, parse_algos
 from qvision.calibrate import collect
 from qvision.data import Preprocess, open_dataset
 from qvision.data.datasets import image_folder
@@ -33,6 +34,7 @@ def run(
     plan_in: str | Path | None = None,
     plan_out: str | Path | None = None,
     keep_float: tuple[str, ...] = (),
+    algos: str | list[str] | None = None,
     batch_size: int = 1,
     threads: int | None = None,
     strict: bool = False,
@@ -44,6 +46,7 @@ def run(
     check_output_path(output, [model, calib, plan_in])
     if plan_out is not None:
         check_output_path(plan_out, [model, output, plan_in])
+    parse_algos(algos)  # unknown names fail before any work
     if weights != "int8":
         raise QVisionError(f"--weights {weights} is not available yet (int8 only)")
     proto = load_model(model)
@@ -92,6 +95,11 @@ def run(
         ranges = {t: o.range(act_fmt) for t, o in observers.items()}
         t_plan = time.perf_counter()
         plan = build_plan(prepared, ranges, prof, method, model_hash, decisions)
+        ctx = Context(prepared, plan, prof, dataset, preprocess, inp.name, threads)
+        for name in parse_algos(algos):
+            ctx = ALGORITHMS[name][1](ctx)
+            plan.algorithms.append(name)
+        plan.warnings.extend(ctx.log)
     t_write = time.perf_counter()
     qmodel = write_qdq(prepared, plan)
     try:

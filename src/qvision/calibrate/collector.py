@@ -93,7 +93,7 @@ def collect(
     dataset: Dataset,
     preprocess: Preprocess,
     tensors: list[str],
-    method: str = "minmax",
+    method: str | Callable[[str], object] = "minmax",
     input_name: str | None = None,
     batch_size: int = 1,
     budget_bytes: int = 512 * 2**20,
@@ -103,7 +103,7 @@ def collect(
 ) -> tuple[dict[str, MinMaxObserver], LoadReport]:
     """Observers for ``tensors`` after streaming ``dataset`` through the model."""
     input_name = input_name or model.graph.input[0].name
-    observers = {t: make_observer(method) for t in tensors}
+    observers = {t: (method(t) if callable(method) else make_observer(method)) for t in tensors}
     chunks = plan_chunks(model, tensors, batch_size, budget_bytes)
     report = LoadReport()
     total = len(dataset) * len(chunks)

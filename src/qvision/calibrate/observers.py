@@ -168,6 +168,24 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
     return float((p[mask] * np.log(p[mask] / qm)).sum())
 
 
+class ChannelMeanObserver:
+    """Running per-channel mean along ``axis`` (bias correction needs E[x] per input channel)."""
+
+    def __init__(self, axis: int = 1):
+        self.axis = axis
+        self.total: np.ndarray | None = None
+        self.count = 0
+
+    def update(self, x: np.ndarray) -> None:
+        axis = self.axis % x.ndim
+        s = x.sum(axis=tuple(i for i in range(x.ndim) if i != axis), dtype=np.float64)
+        self.total = s if self.total is None else self.total + s
+        self.count += x.size // x.shape[axis]
+
+    def mean(self) -> np.ndarray:
+        return self.total / max(self.count, 1)
+
+
 def make_observer(method: str) -> MinMaxObserver:
     if method == "minmax":
         return MinMaxObserver()

@@ -168,6 +168,14 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
             if wname in wdq_of:
                 node.input[w_idx] = wdq_of[wname]
             b_idx = BIAS_INPUT.get(kind)
+            if b_idx is not None and node.name in plan.biases:
+                # bias set by the plan (bias correction): a float initializer of its own
+                name = _unique(f"{node.name}_bias", taken)
+                new_inits.append(numpy_helper.from_array(np.asarray(plan.biases[node.name], np.float32), name))
+                view.initializers[name] = new_inits[-1]
+                while len(node.input) <= b_idx:
+                    node.input.append("")
+                node.input[b_idx] = name
             if b_idx is not None and len(node.input) > b_idx and node.input[b_idx]:
                 bias = _bias(
                     node,

@@ -1,0 +1,90 @@
+"""Recovery algorithms show their effect on tiny models."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from qvision import api
+from qvision.algorithms import Context, parse_algos
+from qvision.algorithms import bias_correction
+from qvision.algorithms.weight_ranges import mse_ranges
+from qvision.calibrate import collect
+from qvision.data import image_folder, iter_batches
+from qvision.errors import QVisionError
+from qvision.model.rewrite import prepare_for_quantization
+from qvision.planner import activation_tensors, build_plan, decide_nodes
+from qvision.qmath import QFormat, fake_quantize, qparams, weight_ranges
+from qvision.targets import TARGETS
+from qvision.writer import write_qdq
+
+from qdq_models import PRE16, mobile_block
+
+
+def _run(model, x):
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"input": x})[0]
+
+
+def _plan(model, flat_dir, weight_bits):
+    target = TARGETS["ort-cpu-vnni"].model_copy(deep=True)
+    target.weight.bits = weight_bits
+    target.weight_bits = {}
+    decisions = decide_nodes(model, target, set())
+    ds = image_folder(flat_dir)
+    obs, _ = collect(model, ds, PRE16, activation_tensors(model, decisions), "minmax")
+    ranges = {t: o.range() for t, o in obs.items()}
+    plan = build_plan(model, ranges, target, "minmax", "x", decisions)
+    return Context(model, plan, target, ds, PRE16, "input")
+
+
+def test_bias_correction_removes_mean_output_shift(flat_dir):
+    model = prepare_for_quantization(mobile_block())
+    # Pre-activation output so the shift is not hidden by ReLU: expose the pointwise conv.
+    model.graph.output.append(onnx.helper.make_tensor_value_info("c3", onnx.TensorProto.FLOAT, None))
+    x = next(iter_batches(image_folder(flat_dir), PRE16, batch_size=4)).inputs
+
+    def mean_error(ctx):
+        q = write_qdq(ctx.model, ctx.plan)
+        ref = ort.InferenceSession(ctx.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(["c3"], {"input": x})[0]
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        got = ort.InferenceSession(q.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(["c3"], {"input": x})[0]
+        return np.abs((got - ref).mean(axis=(0, 2, 3))).mean()
+
+    plain = _plan(model, flat_dir, weight_bits=4)
+    before = mean_error(plain)
+    corrected = bias_correction.apply(_plan(model, flat_dir, weight_bits=4))
+    assert set(corrected.plan.biases) == {"conv1", "dw", "pw"}
+    after = mean_error(corrected)
+    assert after < 0.6 * before, (before, after)
+
+
+def test_mse_weight_ranges_lower_reconstruction_error():
+    rng = np.random.default_rng(0)
+    w = rng.standard_t(3, size=(16, 32, 3, 3)).astype(np.float32)  # heavy tails, like real weights
+    fmt = QFormat("int8", 4, symmetric=True, narrow=True)
+
+    def err(lo, hi):
+        s, z = qparams(lo, hi, fmt)
+        return float(((fake_quantize(w, s, z, fmt, axis=0) - w) ** 2).sum())
+
+    assert err(*mse_ranges(w, 0, fmt)) < 0.8 * err(*weight_ranges(w, 0))
+
+
+def test_algos_through_the_api(tmp_path, flat_dir):
+    src = tmp_path / "b.onnx"
+    onnx.save(mobile_block(), str(src))
+    res = api.quantize(src, tmp_path / "q.onnx", flat_dir, algos="bias-correction,weight-mse", plan_out=tmp_path / "p.json")
+    assert any(w.startswith("bias-correction") for w in res.warnings)
+    from qvision.plan import QuantPlan
+
+    plan = QuantPlan.load(tmp_path / "p.json")
+    assert plan.algorithms == ["weight-mse", "bias-correction"] and plan.biases
+    # the plan alone reproduces the corrected model
+    api.quantize(src, tmp_path / "q2.onnx", plan=tmp_path / "p.json")
+    assert (tmp_path / "q.onnx").read_bytes() == (tmp_path / "q2.onnx").read_bytes()
+    with pytest.raises(QVisionError, match="unknown algorithm"):
+        parse_algos("cle,magic")
