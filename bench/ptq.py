@@ -58,9 +58,11 @@ def ort_quantize(fp32: Path, out: Path, calib: Path, reduce_range: bool) -> floa
     return time.perf_counter() - t0
 
 
-def qvision_quantize(fp32: Path, out: Path, calib: Path, method: str | None) -> float:
+def qvision_quantize(
+    fp32: Path, out: Path, calib: Path, method: str | None, algos: str | None = "none"
+) -> float:
     t0 = time.perf_counter()
-    api.quantize(fp32, out, calib, method=method)
+    api.quantize(fp32, out, calib, method=method, algos=algos)
     return time.perf_counter() - t0
 
 
@@ -73,7 +75,7 @@ if sys.argv[4] == "ort":
     ptq.ort_quantize(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), False)
 else:
     import qvision
-    qvision.quantize(sys.argv[1], sys.argv[2], sys.argv[3], method=sys.argv[4])
+    qvision.quantize(sys.argv[1], sys.argv[2], sys.argv[3], method=sys.argv[4], algos="none")
 for line in open('/proc/self/status'):
     if line.startswith('VmHWM:'):
         print(int(line.split()[1]) * 1024)
@@ -128,16 +130,18 @@ def main() -> None:
             "FP32": (fp32, None),
             "ORT quantize_static": (OUT / f"{name}-ort.onnx", "ort"),
             "ORT reduce_range": (OUT / f"{name}-ort-rr.onnx", "ort-rr"),
-            "qvision (default)": (OUT / f"{name}-qv.onnx", "qvision"),
+            "qvision (default, no recovery)": (OUT / f"{name}-qv.onnx", "qvision"),
+            "qvision + default recovery": (OUT / f"{name}-qv-rec.onnx", "qvision-rec"),
         }
         times = {}
         for label, (path, how) in variants.items():
             if how is not None:
-                times[label] = (
-                    qvision_quantize(fp32, path, calib, None)
-                    if how == "qvision"
-                    else ort_quantize(fp32, path, calib, how == "ort-rr")
-                )
+                if how.startswith("qvision"):
+                    times[label] = qvision_quantize(
+                        fp32, path, calib, None, None if how == "qvision-rec" else "none"
+                    )
+                else:
+                    times[label] = ort_quantize(fp32, path, calib, how == "ort-rr")
                 print(f"{name}: {label} quantized in {times[label]:.1f} s", file=sys.stderr)
         # wall time with the same calibration method (minmax) on both sides, interleaved
         t_ort, t_qv = [], []
@@ -186,7 +190,7 @@ def _markdown(results: dict, target: str, why: str) -> str:
         "Calibration: `imagenet-sample-1k/calib` (100 images); evaluation: `eval` (900 images). "
         "ORT: `quantize_static(QDQ, per_channel=True, MinMax)`, its default types, with and without "
         "`reduce_range`. qvision: `qvision quantize MODEL -o OUT --calib …/calib` with default settings "
-        "(no recovery algorithms). Latency: batch 1, interleaved rounds, median.",
+        "(`--algo none`: no recovery algorithms), and with the target's default recovery (bias correction). Latency: batch 1, interleaved rounds, median.",
         "",
         "| model | variant | top-1 % | drop pts | agreement % | SQNR dB | median ms | speed vs FP32 | size MB |",
         "|---|---|---|---|---|---|---|---|---|",

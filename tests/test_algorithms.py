@@ -5,9 +5,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from qdq_models import PRE16, mobile_block
 from qvision import api
-from qvision.algorithms import Context, parse_algos
-from qvision.algorithms import bias_correction
+from qvision.algorithms import Context, bias_correction, parse_algos
 from qvision.algorithms.weight_ranges import mse_ranges
 from qvision.calibrate import collect
 from qvision.data import image_folder, iter_batches
@@ -17,8 +17,6 @@ from qvision.planner import activation_tensors, build_plan, decide_nodes
 from qvision.qmath import QFormat, fake_quantize, qparams, weight_ranges
 from qvision.targets import TARGETS
 from qvision.writer import write_qdq
-
-from qdq_models import PRE16, mobile_block
 
 
 def _run(model, x):
@@ -43,15 +41,21 @@ def _plan(model, flat_dir, weight_bits):
 def test_bias_correction_removes_mean_output_shift(flat_dir):
     model = prepare_for_quantization(mobile_block())
     # Pre-activation output so the shift is not hidden by ReLU: expose the pointwise conv.
-    model.graph.output.append(onnx.helper.make_tensor_value_info("c3", onnx.TensorProto.FLOAT, None))
+    model.graph.output.append(
+        onnx.helper.make_tensor_value_info("c3", onnx.TensorProto.FLOAT, None)
+    )
     x = next(iter_batches(image_folder(flat_dir), PRE16, batch_size=4)).inputs
 
     def mean_error(ctx):
         q = write_qdq(ctx.model, ctx.plan)
-        ref = ort.InferenceSession(ctx.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(["c3"], {"input": x})[0]
+        ref = ort.InferenceSession(
+            ctx.model.SerializeToString(), providers=["CPUExecutionProvider"]
+        ).run(["c3"], {"input": x})[0]
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        got = ort.InferenceSession(q.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(["c3"], {"input": x})[0]
+        got = ort.InferenceSession(
+            q.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+        ).run(["c3"], {"input": x})[0]
         return np.abs((got - ref).mean(axis=(0, 2, 3))).mean()
 
     plain = _plan(model, flat_dir, weight_bits=4)
@@ -77,7 +81,13 @@ def test_mse_weight_ranges_lower_reconstruction_error():
 def test_algos_through_the_api(tmp_path, flat_dir):
     src = tmp_path / "b.onnx"
     onnx.save(mobile_block(), str(src))
-    res = api.quantize(src, tmp_path / "q.onnx", flat_dir, algos="bias-correction,weight-mse", plan_out=tmp_path / "p.json")
+    res = api.quantize(
+        src,
+        tmp_path / "q.onnx",
+        flat_dir,
+        algos="bias-correction,weight-mse",
+        plan_out=tmp_path / "p.json",
+    )
     assert any(w.startswith("bias-correction") for w in res.warnings)
     from qvision.plan import QuantPlan
 

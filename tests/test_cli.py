@@ -155,7 +155,9 @@ def test_demo_runs_offline_and_writes_results(tmp_path):
     # real weights on real photos
     assert by_name["skimage-coffee.png"] == "espresso"
     assert by_name["skimage-chelsea.png"] in {"tabby", "tiger_cat", "Egyptian_cat"}
-    assert len(data["bench"]["models"]) == 2 and data["bench"]["models"][1]["path"].endswith(".int8.onnx")
+    assert len(data["bench"]["models"]) == 2 and data["bench"]["models"][1]["path"].endswith(
+        ".int8.onnx"
+    )
     assert res.model.name == "efficientnet-lite0"
     assert res.quantize.quantized_nodes > 50 and res.quantize.target.startswith("ort-cpu")
     # INT8 keeps most top-1 answers of FP32 on the photos it was calibrated on

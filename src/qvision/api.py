@@ -389,7 +389,21 @@ def quantize(
     proto, inp = _open_model(model)
     pre = resolve_preprocess(proto, preprocess, inp, model)
     return ptq.run(
-        model, output, calib, pre, target=target, method=method, weights=weights, plan_in=plan,
-        plan_out=plan_out, keep_float=keep_float, algos=algos, batch_size=batch_size, threads=threads,
-        strict=strict, limit=limit, progress=progress, environment=environment(),
+        model,
+        output,
+        calib,
+        pre,
+        target=target,
+        method=method,
+        weights=weights,
+        plan_in=plan,
+        plan_out=plan_out,
+        keep_float=keep_float,
+        algos=algos,
+        batch_size=batch_size,
+        threads=threads,
+        strict=strict,
+        limit=limit,
+        progress=progress,
+        environment=environment(),
     )

@@ -95,6 +95,11 @@ def quantize_cmd(
     keep_float: str | None = typer.Option(
         None, "--keep-float", help="Comma-separated node names to keep in float."
     ),
+    algo: str | None = typer.Option(
+        None,
+        "--algo",
+        help="Recovery algorithms, comma-separated (weight-mse, bias-correction), or 'none'; default: the target's.",
+    ),
     eval_dir: Path | None = typer.Option(
         None, "--eval", help="Also evaluate FP32 vs INT8 on these images."
     ),
@@ -120,8 +125,22 @@ def quantize_cmd(
     keep = tuple(k.strip() for k in keep_float.split(",") if k.strip()) if keep_float else ()
     with _progress("calibrating") as cb:
         res = api.quantize(
-            model, output, calib, preprocess, target, method, weights, plan, plan_out, keep,
-            algos=algo, batch_size=batch, threads=threads, strict=strict, limit=limit, progress=cb,
+            model,
+            output,
+            calib,
+            preprocess,
+            target,
+            method,
+            weights,
+            plan,
+            plan_out,
+            keep,
+            algos=algo,
+            batch_size=batch,
+            threads=threads,
+            strict=strict,
+            limit=limit,
+            progress=cb,
         )
     out.print(
         f"target {res.target_reason}; method {res.method}; {res.quantized_nodes} nodes quantized"

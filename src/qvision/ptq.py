@@ -96,7 +96,7 @@ def run(
         t_plan = time.perf_counter()
         plan = build_plan(prepared, ranges, prof, method, model_hash, decisions)
         ctx = Context(prepared, plan, prof, dataset, preprocess, inp.name, threads)
-        for name in parse_algos(algos):
+        for name in parse_algos(prof.default_algos if algos is None else algos):
             ctx = ALGORITHMS[name][1](ctx)
             plan.algorithms.append(name)
         plan.warnings.extend(ctx.log)

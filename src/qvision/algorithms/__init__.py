@@ -34,7 +34,8 @@ ORDER = list(ALGORITHMS)
 
 
 def parse_algos(spec: str | list[str] | tuple[str, ...] | None) -> list[str]:
-    if not spec:
+    """Names in run order; 'none' (or empty) means no algorithm."""
+    if not spec or spec == "none" or list(spec) == ["none"]:
         return []
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     unknown = [n for n in names if n not in ALGORITHMS]

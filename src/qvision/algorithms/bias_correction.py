@@ -45,8 +45,13 @@ def apply(ctx: Context) -> Context:
     ]
     inputs = sorted({n.input[0] for n, _ in nodes})
     means, _ = collect(
-        ctx.model, ctx.dataset, ctx.preprocess, inputs,
-        method=lambda t: ChannelMeanObserver(axis=1), input_name=ctx.input_name, threads=ctx.threads,
+        ctx.model,
+        ctx.dataset,
+        ctx.preprocess,
+        inputs,
+        method=lambda t: ChannelMeanObserver(axis=1),
+        input_name=ctx.input_name,
+        threads=ctx.threads,
     )
     inits = {t.name: t for t in ctx.model.graph.initializer}
     corrected = 0
@@ -60,7 +65,11 @@ def apply(ctx: Context) -> Context:
         if shift is None:
             continue
         has_bias = len(node.input) > 2 and node.input[2] and node.input[2] in inits
-        bias = numpy_helper.to_array(inits[node.input[2]]) if has_bias else np.zeros(shift.shape, np.float32)
+        bias = (
+            numpy_helper.to_array(inits[node.input[2]])
+            if has_bias
+            else np.zeros(shift.shape, np.float32)
+        )
         # The corrected float bias lives in the plan, so `--plan` reproduces it without data.
         ctx.plan.biases[node.name] = [float(v) for v in (bias - shift).astype(np.float32)]
         corrected += 1

@@ -171,7 +171,9 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
             if b_idx is not None and node.name in plan.biases:
                 # bias set by the plan (bias correction): a float initializer of its own
                 name = _unique(f"{node.name}_bias", taken)
-                new_inits.append(numpy_helper.from_array(np.asarray(plan.biases[node.name], np.float32), name))
+                new_inits.append(
+                    numpy_helper.from_array(np.asarray(plan.biases[node.name], np.float32), name)
+                )
                 view.initializers[name] = new_inits[-1]
                 while len(node.input) <= b_idx:
                     node.input.append("")
