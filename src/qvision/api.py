@@ -407,3 +407,37 @@ def quantize(
         progress=progress,
         environment=environment(),
     )
+
+
+def analyze(
+    model: str | Path,
+    calib: str | Path,
+    images: str | Path | None = None,
+    preprocess: str | dict | Preprocess | None = None,
+    target: str = "auto",
+    method: str | None = None,
+    algos: str | list[str] | None = None,
+    limit: int = 32,
+    threads: int | None = None,
+    sensitivity: bool = True,
+    progress: Progress | None = None,
+):
+    """Per-layer error of the plan for ``model`` and a ranking of the most sensitive layers."""
+    from qvision.analysis import analyze as run_analysis
+
+    proto, inp = _open_model(model)
+    pre = resolve_preprocess(proto, preprocess, inp, model)
+    return run_analysis(
+        model,
+        calib,
+        pre,
+        images,
+        target,
+        method,
+        algos,
+        limit,
+        threads,
+        sensitivity,
+        progress,
+        environment(),
+    )

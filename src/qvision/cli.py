@@ -191,6 +191,61 @@ def quantize_cmd(
     _save_json(result, json_out, [*inputs, output])
 
 
+@app.command("analyze")
+def analyze_cmd(
+    model: Path = typer.Argument(..., help="Float ONNX model."),
+    calib: Path = typer.Option(..., "--calib", help="Calibration images (folder)."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Images to measure on (default: --calib)."
+    ),
+    preprocess: str | None = typer.Option(
+        None, "--preprocess", help="imagenet | tf | FILE.json/yaml."
+    ),
+    target: str = typer.Option("auto", "--target", help="Target profile (see `quantize`)."),
+    method: str | None = typer.Option(None, "--method", help="Calibration method."),
+    algo: str | None = typer.Option(None, "--algo", help="Recovery algorithms or 'none'."),
+    limit: int = typer.Option(32, "--limit", min=1, help="Images to measure on."),
+    sensitivity: bool = typer.Option(
+        True, "--sensitivity/--no-sensitivity", help="Keep-one-layer-float ranking."
+    ),
+    top: int = typer.Option(15, "--top", min=1, help="Rows to print."),
+    threads: int | None = ThreadsOpt,
+    json_out: Path | None = JsonOpt,
+):
+    """Per-layer SQNR/cosine of the quantized model vs float, and the layers most worth keeping float."""
+    from qvision import api
+
+    _check_json_path(json_out, [model, calib, images])
+    with _progress("analyzing") as cb:
+        res = api.analyze(
+            model, calib, images, preprocess, target, method, algo, limit, threads, sensitivity, cb
+        )
+    out.print(
+        f"target {res.target_reason}; method {res.method}; algorithms {', '.join(res.algorithms) or 'none'}; "
+        f"{res.images} images; output SQNR {res.output_sqnr_db:.2f} dB, cosine {res.output_cosine:.4f}"
+    )
+    table = Table(
+        title="most sensitive layers (output SQNR gain when kept float)"
+        if res.ranking
+        else "layers"
+    )
+    for col in ("node", "op", "w bits", "layer SQNR dB", "cosine", "gain dB"):
+        table.add_column(col, justify="left" if col in ("node", "op") else "right", overflow="fold")
+    by_name = {r.node: r for r in res.layers}
+    rows = [by_name[n] for n in res.ranking] or res.layers
+    for r in rows[:top]:
+        table.add_row(
+            r.node,
+            r.op_type,
+            "—" if r.weight_bits is None else str(r.weight_bits),
+            "identical" if r.sqnr_db is None else f"{r.sqnr_db:.2f}",
+            f"{r.cosine:.4f}",
+            "—" if r.gain_db is None else f"{r.gain_db:+.2f}",
+        )
+    out.print(table)
+    _save_json(res, json_out, [model, calib, images])
+
+
 @app.command("eval")
 def eval_cmd(
     model: Path = typer.Argument(..., help="ONNX model to evaluate."),

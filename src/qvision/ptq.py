@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
@@ -19,8 +20,122 @@ from qvision.plan import QuantPlan
 from qvision.planner import activation_tensors, build_plan, decide_nodes
 from qvision.report.schema import QuantizeResult, SkippedFile
 from qvision.runtime.session import make_session
-from qvision.targets import resolve
+from qvision.targets import Target, resolve
 from qvision.writer import QDQ_OPS, write_qdq
+
+
+@dataclass
+class Planned:
+    """Everything up to the writer: the prepared float model and its plan."""
+
+    prepared: onnx.ModelProto
+    plan: QuantPlan
+    target: Target
+    reason: str
+    model_sha256: str
+    input_name: str
+    skipped: list[SkippedFile] = field(default_factory=list)
+    calib_images: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def make_plan(
+    model: str | Path,
+    calib: str | Path | None,
+    preprocess: Preprocess,
+    target: str = "auto",
+    method: str | None = None,
+    plan_in: str | Path | None = None,
+    keep_float: tuple[str, ...] = (),
+    algos: str | list[str] | None = None,
+    batch_size: int = 1,
+    threads: int | None = None,
+    strict: bool = False,
+    limit: int | None = None,
+    progress=None,
+) -> Planned:
+    """Load, calibrate, plan and run the recovery algorithms (or read ``plan_in``)."""
+    parse_algos(algos)  # unknown names fail before any work
+    proto = load_model(model)
+    inp = image_input(proto, model)
+    if any(n.op_type in QDQ_OPS for n in proto.graph.node):
+        raise QVisionError(
+            "model already contains QuantizeLinear/DequantizeLinear nodes; give the float model",
+            model,
+        )
+    prof, reason = resolve(target)
+    method = method or prof.default_method
+    model_hash = sha256_file(model)
+    prepared = prepare_for_quantization(proto)
+    t0 = time.perf_counter()
+    if plan_in is not None:
+        plan = QuantPlan.load(plan_in)
+        if plan.model_sha256 != model_hash:
+            raise QVisionError(
+                f"plan was made for another model (sha256 {plan.model_sha256[:12]}…)", plan_in
+            )
+        return Planned(
+            prepared,
+            plan,
+            prof,
+            reason,
+            model_hash,
+            inp.name,
+            seconds={"calibrate": 0.0, "plan": 0.0},
+        )
+    if calib is None:
+        raise QVisionError("--calib DIR is needed (or --plan PLAN.json)")
+    dataset = image_folder(calib) if Path(calib).is_dir() else open_dataset(calib)
+    if limit:
+        dataset.samples = dataset.samples[:limit]
+    decisions = decide_nodes(prepared, prof, set(keep_float))
+    tensors = activation_tensors(prepared, decisions)
+    observers, report = collect(
+        prepared,
+        dataset,
+        preprocess,
+        tensors,
+        method,
+        inp.name,
+        batch_size,
+        threads=threads,
+        strict=strict,
+        progress=progress,
+    )
+    act_fmt = prof.activation.q()
+    ranges = {t: o.range(act_fmt) for t, o in observers.items()}
+    t1 = time.perf_counter()
+    plan = build_plan(prepared, ranges, prof, method, model_hash, decisions)
+    ctx = Context(prepared, plan, prof, dataset, preprocess, inp.name, threads)
+    for name in parse_algos(prof.default_algos if algos is None else algos):
+        ctx = ALGORITHMS[name][1](ctx)
+        plan.algorithms.append(name)
+    plan.warnings.extend(ctx.log)
+    return Planned(
+        prepared,
+        plan,
+        prof,
+        reason,
+        model_hash,
+        inp.name,
+        skipped=[SkippedFile(path=p, reason=r) for p, r in report.skipped],
+        calib_images=len(dataset) - len(report.skipped),
+        seconds={"calibrate": t1 - t0, "plan": time.perf_counter() - t1},
+    )
+
+
+def write_model(planned: Planned, threads: int | None = None) -> bytes:
+    """The QDQ model as bytes, checked by onnx and loaded once by ONNX Runtime."""
+    qmodel = write_qdq(planned.prepared, planned.plan)
+    try:
+        onnx.checker.check_model(qmodel)
+    except onnx.checker.ValidationError as exc:
+        raise QVisionError(
+            f"internal: the written model fails the ONNX checker: {str(exc).splitlines()[0]}"
+        ) from None
+    data = qmodel.SerializeToString()
+    make_session(data, threads)  # the runtime must accept it before anything is written
+    return data
 
 
 def run(
@@ -46,70 +161,26 @@ def run(
     check_output_path(output, [model, calib, plan_in])
     if plan_out is not None:
         check_output_path(plan_out, [model, output, plan_in])
-    parse_algos(algos)  # unknown names fail before any work
     if weights != "int8":
         raise QVisionError(f"--weights {weights} is not available yet (int8 only)")
-    proto = load_model(model)
-    inp = image_input(proto, model)
-    if any(n.op_type in QDQ_OPS for n in proto.graph.node):
-        raise QVisionError(
-            "model already contains QuantizeLinear/DequantizeLinear nodes; give the float model",
-            model,
-        )
-    prof, reason = resolve(target)
-    method = method or prof.default_method
-    model_hash = sha256_file(model)
-    prepared = prepare_for_quantization(proto)
-    skipped: list[SkippedFile] = []
-    n_calib = 0
-    t_cal = time.perf_counter()
-    if plan_in is not None:
-        plan = QuantPlan.load(plan_in)
-        if plan.model_sha256 != model_hash:
-            raise QVisionError(
-                f"plan was made for another model (sha256 {plan.model_sha256[:12]}…)", plan_in
-            )
-    else:
-        if calib is None:
-            raise QVisionError("--calib DIR is needed (or --plan PLAN.json)")
-        dataset = image_folder(calib) if Path(calib).is_dir() else open_dataset(calib)
-        if limit:
-            dataset.samples = dataset.samples[:limit]
-        decisions = decide_nodes(prepared, prof, set(keep_float))
-        tensors = activation_tensors(prepared, decisions)
-        observers, report = collect(
-            prepared,
-            dataset,
-            preprocess,
-            tensors,
-            method,
-            inp.name,
-            batch_size,
-            threads=threads,
-            strict=strict,
-            progress=progress,
-        )
-        skipped = [SkippedFile(path=p, reason=r) for p, r in report.skipped]
-        n_calib = len(dataset) - len(report.skipped)
-        act_fmt = prof.activation.q()
-        ranges = {t: o.range(act_fmt) for t, o in observers.items()}
-        t_plan = time.perf_counter()
-        plan = build_plan(prepared, ranges, prof, method, model_hash, decisions)
-        ctx = Context(prepared, plan, prof, dataset, preprocess, inp.name, threads)
-        for name in parse_algos(prof.default_algos if algos is None else algos):
-            ctx = ALGORITHMS[name][1](ctx)
-            plan.algorithms.append(name)
-        plan.warnings.extend(ctx.log)
+    planned = make_plan(
+        model,
+        calib,
+        preprocess,
+        target,
+        method,
+        plan_in,
+        keep_float,
+        algos,
+        batch_size,
+        threads,
+        strict,
+        limit,
+        progress,
+    )
+    plan = planned.plan
     t_write = time.perf_counter()
-    qmodel = write_qdq(prepared, plan)
-    try:
-        onnx.checker.check_model(qmodel)
-    except onnx.checker.ValidationError as exc:
-        raise QVisionError(
-            f"internal: the written model fails the ONNX checker: {str(exc).splitlines()[0]}"
-        ) from None
-    data = qmodel.SerializeToString()
-    make_session(data, threads)  # the runtime must accept it before we write anything
+    data = write_model(planned, threads)
     with atomic_path(output) as tmp:
         tmp.write_bytes(data)
     if plan_out is not None:
@@ -121,25 +192,20 @@ def run(
             floats[d.op_type] = floats.get(d.op_type, 0) + 1
     return QuantizeResult(
         model=str(model),
-        model_sha256=model_hash,
+        model_sha256=planned.model_sha256,
         output=str(output),
         output_sha256=sha256_file(output),
-        target=prof.name,
-        target_reason=reason,
+        target=planned.target.name,
+        target_reason=planned.reason,
         method=plan.method,
         weights=weights,
         plan=str(plan_out or plan_in) if (plan_out or plan_in) else None,
-        calib_images=n_calib,
-        skipped=skipped,
+        calib_images=planned.calib_images,
+        skipped=planned.skipped,
         quantized_nodes=len(plan.quantized_nodes()),
         float_nodes=floats,
         size_bytes={"input": Path(model).stat().st_size, "output": Path(output).stat().st_size},
-        seconds={
-            "calibrate": (t_write - t_cal) if plan_in else (t_plan - t_cal),
-            "plan": 0.0 if plan_in else (t_write - t_plan),
-            "write": t_end - t_write,
-            "total": t_end - t0,
-        },
+        seconds={**planned.seconds, "write": t_end - t_write, "total": t_end - t0},
         warnings=plan.warnings,
         env=environment,
     )

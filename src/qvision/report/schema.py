@@ -168,3 +168,31 @@ class DemoResult(BaseModel):
     eval: EvalResult  # FP32 predictions on the bundled photos
     int8_eval: EvalResult  # INT8 predictions and fidelity to FP32
     bench: BenchResult
+
+
+class LayerReport(BaseModel):
+    node: str
+    op_type: str
+    kind: str
+    tensor: str  # the layer's output tensor compared with the float model
+    weight_bits: int | None = None
+    sqnr_db: float | None  # accumulated error at this layer's output (None: identical)
+    cosine: float
+    keep_float_output_sqnr_db: float | None = None  # model output SQNR with only this layer float
+    gain_db: float | None = None  # that minus the fully quantized model's output SQNR
+
+
+class AnalyzeResult(BaseModel):
+    kind: Literal["analyze"] = "analyze"
+    model: str
+    target: str
+    target_reason: str
+    method: str
+    algorithms: list[str]
+    images: int
+    output_sqnr_db: float | None
+    output_cosine: float
+    layers: list[LayerReport]
+    ranking: list[str]  # nodes by gain_db, most sensitive first
+    seconds: float
+    env: Environment | None = None

@@ -1,0 +1,178 @@
+"""Per-layer analysis of a quantization plan.
+
+1. Accumulated error: every quantized layer's output in the QDQ model vs the float model
+   (SQNR, cosine) on the same images.
+2. Sensitivity: the model's output SQNR when that one layer is kept float, everything
+   else quantized; the gain over the fully quantized model ranks the layers worth
+   keeping at higher precision.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from qvision.data import Preprocess, image_folder, iter_batches
+from qvision.plan import NodePlan, QuantPlan
+from qvision.ptq import Planned, make_plan
+from qvision.report.schema import AnalyzeResult, LayerReport
+from qvision.runtime.session import make_session
+from qvision.writer import write_qdq
+
+
+def _sqnr(signal: float, noise: float) -> float | None:
+    return None if noise == 0 else float(10 * np.log10(max(signal, 1e-30) / noise))
+
+
+def _exposed(model: onnx.ModelProto, tensors: list[str]) -> bytes:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    for t in tensors:
+        if t not in have:
+            m.graph.output.add().name = t
+    return m.SerializeToString()
+
+
+def _session(data: bytes, threads: int | None, reference: bool) -> ort.InferenceSession:
+    if not reference:
+        return make_session(data, threads)
+    # Reference semantics keep every intermediate tensor of the QDQ graph observable.
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+
+class _Err:
+    def __init__(self) -> None:
+        self.signal = self.noise = self.cos = 0.0
+        self.n = 0
+
+    def update(self, ref: np.ndarray, got: np.ndarray) -> None:
+        r = ref.reshape(ref.shape[0], -1).astype(np.float64)
+        g = got.reshape(got.shape[0], -1).astype(np.float64)
+        self.signal += float((r * r).sum())
+        self.noise += float(((g - r) ** 2).sum())
+        norms = np.linalg.norm(r, axis=1) * np.linalg.norm(g, axis=1)
+        self.cos += float(
+            np.where(norms > 0, (r * g).sum(axis=1) / np.where(norms > 0, norms, 1), 1).sum()
+        )
+        self.n += r.shape[0]
+
+
+def _batches(images, preprocess: Preprocess, limit: int) -> list[np.ndarray]:
+    ds = image_folder(images)
+    ds.samples = ds.samples[:limit]
+    return [b.inputs for b in iter_batches(ds, preprocess, batch_size=8)]
+
+
+def analyze(
+    model,
+    calib,
+    preprocess: Preprocess,
+    images=None,
+    target: str = "auto",
+    method: str | None = None,
+    algos=None,
+    limit: int = 32,
+    threads: int | None = None,
+    sensitivity: bool = True,
+    progress=None,
+    environment=None,
+) -> AnalyzeResult:
+    t0 = time.perf_counter()
+    planned: Planned = make_plan(
+        model, calib, preprocess, target, method, algos=algos, threads=threads
+    )
+    plan, prepared = planned.plan, planned.prepared
+    batches = _batches(images or calib, preprocess, limit)
+    output = prepared.graph.output[0].name
+    layers = [
+        n
+        for n in prepared.graph.node
+        if plan.nodes.get(n.name) and plan.nodes[n.name].action in ("quantize", "fold")
+    ]
+    tensors = [n.output[0] for n in layers]
+    ref_sess = _session(_exposed(prepared, tensors), threads, reference=False)
+    q_sess = _session(_exposed(write_qdq(prepared, plan), tensors), threads, reference=True)
+    errs = {t: _Err() for t in tensors}
+    final = _Err()
+    for x in batches:
+        names = [o.name for o in ref_sess.get_outputs()]
+        ref = dict(zip(names, ref_sess.run(None, {planned.input_name: x}), strict=True))
+        got = dict(
+            zip(
+                [o.name for o in q_sess.get_outputs()],
+                q_sess.run(None, {planned.input_name: x}),
+                strict=True,
+            )
+        )
+        for t in tensors:
+            errs[t].update(ref[t], got[t])
+        final.update(ref[output], got[output])
+    base = _sqnr(final.signal, final.noise)
+
+    gains: dict[str, float | None] = {}
+    weight_layers = [
+        n
+        for n in layers
+        if plan.nodes[n.name].action == "quantize" and n.input[1:2] and n.input[1] in plan.weights
+    ]
+    if sensitivity:
+        refs = [ref_sess.run([output], {planned.input_name: x})[0] for x in batches]
+        for i, node in enumerate(weight_layers):
+            variant = plan.model_copy(deep=True)
+            variant.nodes[node.name] = NodePlan(
+                op_type=node.op_type, action="float", reason="analysis"
+            )
+            sess = _session(
+                write_qdq(prepared, variant).SerializeToString(), threads, reference=True
+            )
+            e = _Err()
+            for x, r in zip(batches, refs, strict=True):
+                e.update(r, sess.run([output], {planned.input_name: x})[0])
+            gains[node.name] = _sqnr(e.signal, e.noise)
+            if progress:
+                progress(i + 1, len(weight_layers))
+
+    reports = []
+    for node, t in zip(layers, tensors, strict=True):
+        e = errs[t]
+        w = plan.weights.get(node.input[1]) if len(node.input) > 1 else None
+        kept = gains.get(node.name)
+        reports.append(
+            LayerReport(
+                node=node.name,
+                op_type=node.op_type,
+                kind=plan.nodes[node.name].kind or plan.nodes[node.name].action,
+                tensor=t,
+                weight_bits=w.bits if w else None,
+                sqnr_db=_sqnr(e.signal, e.noise),
+                cosine=e.cos / max(e.n, 1),
+                keep_float_output_sqnr_db=kept,
+                gain_db=None if kept is None or base is None else kept - base,
+            )
+        )
+    ranked = sorted((r for r in reports if r.gain_db is not None), key=lambda r: -r.gain_db)
+    return AnalyzeResult(
+        model=str(model),
+        target=planned.target.name,
+        target_reason=planned.reason,
+        method=plan.method,
+        algorithms=plan.algorithms,
+        images=sum(len(x) for x in batches),
+        output_sqnr_db=base,
+        output_cosine=final.cos / max(final.n, 1),
+        layers=reports,
+        ranking=[r.node for r in ranked],
+        seconds=time.perf_counter() - t0,
+        env=environment,
+    )
+
+
+__all__ = ["QuantPlan", "analyze"]

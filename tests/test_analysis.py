@@ -1,0 +1,30 @@
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from qvision import api
+
+from qdq_models import mobile_block
+
+
+def test_analysis_finds_the_damaged_layer(tmp_path, flat_dir):
+    model = mobile_block()
+    for t in model.graph.initializer:
+        if t.name == "w3":  # one huge weight makes channel 0 of 'pw' coarse on a 7/8-bit grid
+            w = numpy_helper.to_array(t).copy()
+            w[:, 0] = 0.0
+            w[0, 0] = 40.0
+            w[1:, 1] *= 30.0
+            t.CopyFrom(numpy_helper.from_array(w, "w3"))
+    src = tmp_path / "m.onnx"
+    onnx.save(model, str(src))
+    res = api.analyze(src, flat_dir, limit=4, algos="none")
+    assert {r.node for r in res.layers} >= {"conv1", "dw", "pw", "add", "relu1", "clip"}
+    assert res.output_sqnr_db is not None and np.isfinite(res.output_sqnr_db)
+    assert res.ranking and all(
+        r.keep_float_output_sqnr_db is not None for r in res.layers if r.node in res.ranking
+    )
+    by = {r.node: r for r in res.layers}
+    # the damaged layer loses far more SQNR than any other, and keeping it float helps
+    assert by["pw"].sqnr_db < by["clip"].sqnr_db - 5 and by["dw"].sqnr_db > by["clip"].sqnr_db - 1
+    assert "pw" in res.ranking[:2] and by["pw"].gain_db > 0.5
