@@ -9,10 +9,11 @@ from __future__ import annotations
 import sys
 import time
 
-from common import OUT, require_imagenet, write_section
 from qvision import api
 from qvision.report import write_json
 from qvision.runtime.machine import cpu_info, versions
+
+from common import OUT, require_imagenet, write_section
 
 # Reference FP32 top-1 on eval, from the data set's README.
 REFERENCE_TOP1 = {"mobilenetv2": 0.827, "efficientnet-lite0": 0.876}

@@ -15,13 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-from common import OUT, require_imagenet, write_section
 from qvision import api
 from qvision.data import image_folder, iter_batches, parse_preprocess
 from qvision.data.preprocess import METADATA_KEY
 from qvision.model import load_model
 from qvision.runtime.machine import cpu_info, versions
 from qvision.targets import detect
+
+from common import OUT, require_imagenet, write_section
 
 
 class _Reader:

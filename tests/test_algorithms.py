@@ -5,7 +5,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from qdq_models import PRE16, mobile_block
 from qvision import api
 from qvision.algorithms import Context, bias_correction, parse_algos
 from qvision.algorithms.weight_ranges import mse_ranges
@@ -17,6 +16,8 @@ from qvision.planner import activation_tensors, build_plan, decide_nodes
 from qvision.qmath import QFormat, fake_quantize, qparams, weight_ranges
 from qvision.targets import TARGETS
 from qvision.writer import write_qdq
+
+from qdq_models import PRE16, mobile_block
 
 
 def _run(model, x):

@@ -4,11 +4,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from conftest import TINY_PRE, tiny_classifier
 from qvision import api
 from qvision.data import iter_batches, labelled_folder
 from qvision.errors import QVisionError
 from qvision.report import write_json
+
+from conftest import TINY_PRE, tiny_classifier
 
 
 def _expected_top1(model, root):

@@ -4,7 +4,6 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import TINY_PRE
 from qvision.data import (
     LoadReport,
     build_manifest,
@@ -14,6 +13,8 @@ from qvision.data import (
     open_dataset,
 )
 from qvision.errors import QVisionError
+
+from conftest import TINY_PRE
 
 
 def test_classes_txt_sets_indices(labelled_dir):

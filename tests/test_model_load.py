@@ -6,11 +6,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import tiny_classifier
 from qvision.errors import QVisionError
 from qvision.fileio import sha256_file
 from qvision.model import image_input, load_model
 from qvision.model.load import constants_to_initializers, default_opset
+
+from conftest import tiny_classifier
 
 
 def _save_with_external(model: onnx.ModelProto, path, location: str) -> None:

@@ -10,14 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import run_cli
-from qdq_models import PRE16, mobile_block, op_zoo
 from qvision import api
 from qvision.data import PRESETS, image_folder, iter_batches
 from qvision.errors import QVisionError
 from qvision.plan import QuantPlan
 from qvision.qmath import dequantize, fake_quantize, quantize_bias
 from qvision.targets import TARGETS, detect
+
+from conftest import run_cli
+from qdq_models import PRE16, mobile_block, op_zoo
 
 
 @pytest.fixture
