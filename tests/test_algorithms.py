@@ -99,3 +99,25 @@ def test_algos_through_the_api(tmp_path, flat_dir):
     assert (tmp_path / "q.onnx").read_bytes() == (tmp_path / "q2.onnx").read_bytes()
     with pytest.raises(QVisionError, match="unknown algorithm"):
         parse_algos("cle,magic")
+
+
+def test_adaround_beats_nearest_rounding_at_4_bits(flat_dir):
+    from qvision.algorithms import adaround
+
+    model = prepare_for_quantization(mobile_block())
+    x = next(iter_batches(image_folder(flat_dir), PRE16, batch_size=4)).inputs
+    ref = _run(model, x)
+
+    nearest = _plan(model, flat_dir, weight_bits=4)
+    learned = adaround.apply(_plan(model, flat_dir, weight_bits=4), iters=300, rows=1024)
+    assert learned.plan.weight_rounding and "adaround" in learned.log[-1]
+    err_nearest = float(((_run(write_qdq(model, nearest.plan), x) - ref) ** 2).mean())
+    err_learned = float(((_run(write_qdq(model, learned.plan), x) - ref) ** 2).mean())
+    assert err_learned < err_nearest, (err_nearest, err_learned)
+    # the writer emits exactly the plan's rounding: weights differ from nearest only by one step
+    for name in learned.plan.weight_rounding:
+        w = onnx.numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == name))
+        diff = learned.plan.quantized_weight(name, w).astype(int) - nearest.plan.quantized_weight(
+            name, w
+        ).astype(int)
+        assert np.abs(diff).max() <= 1

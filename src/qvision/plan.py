@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from qvision.errors import QVisionError
 from qvision.fileio import write_text_atomic
-from qvision.qmath import QFormat
+from qvision.qmath import QFormat, quantize
 
 PLAN_VERSION = 1
 
@@ -85,6 +85,9 @@ class QuantPlan(BaseModel):
     nodes: dict[str, NodePlan] = Field(default_factory=dict)  # node name -> decision
     # node name -> float bias replacing the model's (set by bias correction); quantized to int32 by the writer
     biases: dict[str, list[float]] = Field(default_factory=dict)
+    # weight -> base64 of packed bits: 1 where the weight rounds up instead of to nearest's
+    # floor, as learned by AdaRound. Absent: round to nearest.
+    weight_rounding: dict[str, str] = Field(default_factory=dict)
     algorithms: list[str] = Field(default_factory=list)  # applied, in order
     ranges: dict[str, tuple[float, float]] = Field(
         default_factory=dict
@@ -112,5 +115,37 @@ class QuantPlan(BaseModel):
             )
         return plan
 
+    def quantized_weight(self, name: str, w: np.ndarray) -> np.ndarray:
+        """Integer weight as the writer emits it: nearest rounding, or AdaRound's choice."""
+        spec = self.weights[name]
+        scale, zp = spec.arrays()
+        if name not in self.weight_rounding:
+            return quantize(w, scale, zp, spec.format, spec.axis)
+        s = scale if spec.axis is None else _along(scale, w.ndim, spec.axis)
+        z = zp if spec.axis is None else _along(zp, w.ndim, spec.axis)
+        up = unpack_bits(self.weight_rounding[name], w.shape)
+        q = np.floor(w.astype(np.float32) / s).astype(np.int64) + up + z
+        return np.clip(q, spec.format.qmin, spec.format.qmax).astype(spec.format.np_dtype)
+
     def quantized_nodes(self) -> list[str]:
         return [n for n, d in self.nodes.items() if d.action == "quantize"]
+
+
+def _along(v: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    shape = [1] * ndim
+    shape[axis] = v.size
+    return v.reshape(shape)
+
+
+def pack_bits(bits: np.ndarray) -> str:
+    import base64
+
+    return base64.b64encode(np.packbits(bits.astype(np.uint8).ravel()).tobytes()).decode("ascii")
+
+
+def unpack_bits(text: str, shape: tuple[int, ...]) -> np.ndarray:
+    import base64
+
+    n = int(np.prod(shape))
+    raw = np.frombuffer(base64.b64decode(text), dtype=np.uint8)
+    return np.unpackbits(raw)[:n].reshape(shape).astype(np.int64)

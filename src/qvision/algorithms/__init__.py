@@ -25,9 +25,17 @@ def _weight_mse(ctx: Context) -> Context:
     return weight_ranges.apply(ctx)
 
 
+def _adaround(ctx: Context) -> Context:
+    from qvision.algorithms import adaround
+
+    return adaround.apply(ctx)
+
+
 # name -> (stage, function); stages run in order: "pre" before calibration, "post" after planning.
 ALGORITHMS: dict[str, tuple[str, Callable[[Context], Context]]] = {
     "weight-mse": ("post", _weight_mse),
+    "adaround": ("post", _adaround),
+    # last, so it corrects the shift of the final (possibly AdaRound) weights
     "bias-correction": ("post", _bias_correction),
 }
 ORDER = list(ALGORITHMS)

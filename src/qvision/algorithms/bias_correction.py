@@ -15,7 +15,7 @@ from qvision.calibrate import collect
 from qvision.calibrate.observers import ChannelMeanObserver
 from qvision.model.graph import GraphView
 from qvision.planner import WEIGHT_INPUT, _attr
-from qvision.qmath import fake_quantize
+from qvision.qmath import dequantize
 
 
 def _shift(node, kind: str, dw: np.ndarray, mean: np.ndarray) -> np.ndarray | None:
@@ -60,7 +60,12 @@ def apply(ctx: Context) -> Context:
         w = view.weight(node.input[1])
         spec = ctx.plan.weights[node.input[1]]
         s, z = spec.arrays()
-        dw = fake_quantize(w, s, z, spec.format, spec.axis).astype(np.float64) - w
+        dw = (
+            dequantize(ctx.plan.quantized_weight(node.input[1], w), s, z, spec.axis).astype(
+                np.float64
+            )
+            - w
+        )
         shift = _shift(node, kind, dw, means[node.input[0]].mean())
         if shift is None:
             continue

@@ -19,7 +19,7 @@ from qvision.errors import QVisionError
 from qvision.model.graph import GraphView
 from qvision.plan import QuantPlan, QuantSpec
 from qvision.planner import WEIGHT_INPUT
-from qvision.qmath import quantize, quantize_bias
+from qvision.qmath import quantize_bias
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 QUANT_METADATA_KEY = "qvision.quantization"
@@ -129,7 +129,7 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
                 f"plan quantizes weight '{wname}', which is not an initializer of the model"
             )
         scale, zp = spec.arrays()
-        q = quantize(w, scale, zp, spec.format, spec.axis)
+        q = plan.quantized_weight(wname, w)
         qi, si, zi = (
             _unique(f"{wname}_quantized", taken),
             _unique(f"{wname}_scale", taken),

@@ -1,0 +1,243 @@
+"""AdaRound (Nagel et al. 2020, "Up or Down? Adaptive Rounding for Post-Training Quantization").
+
+For each quantized Conv/Gemm/MatMul, learn per weight whether to round down or up so the
+layer's output on real inputs matches the float layer's, instead of rounding each weight
+to nearest in isolation. Inputs are the quantized model's (fake-quantized) inputs of each
+layer on the calibration images, so later layers see what they will really get. Memory is bounded by sampling a fixed
+number of rows (patches) per layer; time by an iteration cap. The learned choices go into
+the plan (``weight_rounding``), so the writer emits them as they are.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from qvision.algorithms.context import Context
+from qvision.data import iter_batches
+from qvision.errors import MissingExtraError
+from qvision.model.graph import GraphView
+from qvision.plan import pack_bits
+from qvision.planner import _attr
+from qvision.qmath import fake_quantize
+from qvision.writer import write_qdq
+
+ZETA, GAMMA = 1.1, -0.1
+ROWS = 2048  # sampled rows (patches) per layer; a depthwise row holds every channel, so it takes a quarter
+ITERS = 1000
+BATCH = 256
+REG = 0.01
+WARMUP = 0.2
+BETA = (20.0, 2.0)
+BUDGET_BYTES = 768 * 2**20
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise MissingExtraError(
+            "torch", "torch", "AdaRound optimizes rounding with PyTorch"
+        ) from None
+    return torch
+
+
+class _Layer:
+    def __init__(self, node: onnx.NodeProto, kind: str, w: np.ndarray, bias: np.ndarray | None):
+        self.node, self.kind, self.w, self.bias = node, kind, w, bias
+        self.groups = int(_attr(node, "group", 1)) if kind == "conv" else 1
+        self.depthwise = kind == "conv" and self.groups > 1 and w.shape[1] == 1
+        self.xq: list[np.ndarray] = []
+
+    @property
+    def supported(self) -> bool:
+        return self.kind != "conv" or self.groups == 1 or self.depthwise
+
+    def rows(self, rows: int) -> int:
+        return rows // 4 if self.depthwise else rows
+
+    def row_bytes(self) -> int:
+        return int(np.prod(self.w.shape[1:])) * (self.w.shape[0] if self.depthwise else 1) * 4
+
+
+def _patches(torch, layer: _Layer, x: np.ndarray) -> np.ndarray:
+    """Rows the layer multiplies with its weight: im2col patches for Conv, rows for Gemm/MatMul."""
+    if layer.kind != "conv":
+        return x.reshape(-1, x.shape[-1])
+    n = layer.node
+    k = layer.w.shape[2:]
+    pads = list(_attr(n, "pads", [0] * 4))
+    if pads[0] != pads[2] or pads[1] != pads[3]:  # asymmetric padding: pad explicitly first
+        x = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+        pads = [0, 0, 0, 0]
+    cols = torch.nn.functional.unfold(
+        torch.from_numpy(x),
+        kernel_size=tuple(k),
+        dilation=tuple(_attr(n, "dilations", [1, 1])),
+        padding=(pads[0], pads[1]),
+        stride=tuple(_attr(n, "strides", [1, 1])),
+    )  # [N, C*kh*kw, L]
+    cols = cols.permute(0, 2, 1).reshape(-1, cols.shape[1]).numpy()
+    if layer.depthwise:
+        c = layer.w.shape[0]
+        cols = cols.reshape(-1, c, int(np.prod(k)))
+    return cols
+
+
+def _capture(ctx: Context, layers: list[_Layer], per_image: int, rng: np.random.Generator) -> None:
+    """Sample rows of each layer's quantized input (from the quantized model) over the calibration set."""
+    torch = _torch()
+    names = sorted({layer.node.input[0] for layer in layers})
+    specs = ctx.plan.activations
+
+    m = write_qdq(ctx.model, ctx.plan)
+    have = {o.name for o in m.graph.output} | {i.name for i in m.graph.input}
+    for t in names:
+        if t not in have:
+            m.graph.output.add().name = t
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )  # keep tensors before Q
+    if ctx.threads:
+        opts.intra_op_num_threads = ctx.threads
+    qsess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    outputs = [o.name for o in qsess.get_outputs()]
+    for batch in iter_batches(ctx.dataset, ctx.preprocess, batch_size=1):
+        qo = dict(zip(outputs, qsess.run(None, {ctx.input_name: batch.inputs}), strict=True))
+        qo[ctx.input_name] = batch.inputs
+        for layer in layers:
+            t = layer.node.input[0]
+            s, z = specs[t].arrays()
+            rows = _patches(torch, layer, fake_quantize(qo[t], s, z, specs[t].format))
+            k = per_image // 4 if layer.depthwise else per_image
+            pick = rng.choice(len(rows), size=min(max(k, 1), len(rows)), replace=False)
+            layer.xq.append(rows[pick])
+
+
+def _optimize(
+    ctx: Context, layer: _Layer, iters: int, rng: np.random.Generator
+) -> tuple[np.ndarray, float, float]:
+    """Learned round-up bits for the layer's weight; also reconstruction MSE (nearest, learned)."""
+    torch = _torch()
+    name = layer.node.input[1]
+    spec = ctx.plan.weights[name]
+    scale, zp = spec.arrays()
+    fmt = spec.format
+    w = layer.w.astype(np.float32)
+    # Work on a [Cout, F] matrix whatever the op: rows of X are [F] (or [C, F] for depthwise).
+    if layer.kind == "conv":
+        w2 = w.reshape(w.shape[0], -1)
+    elif layer.kind == "gemm" and _attr(layer.node, "transB", 0):
+        w2 = w
+    else:  # Gemm without transB and MatMul: W is [K, N]
+        w2 = w.T
+    s2 = np.broadcast_to(
+        scale.reshape(-1, 1) if spec.axis is not None else scale, (w2.shape[0], 1)
+    ).astype(np.float32)
+    z2 = np.broadcast_to(
+        zp.reshape(-1, 1) if spec.axis is not None else zp, (w2.shape[0], 1)
+    ).astype(np.float32)
+    xq = torch.from_numpy(np.concatenate(layer.xq).astype(np.float32))
+    W = torch.from_numpy(w2)
+    S, Z = torch.from_numpy(np.ascontiguousarray(s2)), torch.from_numpy(np.ascontiguousarray(z2))
+    bias = (
+        torch.zeros(w2.shape[0])
+        if layer.bias is None
+        else torch.from_numpy(layer.bias.astype(np.float32))
+    )
+
+    def forward(x, weight):
+        if layer.depthwise:
+            return torch.einsum("ncf,cf->nc", x, weight) + bias
+        return x @ weight.T + bias
+
+    with torch.no_grad():
+        # ||W x_q - W~ x_q||: the rounding's own effect on the layer's real (quantized) inputs.
+        # Chasing the float output W x_f instead would also try to undo upstream noise,
+        # which a few thousand sampled rows overfit (measured: worse on held-out images).
+        target = forward(xq, W)
+    floor = torch.floor(W / S)
+    rest = (W / S - floor).clamp(0, 1)
+    v = torch.log((rest - GAMMA) / (ZETA - rest) + 1e-12).clamp(-8, 8)  # h(v) == rest at start
+    v.requires_grad_(True)
+    opt = torch.optim.Adam([v], lr=1e-2)
+    gen = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
+
+    def h(v):
+        return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0, 1)
+
+    def weight_of(r):
+        return S * (torch.clamp(floor + r + Z, fmt.qmin, fmt.qmax) - Z)
+
+    with torch.no_grad():
+        nearest = float(((forward(xq, weight_of(torch.round(rest))) - target) ** 2).mean())
+    n = xq.shape[0]
+    warm = int(WARMUP * iters)
+    for i in range(iters):
+        idx = torch.randint(0, n, (min(BATCH, n),), generator=gen)
+        out = forward(xq[idx], weight_of(h(v)))
+        # Squared error summed over output channels, averaged over rows; the regularizer
+        # summed over all weights (the paper's and AIMET's normalization).
+        loss = ((out - target[idx]) ** 2).sum(dim=-1).mean()
+        if i >= warm:
+            beta = BETA[0] + (BETA[1] - BETA[0]) * (i - warm) / max(1, iters - warm)
+            loss = loss + REG * (1 - (2 * h(v) - 1).abs().pow(beta)).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        up = (h(v) >= 0.5).to(torch.int64)
+        learned = float(((forward(xq, weight_of(up.float())) - target) ** 2).mean())
+    bits = up.numpy()
+    if layer.kind != "conv" and not (layer.kind == "gemm" and _attr(layer.node, "transB", 0)):
+        bits = bits.T
+    return bits.reshape(w.shape), nearest, learned
+
+
+def apply(ctx: Context, iters: int = ITERS, rows: int = ROWS, seed: int = 0) -> Context:
+    t0 = time.perf_counter()
+    _torch()
+    rng = np.random.default_rng(seed)
+    view = GraphView(ctx.model)
+    layers = []
+    for node in ctx.model.graph.node:
+        d = ctx.plan.nodes.get(node.name)
+        if not d or d.action != "quantize" or d.kind not in ("conv", "gemm", "matmul"):
+            continue
+        if node.input[1] not in ctx.plan.weights or node.input[0] not in ctx.plan.activations:
+            continue
+        bias = ctx.plan.biases.get(node.name)
+        if bias is None and len(node.input) > 2 and node.input[2]:
+            bias = view.weight(node.input[2])
+        layer = _Layer(
+            node, d.kind, view.weight(node.input[1]), None if bias is None else np.asarray(bias)
+        )
+        if layer.supported:
+            layers.append(layer)
+    per_image = max(1, rows // max(1, len(ctx.dataset)))
+    improved, ratio = 0, []
+    # Capture in groups whose sampled rows fit the memory budget, then optimize and free them.
+    group: list[_Layer] = []
+    used = 0
+    for i, layer in enumerate(layers):
+        group.append(layer)
+        used += layer.row_bytes() * layer.rows(rows)
+        if used >= BUDGET_BYTES or i == len(layers) - 1:
+            _capture(ctx, group, per_image, rng)
+            for g in group:
+                bits, nearest, learned = _optimize(ctx, g, iters, rng)
+                if learned <= nearest:
+                    ctx.plan.weight_rounding[g.node.input[1]] = pack_bits(bits)
+                    improved += 1
+                    ratio.append(learned / max(nearest, 1e-30))
+                g.xq = []
+            group, used = [], 0
+    ctx.log.append(
+        f"adaround: {improved}/{len(layers)} layers improved, reconstruction error x{np.mean(ratio) if ratio else 1:.2f} "
+        f"of nearest rounding on average, {time.perf_counter() - t0:.0f} s"
+    )
+    return ctx
