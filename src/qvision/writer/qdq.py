@@ -56,6 +56,14 @@ def _int_tensor(values: np.ndarray, spec: QuantSpec, name: str) -> TensorProto:
     return numpy_helper.from_array(values.astype(spec.format.np_dtype), name)
 
 
+def _node(
+    op: str, inputs: list[str], output: str, name: str, axis: int | None = None
+) -> onnx.NodeProto:
+    return helper.make_node(
+        op, inputs, [output], name=name, **({} if axis is None else {"axis": axis})
+    )
+
+
 def _unique(name: str, taken: set[str]) -> str:
     base, i = name, 1
     while name in taken:
@@ -103,19 +111,11 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
             _zp_tensor(spec, z_name),
         ]
         new_nodes.append(
-            helper.make_node(
-                "QuantizeLinear",
-                [tensor, s_name, z_name],
-                [q_name],
-                name=_unique(f"{tensor}_Q", taken),
-            )
+            _node("QuantizeLinear", [tensor, s_name, z_name], q_name, _unique(f"{tensor}_Q", taken))
         )
         new_nodes.append(
-            helper.make_node(
-                "DequantizeLinear",
-                [q_name, s_name, z_name],
-                [d_name],
-                name=_unique(f"{tensor}_DQ", taken),
+            _node(
+                "DequantizeLinear", [q_name, s_name, z_name], d_name, _unique(f"{tensor}_DQ", taken)
             )
         )
         dq_of[tensor] = d_name
@@ -140,15 +140,10 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
             numpy_helper.from_array(scale.astype(np.float32), si),
             _zp_tensor(spec, zi),
         ]
-        attrs = {"axis": spec.axis} if spec.axis is not None else {}
         d_name = _unique(f"{wname}_dequantized", taken)
         new_nodes.append(
-            helper.make_node(
-                "DequantizeLinear",
-                [qi, si, zi],
-                [d_name],
-                name=_unique(f"{wname}_DQ", taken),
-                **attrs,
+            _node(
+                "DequantizeLinear", [qi, si, zi], d_name, _unique(f"{wname}_DQ", taken), spec.axis
             )
         )
         wdq_of[wname] = d_name
@@ -233,12 +228,8 @@ def _bias(node, b_idx, x_spec, w_spec, view, taken, new_inits, new_nodes) -> str
     ]
     d_name = _unique(f"{bname}_{node.name}_dequantized", taken)
     new_nodes.append(
-        helper.make_node(
-            "DequantizeLinear",
-            [qi, si, zi],
-            [d_name],
-            name=_unique(f"{bname}_{node.name}_DQ", taken),
-            axis=0,
+        _node(
+            "DequantizeLinear", [qi, si, zi], d_name, _unique(f"{bname}_{node.name}_DQ", taken), 0
         )
     )
     return d_name
