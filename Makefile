@@ -33,7 +33,8 @@ bench-ptq: install
 	$(BIN)/python bench/ptq.py
 
 bench-recovery: install
-	$(BIN)/python bench/recovery.py
+	$(BIN)/python bench/recovery.py --weights int8
+	$(BIN)/python bench/recovery.py --weights int4
 
 bench-all: bench bench-ptq bench-recovery
 

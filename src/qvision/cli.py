@@ -85,7 +85,11 @@ def quantize_cmd(
     method: str | None = typer.Option(
         None, "--method", help="minmax | percentile | entropy | mse (default: the target's)."
     ),
-    weights: str = typer.Option("int8", "--weights", help="Weight precision."),
+    weights: str = typer.Option(
+        "int8",
+        "--weights",
+        help="int8, or int4 (4-bit values in INT8 tensors: runs on every INT8 runtime).",
+    ),
     plan_out: Path | None = typer.Option(
         None, "--plan-out", help="Write the quantization plan (JSON) here."
     ),

@@ -190,10 +190,21 @@ def build_plan(
     method: str,
     model_sha256: str,
     decisions: dict[str, NodePlan],
+    weight_bits: int | None = None,
 ) -> QuantPlan:
-    """Scales for every activation and weight, given calibrated ``ranges``."""
+    """Scales for every activation and weight, given calibrated ``ranges``.
+
+    ``weight_bits`` caps every weight grid (4: INT4 values carried in INT8 tensors, which
+    every INT8 runtime executes).
+    """
     view = GraphView(model)
-    plan = QuantPlan(model_sha256=model_sha256, target=target.name, method=method, nodes=decisions)
+    plan = QuantPlan(
+        model_sha256=model_sha256,
+        target=target.name,
+        method=method,
+        nodes=decisions,
+        weights_dtype="int4" if weight_bits == 4 else "int8",
+    )
     act_fmt = target.activation.q()
     tensors = activation_tensors(model, decisions)
 
@@ -252,7 +263,7 @@ def build_plan(
             continue
         w = view.weight(wname)
         axis = weight_axis(node, d.kind) if target.per_channel else None
-        fmt = target.weight_format(d.kind, is_depthwise(node, view))
+        fmt = target.weight_format(d.kind, is_depthwise(node, view), weight_bits)
         lo, hi = weight_ranges(w, axis)
         scale, zp = qparams(lo, hi, fmt)
         plan.weights[wname] = QuantSpec.from_arrays(fmt, scale, zp, axis)

@@ -23,6 +23,10 @@ from qvision.runtime.session import make_session
 from qvision.targets import Target, resolve
 from qvision.writer import QDQ_OPS, write_qdq
 
+# --weights: cap on weight bits. int4 values live in INT8 tensors (range -7..7), so every
+# INT8 runtime runs them; true 4-bit storage (opset 21 INT4) is not written yet.
+WEIGHT_BITS: dict[str, int | None] = {"int8": None, "int4": 4}
+
 
 @dataclass
 class Planned:
@@ -53,9 +57,12 @@ def make_plan(
     strict: bool = False,
     limit: int | None = None,
     progress=None,
+    weights: str = "int8",
 ) -> Planned:
     """Load, calibrate, plan and run the recovery algorithms (or read ``plan_in``)."""
     parse_algos(algos)  # unknown names fail before any work
+    if weights not in WEIGHT_BITS:
+        raise QVisionError(f"unknown --weights '{weights}'; available: {', '.join(WEIGHT_BITS)}")
     proto = load_model(model)
     inp = image_input(proto, model)
     if any(n.op_type in QDQ_OPS for n in proto.graph.node):
@@ -105,7 +112,7 @@ def make_plan(
     act_fmt = prof.activation.q()
     ranges = {t: o.range(act_fmt) for t, o in observers.items()}
     t1 = time.perf_counter()
-    plan = build_plan(prepared, ranges, prof, method, model_hash, decisions)
+    plan = build_plan(prepared, ranges, prof, method, model_hash, decisions, WEIGHT_BITS[weights])
     ctx = Context(prepared, plan, prof, dataset, preprocess, inp.name, threads)
     for name in parse_algos(prof.default_algos if algos is None else algos):
         ctx = ALGORITHMS[name][1](ctx)
@@ -161,8 +168,6 @@ def run(
     check_output_path(output, [model, calib, plan_in])
     if plan_out is not None:
         check_output_path(plan_out, [model, output, plan_in])
-    if weights != "int8":
-        raise QVisionError(f"--weights {weights} is not available yet (int8 only)")
     planned = make_plan(
         model,
         calib,
@@ -177,6 +182,7 @@ def run(
         strict,
         limit,
         progress,
+        weights,
     )
     plan = planned.plan
     t_write = time.perf_counter()

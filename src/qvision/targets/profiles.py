@@ -70,9 +70,14 @@ class Target(BaseModel):
     # classifiers for a few seconds of extra calibration (BENCHMARKS.md).
     default_algos: list[str] = Field(default_factory=lambda: ["bias-correction"])
 
-    def weight_format(self, kind: str, depthwise: bool = False) -> QFormat:
+    def weight_format(
+        self, kind: str, depthwise: bool = False, max_bits: int | None = None
+    ) -> QFormat:
+        """The weight grid for a handler kind; ``max_bits`` caps it (4 for ``--weights int4``)."""
         key = f"{kind}-depthwise" if depthwise else kind
         bits = self.weight_bits.get(key, self.weight_bits.get(kind, self.weight.bits))
+        if max_bits is not None:
+            bits = min(bits, max_bits)
         return QFormat(self.weight.dtype, bits, self.weight.symmetric, self.weight.narrow)
 
 
