@@ -236,3 +236,28 @@ def test_cli_quantize_with_eval(tmp_path, calib_dir, labelled_dir):
     proc = run_cli("quantize", src, "-o", src, "--calib", calib_dir)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "input file" in proc.stderr
     assert PRESETS  # preset table importable alongside
+
+
+def test_int4_weights_are_carried_in_int8(tmp_path, calib_dir):
+    src = _save(mobile_block(), tmp_path / "b.onnx")
+    out = tmp_path / "q4.onnx"
+    res = api.quantize(
+        src, out, calib_dir, weights="int4", plan_out=tmp_path / "p.json", algos="none"
+    )
+    plan = QuantPlan.load(tmp_path / "p.json")
+    assert plan.weights_dtype == "int4" and res.weights == "int4"
+    assert {s.bits for s in plan.weights.values()} == {4}
+    q = onnx.load(str(out))
+    weights = [
+        t for t in q.graph.initializer if t.name.startswith("w") and t.name.endswith("_quantized")
+    ]
+    assert len(weights) == 3
+    for t in weights:
+        assert t.data_type == onnx.TensorProto.INT8
+        vals = onnx.numpy_helper.to_array(t)
+        assert vals.min() >= -7 and vals.max() <= 7
+    x = _inputs(calib_dir)
+    f = _ort(src, x)[0]
+    assert np.abs(_ort(out, x)[0] - f).max() < 0.3 * np.abs(f).max()  # runs fused on any INT8 CPU
+    with pytest.raises(QVisionError, match="unknown --weights"):
+        api.quantize(src, tmp_path / "q5.onnx", calib_dir, weights="int3")
