@@ -406,6 +406,7 @@ def quantize(
         limit=limit,
         progress=progress,
         environment=environment(),
+        proto=proto,
     )
 
 
@@ -440,4 +441,5 @@ def analyze(
         sensitivity,
         progress,
         environment(),
+        proto,
     )

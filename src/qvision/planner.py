@@ -32,7 +32,7 @@ _ACTIVATION_INPUTS = {
 WEIGHT_INPUT = {"conv": 1, "gemm": 1, "matmul": 1}
 
 
-def _attr(node: onnx.NodeProto, name: str, default=None):
+def node_attr(node: onnx.NodeProto, name: str, default=None):
     for a in node.attribute:
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
@@ -44,7 +44,7 @@ def weight_axis(node: onnx.NodeProto, kind: str) -> int:
     if node.op_type == "ConvTranspose":
         return 1
     if kind == "gemm":
-        return 0 if _attr(node, "transB", 0) else 1
+        return 0 if node_attr(node, "transB", 0) else 1
     if kind == "matmul":
         return 1
     return 0
@@ -53,7 +53,10 @@ def weight_axis(node: onnx.NodeProto, kind: str) -> int:
 def is_depthwise(node: onnx.NodeProto, view: GraphView) -> bool:
     w = view.weight(node.input[1]) if len(node.input) > 1 else None
     return (
-        node.op_type == "Conv" and w is not None and _attr(node, "group", 1) > 1 and w.shape[1] == 1
+        node.op_type == "Conv"
+        and w is not None
+        and node_attr(node, "group", 1) > 1
+        and w.shape[1] == 1
     )
 
 
@@ -66,9 +69,9 @@ def _why_not(node: onnx.NodeProto, kind: str, view: GraphView) -> str | None:
         if kind == "matmul" and w.ndim != 2:
             return "MatMul weight is not 2-D"
         if kind == "gemm" and (
-            _attr(node, "transA", 0)
-            or _attr(node, "alpha", 1.0) != 1.0
-            or _attr(node, "beta", 1.0) != 1.0
+            node_attr(node, "transA", 0)
+            or node_attr(node, "alpha", 1.0) != 1.0
+            or node_attr(node, "beta", 1.0) != 1.0
         ):
             return "Gemm with transA/alpha/beta is not supported quantized"
         if len(node.input) > 2 and node.input[2] and not view.is_constant(node.input[2]):
@@ -96,7 +99,7 @@ class _Groups:
 
 
 def _clip_bounds(node: onnx.NodeProto, view: GraphView) -> tuple[float, float] | None:
-    lo, hi = _attr(node, "min"), _attr(node, "max")
+    lo, hi = node_attr(node, "min"), node_attr(node, "max")
     if len(node.input) > 1 and node.input[1]:
         w = view.weight(node.input[1])
         lo = None if w is None else float(w)

@@ -58,12 +58,14 @@ def make_plan(
     limit: int | None = None,
     progress=None,
     weights: str = "int8",
+    proto: onnx.ModelProto | None = None,
 ) -> Planned:
-    """Load, calibrate, plan and run the recovery algorithms (or read ``plan_in``)."""
+    """Load (unless ``proto`` is the already loaded model), calibrate, plan and run the
+    recovery algorithms (or read ``plan_in``)."""
     parse_algos(algos)  # unknown names fail before any work
     if weights not in WEIGHT_BITS:
         raise QVisionError(f"unknown --weights '{weights}'; available: {', '.join(WEIGHT_BITS)}")
-    proto = load_model(model)
+    proto = proto if proto is not None else load_model(model)
     inp = image_input(proto, model)
     if any(n.op_type in QDQ_OPS for n in proto.graph.node):
         raise QVisionError(
@@ -163,6 +165,7 @@ def run(
     limit: int | None = None,
     progress=None,
     environment=None,
+    proto: onnx.ModelProto | None = None,
 ) -> QuantizeResult:
     t0 = time.perf_counter()
     check_output_path(output, [model, calib, plan_in])
@@ -183,6 +186,7 @@ def run(
         limit,
         progress,
         weights,
+        proto,
     )
     plan = planned.plan
     t_write = time.perf_counter()

@@ -14,15 +14,16 @@ import time
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from qvision.algorithms.context import Context
 from qvision.data import iter_batches
 from qvision.errors import MissingExtraError
 from qvision.model.graph import GraphView
+from qvision.model.rewrite import expose_tensors
 from qvision.plan import pack_bits
-from qvision.planner import _attr
+from qvision.planner import node_attr
 from qvision.qmath import fake_quantize
+from qvision.runtime.session import make_session
 from qvision.writer import write_qdq
 
 ZETA, GAMMA = 1.1, -0.1
@@ -48,7 +49,7 @@ def _torch():
 class _Layer:
     def __init__(self, node: onnx.NodeProto, kind: str, w: np.ndarray, bias: np.ndarray | None):
         self.node, self.kind, self.w, self.bias = node, kind, w, bias
-        self.groups = int(_attr(node, "group", 1)) if kind == "conv" else 1
+        self.groups = int(node_attr(node, "group", 1)) if kind == "conv" else 1
         self.depthwise = kind == "conv" and self.groups > 1 and w.shape[1] == 1
         self.xq: list[np.ndarray] = []
 
@@ -69,16 +70,16 @@ def _patches(torch, layer: _Layer, x: np.ndarray) -> np.ndarray:
         return x.reshape(-1, x.shape[-1])
     n = layer.node
     k = layer.w.shape[2:]
-    pads = list(_attr(n, "pads", [0] * 4))
+    pads = list(node_attr(n, "pads", [0] * 4))
     if pads[0] != pads[2] or pads[1] != pads[3]:  # asymmetric padding: pad explicitly first
         x = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
         pads = [0, 0, 0, 0]
     cols = torch.nn.functional.unfold(
         torch.from_numpy(x),
         kernel_size=tuple(k),
-        dilation=tuple(_attr(n, "dilations", [1, 1])),
+        dilation=tuple(node_attr(n, "dilations", [1, 1])),
         padding=(pads[0], pads[1]),
-        stride=tuple(_attr(n, "strides", [1, 1])),
+        stride=tuple(node_attr(n, "strides", [1, 1])),
     )  # [N, C*kh*kw, L]
     cols = cols.permute(0, 2, 1).reshape(-1, cols.shape[1]).numpy()
     if layer.depthwise:
@@ -93,18 +94,10 @@ def _capture(ctx: Context, layers: list[_Layer], per_image: int, rng: np.random.
     names = sorted({layer.node.input[0] for layer in layers})
     specs = ctx.plan.activations
 
-    m = write_qdq(ctx.model, ctx.plan)
-    have = {o.name for o in m.graph.output} | {i.name for i in m.graph.input}
-    for t in names:
-        if t not in have:
-            m.graph.output.add().name = t
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    qdq = expose_tensors(write_qdq(ctx.model, ctx.plan), names)
+    qsess = make_session(
+        qdq.SerializeToString(), ctx.threads, optimize=False
     )  # keep tensors before Q
-    if ctx.threads:
-        opts.intra_op_num_threads = ctx.threads
-    qsess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     outputs = [o.name for o in qsess.get_outputs()]
     for batch in iter_batches(ctx.dataset, ctx.preprocess, batch_size=1):
         qo = dict(zip(outputs, qsess.run(None, {ctx.input_name: batch.inputs}), strict=True))
@@ -131,7 +124,7 @@ def _optimize(
     # Work on a [Cout, F] matrix whatever the op: rows of X are [F] (or [C, F] for depthwise).
     if layer.kind == "conv":
         w2 = w.reshape(w.shape[0], -1)
-    elif layer.kind == "gemm" and _attr(layer.node, "transB", 0):
+    elif layer.kind == "gemm" and node_attr(layer.node, "transB", 0):
         w2 = w
     else:  # Gemm without transB and MatMul: W is [K, N]
         w2 = w.T
@@ -193,7 +186,7 @@ def _optimize(
         up = (h(v) >= 0.5).to(torch.int64)
         learned = float(((forward(xq, weight_of(up.float())) - target) ** 2).mean())
     bits = up.numpy()
-    if layer.kind != "conv" and not (layer.kind == "gemm" and _attr(layer.node, "transB", 0)):
+    if layer.kind != "conv" and not (layer.kind == "gemm" and node_attr(layer.node, "transB", 0)):
         bits = bits.T
     return bits.reshape(w.shape), nearest, learned
 

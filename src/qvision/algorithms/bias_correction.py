@@ -14,21 +14,21 @@ from qvision.algorithms.context import Context
 from qvision.calibrate import collect
 from qvision.calibrate.observers import ChannelMeanObserver
 from qvision.model.graph import GraphView
-from qvision.planner import WEIGHT_INPUT, _attr
+from qvision.planner import WEIGHT_INPUT, node_attr
 from qvision.qmath import dequantize
 
 
 def _shift(node, kind: str, dw: np.ndarray, mean: np.ndarray) -> np.ndarray | None:
     """(W_q - W)·E[x] per output channel."""
     if kind == "conv":
-        groups = int(_attr(node, "group", 1))
+        groups = int(node_attr(node, "group", 1))
         cout, cin_g = dw.shape[:2]
         if mean.size != cin_g * groups:
             return None
         per = dw.reshape(groups, cout // groups, cin_g, -1).sum(axis=3)  # [g, cout/g, cin_g]
         return np.einsum("goc,gc->go", per, mean.reshape(groups, cin_g)).reshape(cout)
     if kind == "gemm":
-        return dw @ mean if _attr(node, "transB", 0) else mean @ dw
+        return dw @ mean if node_attr(node, "transB", 0) else mean @ dw
     return mean @ dw  # matmul: W is [K, N]
 
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 
 from qvision.data import Preprocess, image_folder, iter_batches
-from qvision.plan import NodePlan, QuantPlan
+from qvision.model.rewrite import expose_tensors
+from qvision.plan import NodePlan
 from qvision.ptq import Planned, make_plan
 from qvision.report.schema import AnalyzeResult, LayerReport
 from qvision.runtime.session import make_session
@@ -25,27 +24,6 @@ from qvision.writer import write_qdq
 
 def _sqnr(signal: float, noise: float) -> float | None:
     return None if noise == 0 else float(10 * np.log10(max(signal, 1e-30) / noise))
-
-
-def _exposed(model: onnx.ModelProto, tensors: list[str]) -> bytes:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for t in tensors:
-        if t not in have:
-            m.graph.output.add().name = t
-    return m.SerializeToString()
-
-
-def _session(data: bytes, threads: int | None, reference: bool) -> ort.InferenceSession:
-    if not reference:
-        return make_session(data, threads)
-    # Reference semantics keep every intermediate tensor of the QDQ graph observable.
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
 
 class _Err:
@@ -84,10 +62,11 @@ def analyze(
     sensitivity: bool = True,
     progress=None,
     environment=None,
+    proto=None,
 ) -> AnalyzeResult:
     t0 = time.perf_counter()
     planned: Planned = make_plan(
-        model, calib, preprocess, target, method, algos=algos, threads=threads
+        model, calib, preprocess, target, method, algos=algos, threads=threads, proto=proto
     )
     plan, prepared = planned.plan, planned.prepared
     batches = _batches(images or calib, preprocess, limit)
@@ -98,8 +77,12 @@ def analyze(
         if plan.nodes.get(n.name) and plan.nodes[n.name].action in ("quantize", "fold")
     ]
     tensors = [n.output[0] for n in layers]
-    ref_sess = _session(_exposed(prepared, tensors), threads, reference=False)
-    q_sess = _session(_exposed(write_qdq(prepared, plan), tensors), threads, reference=True)
+    ref_sess = make_session(expose_tensors(prepared, tensors).SerializeToString(), threads)
+    q_sess = make_session(
+        expose_tensors(write_qdq(prepared, plan), tensors).SerializeToString(),
+        threads,
+        optimize=False,
+    )
     errs = {t: _Err() for t in tensors}
     final = _Err()
     for x in batches:
@@ -130,8 +113,8 @@ def analyze(
             variant.nodes[node.name] = NodePlan(
                 op_type=node.op_type, action="float", reason="analysis"
             )
-            sess = _session(
-                write_qdq(prepared, variant).SerializeToString(), threads, reference=True
+            sess = make_session(
+                write_qdq(prepared, variant).SerializeToString(), threads, optimize=False
             )
             e = _Err()
             for x, r in zip(batches, refs, strict=True):
@@ -173,6 +156,3 @@ def analyze(
         seconds=time.perf_counter() - t0,
         env=environment,
     )
-
-
-__all__ = ["QuantPlan", "analyze"]

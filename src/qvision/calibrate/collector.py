@@ -16,6 +16,7 @@ from onnx import TensorProto
 from qvision.calibrate.observers import MinMaxObserver, NonFiniteError, make_observer
 from qvision.data import Dataset, LoadReport, Preprocess, iter_batches
 from qvision.errors import QVisionError
+from qvision.model.rewrite import expose_tensors
 from qvision.runtime.session import make_session
 
 Progress = Callable[[int, int], None]
@@ -55,24 +56,6 @@ def plan_chunks(
     return [c for c in chunks if c]
 
 
-def _exposed(model: onnx.ModelProto, tensors: list[str]) -> bytes:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    infos = _value_infos(model)
-    existing = {o.name for o in m.graph.output} | {i.name for i in m.graph.input}
-    for t in tensors:
-        if t in existing:  # graph inputs are observed from the batch itself
-            continue
-        vi = infos.get(t)
-        out = m.graph.output.add()
-        if vi is not None:
-            out.CopyFrom(vi)
-        else:
-            out.name = t
-            out.type.tensor_type.elem_type = TensorProto.FLOAT
-    return m.SerializeToString()
-
-
 def float_tensors(model: onnx.ModelProto) -> list[str]:
     """Every float activation: graph inputs and node outputs (initializers excluded)."""
     infos = _value_infos(model)
@@ -109,7 +92,7 @@ def collect(
     total = len(dataset) * len(chunks)
     done = 0
     for chunk in chunks:
-        session = make_session(_exposed(model, chunk), threads)
+        session = make_session(expose_tensors(model, chunk).SerializeToString(), threads)
         names = [o.name for o in session.get_outputs()]
         wanted = [(i, n) for i, n in enumerate(names) if n in observers and n in chunk]
         chunk_report = LoadReport()

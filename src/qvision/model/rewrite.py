@@ -65,6 +65,24 @@ def reduce_mean_to_global_pool(model: onnx.ModelProto) -> int:
     return count
 
 
+def expose_tensors(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
+    """A copy whose graph outputs also include ``tensors`` (graph inputs are left out)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    infos = {v.name: v for v in [*m.graph.value_info, *m.graph.input, *m.graph.output]}
+    existing = {o.name for o in m.graph.output} | {i.name for i in m.graph.input}
+    for t in tensors:
+        if t in existing:
+            continue
+        out = m.graph.output.add()
+        if t in infos:
+            out.CopyFrom(infos[t])
+        else:
+            out.name = t
+            out.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    return m
+
+
 def name_nodes(model: onnx.ModelProto) -> None:
     """Give every node a unique name; plans refer to nodes by name."""
     seen: set[str] = set()

@@ -11,14 +11,25 @@ from qvision.runtime.machine import physical_cores
 
 
 def make_session(
-    model: str | Path | bytes, threads: int | None = None, providers: list[str] | None = None
+    model: str | Path | bytes,
+    threads: int | None = None,
+    providers: list[str] | None = None,
+    optimize: bool = True,
 ) -> ort.InferenceSession:
-    """A session with ``threads`` intra-op threads (default: physical cores), full graph optimization."""
+    """A session with ``threads`` intra-op threads (default: physical cores).
+
+    ``optimize=False`` runs the graph as written (no fusion), so a QDQ model computes its
+    reference semantics and every tensor in front of a QuantizeLinear stays observable.
+    """
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or physical_cores()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimize
+        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
     opts.log_severity_level = 3  # errors only: ORT's warnings are not the user's problem
     where = "<model bytes>" if isinstance(model, bytes) else model
     try:
