@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from qvision.config import QuantConfig
 from qvision.data import (
     LoadReport,
     Preprocess,
@@ -382,28 +383,33 @@ def quantize(
     strict: bool = False,
     limit: int | None = None,
     progress: Progress | None = None,
+    layer_bits: dict[str, int] | None = None,
 ):
     """Post-training quantization to a QDQ ONNX model for ``target`` ('auto' picks from the CPU)."""
     from qvision import ptq
 
     proto, inp = _open_model(model)
     pre = resolve_preprocess(proto, preprocess, inp, model)
+    config = QuantConfig(
+        target=target,
+        method=method,
+        weights=weights,
+        algos=algos,
+        keep_float=tuple(keep_float),
+        layer_bits=dict(layer_bits or {}),
+        batch_size=batch_size,
+        limit=limit,
+        strict=strict,
+    )
     return ptq.run(
         model,
         output,
         calib,
         pre,
-        target=target,
-        method=method,
-        weights=weights,
+        config,
         plan_in=plan,
         plan_out=plan_out,
-        keep_float=keep_float,
-        algos=algos,
-        batch_size=batch_size,
         threads=threads,
-        strict=strict,
-        limit=limit,
         progress=progress,
         environment=environment(),
         proto=proto,
@@ -433,9 +439,7 @@ def analyze(
         calib,
         pre,
         images,
-        target,
-        method,
-        algos,
+        QuantConfig(target=target, method=method, algos=algos),
         limit,
         threads,
         sensitivity,

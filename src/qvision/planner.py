@@ -194,11 +194,13 @@ def build_plan(
     model_sha256: str,
     decisions: dict[str, NodePlan],
     weight_bits: int | None = None,
+    layer_bits: dict[str, int] | None = None,
 ) -> QuantPlan:
     """Scales for every activation and weight, given calibrated ``ranges``.
 
     ``weight_bits`` caps every weight grid (4: INT4 values carried in INT8 tensors, which
-    every INT8 runtime executes).
+    every INT8 runtime executes); ``layer_bits`` sets single layers' weight bits (mixed
+    precision), above or below that cap.
     """
     view = GraphView(model)
     plan = QuantPlan(
@@ -267,6 +269,8 @@ def build_plan(
         w = view.weight(wname)
         axis = weight_axis(node, d.kind) if target.per_channel else None
         fmt = target.weight_format(d.kind, is_depthwise(node, view), weight_bits)
+        if layer_bits and node.name in layer_bits:
+            fmt = QFormat(fmt.dtype, layer_bits[node.name], fmt.symmetric, fmt.narrow)
         lo, hi = weight_ranges(w, axis)
         scale, zp = qparams(lo, hi, fmt)
         plan.weights[wname] = QuantSpec.from_arrays(fmt, scale, zp, axis)

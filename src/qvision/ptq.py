@@ -10,6 +10,7 @@ import onnx
 
 from qvision.algorithms import ALGORITHMS, Context, parse_algos
 from qvision.calibrate import collect
+from qvision.config import QuantConfig
 from qvision.data import Preprocess, open_dataset
 from qvision.data.datasets import image_folder
 from qvision.errors import QVisionError
@@ -40,6 +41,7 @@ class Planned:
     input_name: str
     skipped: list[SkippedFile] = field(default_factory=list)
     calib_images: int = 0
+    observers: tuple[str, dict] | None = None  # (method, statistics), reusable for variants
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -47,24 +49,24 @@ def make_plan(
     model: str | Path,
     calib: str | Path | None,
     preprocess: Preprocess,
-    target: str = "auto",
-    method: str | None = None,
+    config: QuantConfig,
     plan_in: str | Path | None = None,
-    keep_float: tuple[str, ...] = (),
-    algos: str | list[str] | None = None,
-    batch_size: int = 1,
     threads: int | None = None,
-    strict: bool = False,
-    limit: int | None = None,
     progress=None,
-    weights: str = "int8",
     proto: onnx.ModelProto | None = None,
+    observers: tuple[str, dict] | None = None,
 ) -> Planned:
     """Load (unless ``proto`` is the already loaded model), calibrate, plan and run the
-    recovery algorithms (or read ``plan_in``)."""
-    parse_algos(algos)  # unknown names fail before any work
-    if weights not in WEIGHT_BITS:
-        raise QVisionError(f"unknown --weights '{weights}'; available: {', '.join(WEIGHT_BITS)}")
+    recovery algorithms (or read ``plan_in``).
+
+    ``observers`` ((method, tensor -> observer), from an earlier Planned) skips calibration
+    when it covers this plan: autotune plans many variants from one pass over the images.
+    """
+    parse_algos(config.algos)  # unknown names fail before any work
+    if config.weights not in WEIGHT_BITS:
+        raise QVisionError(
+            f"unknown --weights '{config.weights}'; available: {', '.join(WEIGHT_BITS)}"
+        )
     proto = proto if proto is not None else load_model(model)
     inp = image_input(proto, model)
     if any(n.op_type in QDQ_OPS for n in proto.graph.node):
@@ -72,8 +74,8 @@ def make_plan(
             "model already contains QuantizeLinear/DequantizeLinear nodes; give the float model",
             model,
         )
-    prof, reason = resolve(target)
-    method = method or prof.default_method
+    prof, reason = resolve(config.target)
+    method = config.method or prof.default_method
     model_hash = sha256_file(model)
     prepared = prepare_for_quantization(proto)
     t0 = time.perf_counter()
@@ -95,28 +97,42 @@ def make_plan(
     if calib is None:
         raise QVisionError("--calib DIR is needed (or --plan PLAN.json)")
     dataset = image_folder(calib) if Path(calib).is_dir() else open_dataset(calib)
-    if limit:
-        dataset.samples = dataset.samples[:limit]
-    decisions = decide_nodes(prepared, prof, set(keep_float))
+    if config.limit:
+        dataset.samples = dataset.samples[: config.limit]
+    decisions = decide_nodes(prepared, prof, set(config.keep_float))
     tensors = activation_tensors(prepared, decisions)
-    observers, report = collect(
-        prepared,
-        dataset,
-        preprocess,
-        tensors,
-        method,
-        inp.name,
-        batch_size,
-        threads=threads,
-        strict=strict,
-        progress=progress,
-    )
+    skipped: list[tuple[str, str]] = []
+    reusable = observers is not None and observers[0] == method
+    stats = observers[1] if observers is not None and reusable else {}
+    if any(t not in stats for t in tensors):
+        stats, report = collect(
+            prepared,
+            dataset,
+            preprocess,
+            tensors,
+            method,
+            inp.name,
+            config.batch_size,
+            threads=threads,
+            strict=config.strict,
+            progress=progress,
+        )
+        skipped = report.skipped
     act_fmt = prof.activation.q()
-    ranges = {t: o.range(act_fmt) for t, o in observers.items()}
+    ranges = {t: o.range(act_fmt) for t, o in stats.items()}
     t1 = time.perf_counter()
-    plan = build_plan(prepared, ranges, prof, method, model_hash, decisions, WEIGHT_BITS[weights])
+    plan = build_plan(
+        prepared,
+        ranges,
+        prof,
+        method,
+        model_hash,
+        decisions,
+        WEIGHT_BITS[config.weights],
+        config.layer_bits,
+    )
     ctx = Context(prepared, plan, prof, dataset, preprocess, inp.name, threads)
-    for name in parse_algos(prof.default_algos if algos is None else algos):
+    for name in parse_algos(prof.default_algos if config.algos is None else config.algos):
         ctx = ALGORITHMS[name][1](ctx)
         plan.algorithms.append(name)
     plan.warnings.extend(ctx.log)
@@ -127,8 +143,9 @@ def make_plan(
         reason,
         model_hash,
         inp.name,
-        skipped=[SkippedFile(path=p, reason=r) for p, r in report.skipped],
-        calib_images=len(dataset) - len(report.skipped),
+        skipped=[SkippedFile(path=p, reason=r) for p, r in skipped],
+        calib_images=len(dataset) - len(skipped),
+        observers=(method, stats),
         seconds={"calibrate": t1 - t0, "plan": time.perf_counter() - t1},
     )
 
@@ -152,17 +169,10 @@ def run(
     output: str | Path,
     calib: str | Path | None,
     preprocess: Preprocess,
-    target: str = "auto",
-    method: str | None = None,
-    weights: str = "int8",
+    config: QuantConfig,
     plan_in: str | Path | None = None,
     plan_out: str | Path | None = None,
-    keep_float: tuple[str, ...] = (),
-    algos: str | list[str] | None = None,
-    batch_size: int = 1,
     threads: int | None = None,
-    strict: bool = False,
-    limit: int | None = None,
     progress=None,
     environment=None,
     proto: onnx.ModelProto | None = None,
@@ -171,23 +181,22 @@ def run(
     check_output_path(output, [model, calib, plan_in])
     if plan_out is not None:
         check_output_path(plan_out, [model, output, plan_in])
-    planned = make_plan(
-        model,
-        calib,
-        preprocess,
-        target,
-        method,
-        plan_in,
-        keep_float,
-        algos,
-        batch_size,
-        threads,
-        strict,
-        limit,
-        progress,
-        weights,
-        proto,
-    )
+    planned = make_plan(model, calib, preprocess, config, plan_in, threads, progress, proto)
+    return finish(planned, model, output, plan_in, plan_out, config, threads, environment, t0)
+
+
+def finish(
+    planned: Planned,
+    model: str | Path,
+    output: str | Path,
+    plan_in: str | Path | None,
+    plan_out: str | Path | None,
+    config: QuantConfig,
+    threads: int | None,
+    environment,
+    t0: float,
+) -> QuantizeResult:
+    """Write the planned model (and plan) atomically; the result record."""
     plan = planned.plan
     t_write = time.perf_counter()
     data = write_model(planned, threads)
@@ -208,7 +217,7 @@ def run(
         target=planned.target.name,
         target_reason=planned.reason,
         method=plan.method,
-        weights=weights,
+        weights=config.weights,
         plan=str(plan_out or plan_in) if (plan_out or plan_in) else None,
         calib_images=planned.calib_images,
         skipped=planned.skipped,

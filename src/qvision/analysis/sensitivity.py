@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from qvision.config import QuantConfig
 from qvision.data import Preprocess, image_folder, iter_batches
 from qvision.model.rewrite import expose_tensors
 from qvision.plan import NodePlan
@@ -54,9 +55,7 @@ def analyze(
     calib,
     preprocess: Preprocess,
     images=None,
-    target: str = "auto",
-    method: str | None = None,
-    algos=None,
+    config: QuantConfig | None = None,
     limit: int = 32,
     threads: int | None = None,
     sensitivity: bool = True,
@@ -66,7 +65,7 @@ def analyze(
 ) -> AnalyzeResult:
     t0 = time.perf_counter()
     planned: Planned = make_plan(
-        model, calib, preprocess, target, method, algos=algos, threads=threads, proto=proto
+        model, calib, preprocess, config or QuantConfig(), threads=threads, proto=proto
     )
     plan, prepared = planned.plan, planned.prepared
     batches = _batches(images or calib, preprocess, limit)

@@ -1,0 +1,30 @@
+"""QuantConfig: the knobs of one quantization run, passed as one value through the pipeline.
+
+api.quantize, ptq.make_plan, analysis and autotune take this one object instead of
+repeating a dozen parameters; autotune's trials are variations of it (dataclasses.replace).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    target: str = "auto"  # profile name, or 'auto' to pick from this machine's CPU
+    method: str | None = None  # calibration method; None: the target's default
+    weights: str = "int8"  # int8 | int4 (cap on weight bits)
+    algos: str | tuple[str, ...] | None = None  # None: the target's default pipeline
+    keep_float: tuple[str, ...] = ()  # node names left in float
+    # node name -> weight bits, overriding the target and --weights (mixed precision)
+    layer_bits: dict[str, int] = field(default_factory=dict)
+    batch_size: int = 1  # calibration batch
+    limit: int | None = None  # use only the first N calibration images
+    strict: bool = False  # unreadable calibration image is fatal
+
+    def describe(self) -> dict:
+        d = asdict(self)
+        d["keep_float"] = list(self.keep_float)
+        if isinstance(self.algos, tuple):
+            d["algos"] = list(self.algos)
+        return d
