@@ -106,3 +106,22 @@ def op_zoo(seed: int = 1) -> onnx.ModelProto:
         helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 4]),
     ]
     return _model(nodes, inits, None, outputs=outputs)
+
+
+def plan_context(model, flat_dir, weight_bits):
+    """An algorithm Context over a min-max plan with ``weight_bits`` weights (VNNI grids)."""
+    from qvision.algorithms import Context
+    from qvision.calibrate import collect
+    from qvision.data import image_folder
+    from qvision.planner import activation_tensors, build_plan, decide_nodes
+    from qvision.targets import TARGETS
+
+    target = TARGETS["ort-cpu-vnni"].model_copy(deep=True)
+    target.weight.bits = weight_bits
+    target.weight_bits = {}
+    decisions = decide_nodes(model, target, set())
+    ds = image_folder(flat_dir)
+    obs, _ = collect(model, ds, PRE16, activation_tensors(model, decisions), "minmax")
+    ranges = {t: o.range() for t, o in obs.items()}
+    plan = build_plan(model, ranges, target, "minmax", "x", decisions)
+    return Context(model, plan, target, ds, PRE16, "input")

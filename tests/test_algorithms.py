@@ -6,18 +6,15 @@ import onnxruntime as ort
 import pytest
 
 from qvision import api
-from qvision.algorithms import Context, bias_correction, parse_algos
+from qvision.algorithms import bias_correction, parse_algos
 from qvision.algorithms.weight_ranges import mse_ranges
-from qvision.calibrate import collect
 from qvision.data import image_folder, iter_batches
 from qvision.errors import QVisionError
 from qvision.model.rewrite import prepare_for_quantization
-from qvision.planner import activation_tensors, build_plan, decide_nodes
 from qvision.qmath import QFormat, fake_quantize, qparams, weight_ranges
-from qvision.targets import TARGETS
 from qvision.writer import write_qdq
 
-from qdq_models import PRE16, mobile_block
+from qdq_models import PRE16, mobile_block, plan_context
 
 
 def _run(model, x):
@@ -25,18 +22,6 @@ def _run(model, x):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     return sess.run(None, {"input": x})[0]
-
-
-def _plan(model, flat_dir, weight_bits):
-    target = TARGETS["ort-cpu-vnni"].model_copy(deep=True)
-    target.weight.bits = weight_bits
-    target.weight_bits = {}
-    decisions = decide_nodes(model, target, set())
-    ds = image_folder(flat_dir)
-    obs, _ = collect(model, ds, PRE16, activation_tensors(model, decisions), "minmax")
-    ranges = {t: o.range() for t, o in obs.items()}
-    plan = build_plan(model, ranges, target, "minmax", "x", decisions)
-    return Context(model, plan, target, ds, PRE16, "input")
 
 
 def test_bias_correction_removes_mean_output_shift(flat_dir):
@@ -59,9 +44,9 @@ def test_bias_correction_removes_mean_output_shift(flat_dir):
         ).run(["c3"], {"input": x})[0]
         return np.abs((got - ref).mean(axis=(0, 2, 3))).mean()
 
-    plain = _plan(model, flat_dir, weight_bits=4)
+    plain = plan_context(model, flat_dir, weight_bits=4)
     before = mean_error(plain)
-    corrected = bias_correction.apply(_plan(model, flat_dir, weight_bits=4))
+    corrected = bias_correction.apply(plan_context(model, flat_dir, weight_bits=4))
     assert set(corrected.plan.biases) == {"conv1", "dw", "pw"}
     after = mean_error(corrected)
     assert after < 0.6 * before, (before, after)
@@ -108,8 +93,8 @@ def test_adaround_beats_nearest_rounding_at_4_bits(flat_dir):
     x = next(iter_batches(image_folder(flat_dir), PRE16, batch_size=4)).inputs
     ref = _run(model, x)
 
-    nearest = _plan(model, flat_dir, weight_bits=4)
-    learned = adaround.apply(_plan(model, flat_dir, weight_bits=4), iters=300, rows=1024)
+    nearest = plan_context(model, flat_dir, weight_bits=4)
+    learned = adaround.apply(plan_context(model, flat_dir, weight_bits=4), iters=300, rows=1024)
     assert learned.plan.weight_rounding and "adaround" in learned.log[-1]
     err_nearest = float(((_run(write_qdq(model, nearest.plan), x) - ref) ** 2).mean())
     err_learned = float(((_run(write_qdq(model, learned.plan), x) - ref) ** 2).mean())

@@ -384,8 +384,18 @@ def quantize(
     limit: int | None = None,
     progress: Progress | None = None,
     layer_bits: dict[str, int] | None = None,
+    max_drop: float | None = None,
+    tune_data: str | Path | None = None,
+    task: str = "classification",
+    tune_time: float = 1800.0,
+    tune_images: int | None = None,
 ):
-    """Post-training quantization to a QDQ ONNX model for ``target`` ('auto' picks from the CPU)."""
+    """Post-training quantization to a QDQ ONNX model for ``target`` ('auto' picks from the CPU).
+
+    With ``max_drop`` (points) and labelled ``tune_data``, autotune searches the fastest
+    configuration within that metric drop (see qvision.autotune); the result's ``tuning``
+    lists every trial.
+    """
     from qvision import ptq
 
     proto, inp = _open_model(model)
@@ -401,6 +411,34 @@ def quantize(
         limit=limit,
         strict=strict,
     )
+    if max_drop is not None:
+        from qvision import autotune
+
+        if tune_data is None:
+            raise QVisionError(
+                "--max-drop needs --eval DIR (labelled images to measure the drop on)"
+            )
+        if plan is not None:
+            raise QVisionError("--max-drop searches plans itself; it cannot start from --plan")
+        if calib is None:
+            raise QVisionError("--calib DIR is needed")
+        return autotune.tune(
+            model,
+            output,
+            calib,
+            tune_data,
+            pre,
+            config,
+            max_drop,
+            task=task,
+            time_limit=tune_time,
+            images=tune_images,
+            plan_out=plan_out,
+            threads=threads,
+            progress=progress,
+            environment=environment(),
+            proto=proto,
+        )
     return ptq.run(
         model,
         output,

@@ -102,12 +102,26 @@ def quantize_cmd(
     algo: str | None = typer.Option(
         None,
         "--algo",
-        help="Recovery algorithms, comma-separated (weight-mse, bias-correction), or 'none'; default: the target's.",
+        help=(
+            "Recovery algorithms, comma-separated (cle, cle-relu, weight-mse, adaround, "
+            "bias-correction-analytical, bias-correction), or 'none'; default: the target's."
+        ),
     ),
     eval_dir: Path | None = typer.Option(
-        None, "--eval", help="Also evaluate FP32 vs INT8 on these images."
+        None, "--eval", help="Also evaluate FP32 vs INT8 on these images (and tune on them)."
     ),
     task: str = typer.Option("classification", "--task", help="Task adapter for --eval."),
+    max_drop: float | None = typer.Option(
+        None,
+        "--max-drop",
+        help="Autotune: fastest configuration whose metric on --eval drops at most PTS points.",
+    ),
+    tune_time: float = typer.Option(
+        1800, "--tune-time", min=1, help="Autotune time limit, seconds."
+    ),
+    tune_images: int | None = typer.Option(
+        None, "--tune-images", min=1, help="Autotune on the first N --eval images only."
+    ),
     batch: int = typer.Option(
         1,
         "--batch",
@@ -145,7 +159,30 @@ def quantize_cmd(
             strict=strict,
             limit=limit,
             progress=cb,
+            max_drop=max_drop,
+            tune_data=eval_dir,
+            task=task,
+            tune_time=tune_time,
+            tune_images=tune_images,
         )
+    if res.tuning is not None:
+        t = res.tuning
+        table = Table(title=f"autotune on {t.images} images (FP32 {_pct(t.fp32_metric)})")
+        for col in ("#", "trial", t.metric, "drop", "agreement", "ms", "s"):
+            table.add_column(col, justify="left" if col == "trial" else "right")
+        for i, tr in enumerate(t.trials):
+            mark = " ←" if i == t.chosen else ""
+            table.add_row(
+                str(i),
+                tr.name + mark,
+                _pct(tr.metric),
+                f"{tr.drop:.2f}",
+                _pct(tr.agreement),
+                f"{tr.latency_ms:.1f}" if tr.latency_ms else "—",
+                f"{tr.seconds:.0f}",
+            )
+        out.print(table)
+        (out if t.met else err).print(t.message)
     out.print(
         f"target {res.target_reason}; method {res.method}; {res.quantized_nodes} nodes quantized"
     )

@@ -98,14 +98,15 @@ class _Groups:
         self.parent[self.find(a)] = self.find(b)
 
 
-def _clip_bounds(node: onnx.NodeProto, view: GraphView) -> tuple[float, float] | None:
+def clip_bounds(node: onnx.NodeProto, view: GraphView) -> tuple[float, float] | None:
+    """A Clip's constant (min, max), +-inf where absent; None if a bound is computed."""
     lo, hi = node_attr(node, "min"), node_attr(node, "max")
-    if len(node.input) > 1 and node.input[1]:
-        w = view.weight(node.input[1])
-        lo = None if w is None else float(w)
-    if len(node.input) > 2 and node.input[2]:
-        w = view.weight(node.input[2])
-        hi = None if w is None else float(w)
+    for i in (1, 2):
+        if len(node.input) > i and node.input[i]:
+            w = view.weight(node.input[i])
+            if w is None:
+                return None
+            lo, hi = (float(w), hi) if i == 1 else (lo, float(w))
     return (lo if lo is not None else -np.inf, hi if hi is not None else np.inf)
 
 
@@ -130,7 +131,7 @@ def decide_nodes(
                 and decisions.get(prod.name)
                 and decisions[prod.name].action == "quantize"
             )
-            bounds = _clip_bounds(node, view) if op == "Clip" else (0.0, np.inf)
+            bounds = clip_bounds(node, view) if op == "Clip" else (0.0, np.inf)
             if folds and single and bounds is not None and bounds[0] == 0.0:
                 decisions[node.name] = NodePlan(
                     op_type=op, action="fold", reason=f"folded into {prod.name}"
@@ -231,7 +232,7 @@ def build_plan(
     for node in model.graph.node:
         d = decisions.get(node.name)
         if d and d.action == "fold" and node.op_type == "Clip":
-            caps[node.output[0]] = _clip_bounds(node, view)[1]
+            caps[node.output[0]] = clip_bounds(node, view)[1]
 
     missing = [t for t in tensors if all(m not in ranges for m in members[groups.find(t)])]
     if missing:

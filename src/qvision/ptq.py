@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 
-from qvision.algorithms import ALGORITHMS, Context, parse_algos
+from qvision.algorithms import ALGORITHMS, Context, parse_algos, stage
 from qvision.calibrate import collect
 from qvision.config import QuantConfig
 from qvision.data import Preprocess, open_dataset
@@ -77,7 +77,8 @@ def make_plan(
     prof, reason = resolve(config.target)
     method = config.method or prof.default_method
     model_hash = sha256_file(model)
-    prepared = prepare_for_quantization(proto)
+    bn_stats: dict = {}
+    prepared = prepare_for_quantization(proto, bn_stats)
     t0 = time.perf_counter()
     if plan_in is not None:
         plan = QuantPlan.load(plan_in)
@@ -85,6 +86,11 @@ def make_plan(
             raise QVisionError(
                 f"plan was made for another model (sha256 {plan.model_sha256[:12]}…)", plan_in
             )
+        # model-changing algorithms are data-free: redo them so the plan's names and
+        # weights refer to the same float model
+        ctx = Context(prepared, None, prof, None, preprocess, inp.name, threads, bn_stats=bn_stats)
+        for name in stage(plan.algorithms, "pre"):
+            ctx = ALGORITHMS[name][1](ctx)
         return Planned(
             prepared,
             plan,
@@ -99,10 +105,16 @@ def make_plan(
     dataset = image_folder(calib) if Path(calib).is_dir() else open_dataset(calib)
     if config.limit:
         dataset.samples = dataset.samples[: config.limit]
+    names = parse_algos(prof.default_algos if config.algos is None else config.algos)
+    ctx = Context(prepared, None, prof, dataset, preprocess, inp.name, threads, bn_stats=bn_stats)
+    for name in stage(names, "pre"):
+        ctx = ALGORITHMS[name][1](ctx)
     decisions = decide_nodes(prepared, prof, set(config.keep_float))
     tensors = activation_tensors(prepared, decisions)
     skipped: list[tuple[str, str]] = []
-    reusable = observers is not None and observers[0] == method
+    # statistics depend on the calibration method and on the float model (CLE changes it)
+    key = "|".join([method, *stage(names, "pre")])
+    reusable = observers is not None and observers[0] == key
     stats = observers[1] if observers is not None and reusable else {}
     if any(t not in stats for t in tensors):
         stats, report = collect(
@@ -131,8 +143,9 @@ def make_plan(
         WEIGHT_BITS[config.weights],
         config.layer_bits,
     )
-    ctx = Context(prepared, plan, prof, dataset, preprocess, inp.name, threads)
-    for name in parse_algos(prof.default_algos if config.algos is None else config.algos):
+    plan.algorithms.extend(stage(names, "pre"))
+    ctx.plan = plan
+    for name in stage(names, "post"):
         ctx = ALGORITHMS[name][1](ctx)
         plan.algorithms.append(name)
     plan.warnings.extend(ctx.log)
@@ -145,7 +158,7 @@ def make_plan(
         inp.name,
         skipped=[SkippedFile(path=p, reason=r) for p, r in skipped],
         calib_images=len(dataset) - len(skipped),
-        observers=(method, stats),
+        observers=(key, stats),
         seconds={"calibrate": t1 - t0, "plan": time.perf_counter() - t1},
     )
 

@@ -25,6 +25,24 @@ def _weight_mse(ctx: Context) -> Context:
     return weight_ranges.apply(ctx)
 
 
+def _cle(ctx: Context) -> Context:
+    from qvision.algorithms import cle
+
+    return cle.apply(ctx)
+
+
+def _cle_relu(ctx: Context) -> Context:
+    from qvision.algorithms import cle
+
+    return cle.apply(ctx, relax_relu6=True)
+
+
+def _bias_correction_analytical(ctx: Context) -> Context:
+    from qvision.algorithms import bias_correction
+
+    return bias_correction.apply_analytical(ctx)
+
+
 def _adaround(ctx: Context) -> Context:
     from qvision.algorithms import adaround
 
@@ -33,8 +51,12 @@ def _adaround(ctx: Context) -> Context:
 
 # name -> (stage, function); stages run in order: "pre" before calibration, "post" after planning.
 ALGORITHMS: dict[str, tuple[str, Callable[[Context], Context]]] = {
+    "cle": ("pre", _cle),
+    "cle-relu": ("pre", _cle_relu),
     "weight-mse": ("post", _weight_mse),
     "adaround": ("post", _adaround),
+    # data-free: E[x] from BatchNorm statistics; the empirical one below overrides it
+    "bias-correction-analytical": ("post", _bias_correction_analytical),
     # last, so it corrects the shift of the final (possibly AdaRound) weights
     "bias-correction": ("post", _bias_correction),
 }
@@ -49,7 +71,14 @@ def parse_algos(spec: str | list[str] | tuple[str, ...] | None) -> list[str]:
     unknown = [n for n in names if n not in ALGORITHMS]
     if unknown:
         raise QVisionError(f"unknown algorithm '{unknown[0]}'; available: {', '.join(ALGORITHMS)}")
-    return sorted(set(names), key=ORDER.index)
+    names = sorted(set(names), key=ORDER.index)
+    if "cle" in names and "cle-relu" in names:
+        raise QVisionError("choose one of 'cle' and 'cle-relu'")
+    return names
 
 
-__all__ = ["ALGORITHMS", "Context", "parse_algos"]
+def stage(names: list[str], which: str) -> list[str]:
+    return [n for n in names if ALGORITHMS[n][0] == which]
+
+
+__all__ = ["ALGORITHMS", "Context", "parse_algos", "stage"]

@@ -7,6 +7,8 @@ removes the systematic error; the writer then quantizes the corrected bias as us
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from onnx import numpy_helper
 
@@ -30,6 +32,22 @@ def _shift(node, kind: str, dw: np.ndarray, mean: np.ndarray) -> np.ndarray | No
     if kind == "gemm":
         return dw @ mean if node_attr(node, "transB", 0) else mean @ dw
     return mean @ dw  # matmul: W is [K, N]
+
+
+def _weight_error(ctx: Context, view: GraphView, node) -> np.ndarray:
+    """W_q - W as the writer will emit W_q (nearest or learned rounding)."""
+    w = view.weight(node.input[1])
+    spec = ctx.plan.weights[node.input[1]]
+    s, z = spec.arrays()
+    wq = dequantize(ctx.plan.quantized_weight(node.input[1], w), s, z, spec.axis)
+    return wq.astype(np.float64) - w
+
+
+def _set_bias(ctx: Context, node, inits: dict, shift: np.ndarray) -> None:
+    # The corrected float bias lives in the plan, so `--plan` reproduces it without data.
+    has_bias = len(node.input) > 2 and node.input[2] and node.input[2] in inits
+    bias = numpy_helper.to_array(inits[node.input[2]]) if has_bias else np.zeros(shift.shape)
+    ctx.plan.biases[node.name] = [float(v) for v in (bias - shift).astype(np.float32)]
 
 
 def apply(ctx: Context) -> Context:
@@ -57,29 +75,76 @@ def apply(ctx: Context) -> Context:
     corrected = 0
     total_shift = 0.0
     for node, kind in nodes:
-        w = view.weight(node.input[1])
-        spec = ctx.plan.weights[node.input[1]]
-        s, z = spec.arrays()
-        dw = (
-            dequantize(ctx.plan.quantized_weight(node.input[1], w), s, z, spec.axis).astype(
-                np.float64
-            )
-            - w
-        )
-        shift = _shift(node, kind, dw, means[node.input[0]].mean())
+        shift = _shift(node, kind, _weight_error(ctx, view, node), means[node.input[0]].mean())
         if shift is None:
             continue
-        has_bias = len(node.input) > 2 and node.input[2] and node.input[2] in inits
-        bias = (
-            numpy_helper.to_array(inits[node.input[2]])
-            if has_bias
-            else np.zeros(shift.shape, np.float32)
-        )
-        # The corrected float bias lives in the plan, so `--plan` reproduces it without data.
-        ctx.plan.biases[node.name] = [float(v) for v in (bias - shift).astype(np.float32)]
+        _set_bias(ctx, node, inits, shift)
         corrected += 1
         total_shift += float(np.abs(shift).mean())
     ctx.log.append(
         f"bias-correction: corrected {corrected} biases (mean |shift| {total_shift / max(corrected, 1):.2e})"
+    )
+    return ctx
+
+
+def _phi(x: np.ndarray) -> np.ndarray:
+    return np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+
+
+def _cdf(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.vectorize(math.erf)(x / np.sqrt(2)))
+
+
+def _relu_mean(mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """E[max(y, 0)] for y ~ N(mu, sd^2), per channel."""
+    sd = np.maximum(sd, 1e-12)
+    return mu * _cdf(mu / sd) + sd * _phi(mu / sd)
+
+
+def expected_input(
+    mu: np.ndarray, sd: np.ndarray, lo: float | None, hi: float | None
+) -> np.ndarray:
+    """E[clip(y, lo, hi)] for y ~ N(mu, sd^2); lo None: no activation (identity)."""
+    if lo is None:
+        return mu
+    mean = _relu_mean(mu - lo, sd) + lo
+    if hi is not None and np.isfinite(hi):
+        mean = mean - _relu_mean(mu - hi, sd)
+    return mean
+
+
+def apply_analytical(ctx: Context) -> Context:
+    """Data-free bias correction: E[x] from the BatchNorm statistics of the layer before,
+    assuming its pre-activations are Gaussian (DFQ sec. 4.2.2)."""
+    from qvision.algorithms.cle import _clip_max
+
+    view = GraphView(ctx.model)
+    inits = {t.name: t for t in ctx.model.graph.initializer}
+    corrected = missing = 0
+    for node in ctx.model.graph.node:
+        d = ctx.plan.nodes.get(node.name)
+        if not d or d.action != "quantize" or d.kind not in ("conv", "gemm"):
+            continue
+        if node.input[1] not in ctx.plan.weights:
+            continue
+        src, lo, hi = node.input[0], None, None
+        act = view.producer.get(src)
+        if act is not None and act.op_type in ("Relu", "Clip"):
+            hi = np.inf if act.op_type == "Relu" else _clip_max(act, view)
+            lo = 0.0 if hi is not None else None
+            src = act.input[0] if hi is not None else src
+        if src not in ctx.bn_stats:
+            missing += 1
+            continue
+        mu, sd = (s.astype(np.float64) for s in ctx.bn_stats[src])
+        shift = _shift(node, d.kind, _weight_error(ctx, view, node), expected_input(mu, sd, lo, hi))
+        if shift is None:
+            missing += 1
+            continue
+        _set_bias(ctx, node, inits, shift)
+        corrected += 1
+    ctx.log.append(
+        f"bias-correction-analytical: corrected {corrected} biases from BatchNorm statistics; "
+        f"{missing} layers have no BatchNorm before them"
     )
     return ctx

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 
 from qvision.data import Dataset, Preprocess
@@ -16,8 +17,11 @@ class Context:
     model: onnx.ModelProto  # prepared float model; algorithms may edit its initializers
     plan: QuantPlan | None
     target: Target
-    dataset: Dataset
+    dataset: Dataset | None  # None when replaying a saved plan (data-free algorithms only)
     preprocess: Preprocess
     input_name: str
     threads: int | None = None
+    # tensor -> (mean, std) per channel of a pre-activation, from folded BatchNorms;
+    # kept in step by algorithms that rescale channels (CLE)
+    bn_stats: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)  # one line per change, for the result JSON

@@ -50,6 +50,43 @@ def _batches(images, preprocess: Preprocess, limit: int) -> list[np.ndarray]:
     return [b.inputs for b in iter_batches(ds, preprocess, batch_size=8)]
 
 
+def weight_layers(prepared, plan) -> list:
+    """Quantized nodes with a quantized weight: the candidates for higher precision."""
+    return [
+        n
+        for n in prepared.graph.node
+        if (d := plan.nodes.get(n.name)) is not None
+        and d.action == "quantize"
+        and n.input[1:2]
+        and n.input[1] in plan.weights
+    ]
+
+
+def keep_float_sqnr(
+    prepared, plan, input_name: str, batches, threads=None, progress=None, ref_sess=None
+) -> dict[str, float | None]:
+    """Model output SQNR with each weight layer kept float in turn (QDQ reference run)."""
+    output = prepared.graph.output[0].name
+    if ref_sess is None:
+        ref_sess = make_session(prepared.SerializeToString(), threads)
+    refs = [ref_sess.run([output], {input_name: x})[0] for x in batches]
+    layers = weight_layers(prepared, plan)
+    gains: dict[str, float | None] = {}
+    for i, node in enumerate(layers):
+        variant = plan.model_copy(deep=True)
+        variant.nodes[node.name] = NodePlan(op_type=node.op_type, action="float", reason="analysis")
+        sess = make_session(
+            write_qdq(prepared, variant).SerializeToString(), threads, optimize=False
+        )
+        e = _Err()
+        for x, r in zip(batches, refs, strict=True):
+            e.update(r, sess.run([output], {input_name: x})[0])
+        gains[node.name] = _sqnr(e.signal, e.noise)
+        if progress:
+            progress(i + 1, len(layers))
+    return gains
+
+
 def analyze(
     model,
     calib,
@@ -100,28 +137,10 @@ def analyze(
     base = _sqnr(final.signal, final.noise)
 
     gains: dict[str, float | None] = {}
-    weight_layers = [
-        n
-        for n in layers
-        if plan.nodes[n.name].action == "quantize" and n.input[1:2] and n.input[1] in plan.weights
-    ]
     if sensitivity:
-        refs = [ref_sess.run([output], {planned.input_name: x})[0] for x in batches]
-        for i, node in enumerate(weight_layers):
-            variant = plan.model_copy(deep=True)
-            variant.nodes[node.name] = NodePlan(
-                op_type=node.op_type, action="float", reason="analysis"
-            )
-            sess = make_session(
-                write_qdq(prepared, variant).SerializeToString(), threads, optimize=False
-            )
-            e = _Err()
-            for x, r in zip(batches, refs, strict=True):
-                e.update(r, sess.run([output], {planned.input_name: x})[0])
-            gains[node.name] = _sqnr(e.signal, e.noise)
-            if progress:
-                progress(i + 1, len(weight_layers))
-
+        gains = keep_float_sqnr(
+            prepared, plan, planned.input_name, batches, threads, progress, ref_sess
+        )
     reports = []
     for node, t in zip(layers, tensors, strict=True):
         e = errs[t]

@@ -133,6 +133,38 @@ def write_json(result: BaseModel, path: str | Path) -> Path:
     return path
 
 
+class TuneTrial(BaseModel):
+    """One configuration autotune tried, and what it measured."""
+
+    name: str
+    algorithms: list[str]
+    float_layers: list[str] = []  # kept in float (mixed precision)
+    wide_layers: dict[str, int] = {}  # layer -> weight bits raised above --weights
+    metric: float  # task metric on the tuning images (top-1 for classification)
+    drop: float  # FP32 metric - this, in points
+    agreement: float | None = None  # top-1 agreement with FP32
+    latency_ms: float | None = None  # median batch-1 latency, for ranking configurations
+    seconds: float  # time to build and score this trial
+    met: bool
+
+
+class TuneResult(BaseModel):
+    """Autotuning to an accuracy budget (--max-drop): every trial, the chosen one, and
+    whether the budget was met."""
+
+    task: str
+    metric: str
+    images: int
+    max_drop: float
+    fp32_metric: float
+    fp32_latency_ms: float | None = None
+    met: bool
+    chosen: int  # index into trials
+    message: str
+    trials: list[TuneTrial]
+    seconds: float
+
+
 class QuantizeResult(BaseModel):
     kind: Literal["quantize"] = "quantize"
     model: str
@@ -151,6 +183,7 @@ class QuantizeResult(BaseModel):
     size_bytes: dict[str, int]  # input, output
     seconds: dict[str, float]  # calibrate, plan, write, total
     warnings: list[str] = []
+    tuning: TuneResult | None = None  # set by --max-drop
     env: Environment
 
 

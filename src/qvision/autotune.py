@@ -1,0 +1,282 @@
+"""Autotuning to an accuracy budget (``--max-drop``).
+
+Trials run cheapest-at-inference first, so the first configuration within the budget is
+also about the fastest one found:
+1. recovery pipelines, which cost nothing at inference: the configured/default one, then
+   MSE weight ranges, then AdaRound (when torch is installed);
+2. for sub-8-bit weights, the most sensitive layers raised to the target's native weight
+   bits (same kernels on INT8 runtimes; only size grows);
+3. the most sensitive layers kept in float, 1, 2, 4, ... of them (each costs speed).
+Sensitivity is the model output SQNR with one layer kept float (analysis.keep_float_sqnr).
+Calibration runs once; every trial is scored on the tuning images against FP32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from qvision.analysis.sensitivity import keep_float_sqnr, weight_layers
+from qvision.config import QuantConfig
+from qvision.data import Preprocess, image_folder, iter_batches, open_dataset
+from qvision.errors import QVisionError
+from qvision.fileio import check_output_path
+from qvision.model.graph import GraphView
+from qvision.plan import NodePlan, QuantSpec
+from qvision.planner import is_depthwise
+from qvision.ptq import Planned, finish, make_plan, write_model
+from qvision.qmath import QFormat, qparams, weight_ranges
+from qvision.report.schema import QuantizeResult, TuneResult, TuneTrial
+from qvision.runtime.session import make_session
+
+SENSITIVITY_IMAGES = 16
+
+
+class _Scorer:
+    """Top-1 (or agreement, without labels) of a model on the tuning images vs FP32."""
+
+    def __init__(self, fp32: bytes, data, preprocess: Preprocess, input_name: str, limit, threads):
+        self.dataset = open_dataset(data)
+        if limit:
+            self.dataset.samples = self.dataset.samples[:limit]
+        self.pre, self.input, self.threads = preprocess, input_name, threads
+        self.labels: list[int] = []
+        self.ref = self._predict(fp32, keep_labels=True)
+        if len(self.ref) == 0:
+            raise QVisionError("none of the tuning images could be read", data)
+        self.labelled = bool(self.dataset.labelled)
+        self.sample = next(iter_batches(self.dataset, preprocess, 1)).inputs
+
+    def _predict(self, data: bytes, keep_labels: bool = False) -> np.ndarray:
+        sess = make_session(data, self.threads)
+        preds = []
+        for batch in iter_batches(self.dataset, self.pre, 32):
+            out = sess.run(None, {self.input: batch.inputs})[0]
+            preds.append(out.reshape(out.shape[0], -1).argmax(axis=1))
+            if keep_labels and self.dataset.labelled:
+                self.labels.extend(s.label for s in batch.samples)
+        return np.concatenate(preds) if preds else np.zeros(0, np.int64)
+
+    def metric(self, preds: np.ndarray) -> float:
+        if self.labelled:
+            return float((preds == np.asarray(self.labels)).mean())
+        return float((preds == self.ref).mean())
+
+    def score(self, data: bytes) -> tuple[float, float]:
+        preds = self._predict(data)
+        return self.metric(preds), float((preds == self.ref).mean())
+
+    def latency_ms(self, data: bytes, runs: int = 20) -> float:
+        sess = make_session(data, self.threads)
+        for _ in range(3):
+            sess.run(None, {self.input: self.sample})
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            sess.run(None, {self.input: self.sample})
+            times.append(time.perf_counter() - t)
+        return float(np.median(times) * 1e3)
+
+
+def _variant(planned: Planned, floats: list[str], wide: dict[str, int]) -> Planned:
+    """The plan with ``wide`` layers' weights re-gridded and ``floats`` layers left float."""
+    plan = planned.plan.model_copy(deep=True)
+    view = GraphView(planned.prepared)
+    nodes = {n.name: n for n in planned.prepared.graph.node}
+    for name, bits in wide.items():
+        wname = nodes[name].input[1]
+        spec = plan.weights[wname]
+        fmt = QFormat(spec.dtype, bits, spec.symmetric, spec.narrow)
+        lo, hi = weight_ranges(view.weight(wname), spec.axis)
+        scale, zp = qparams(lo, hi, fmt)
+        plan.weights[wname] = QuantSpec.from_arrays(fmt, scale, zp, spec.axis)
+        plan.weight_rounding.pop(wname, None)  # learned for the old grid
+        plan.biases.pop(name, None)  # corrected the old grid's shift
+    for name in floats:
+        plan.nodes[name] = NodePlan(
+            op_type=nodes[name].op_type, action="float", reason="kept float by autotune"
+        )
+    return dataclasses.replace(planned, plan=plan)
+
+
+def _algo_candidates(config: QuantConfig, default: list[str]) -> list[str]:
+    first = ",".join(config.algos) if isinstance(config.algos, tuple) else config.algos
+    first = first if first is not None else ",".join(default) or "none"
+    out = [first, "weight-mse,bias-correction"]
+    if importlib.util.find_spec("torch") is not None:
+        out.append("adaround,bias-correction")
+    return list(dict.fromkeys(out))
+
+
+def _steps(n: int, cap: int) -> list[int]:
+    out, k = [], 1
+    while k < min(n, cap):
+        out.append(k)
+        k *= 2
+    return [*out, min(n, cap)] if n else []
+
+
+def tune(
+    model: str | Path,
+    output: str | Path,
+    calib: str | Path,
+    data: str | Path,
+    preprocess: Preprocess,
+    config: QuantConfig,
+    max_drop: float,
+    task: str = "classification",
+    time_limit: float = 1800.0,
+    images: int | None = None,
+    plan_out: str | Path | None = None,
+    threads: int | None = None,
+    progress=None,
+    environment=None,
+    proto: onnx.ModelProto | None = None,
+) -> QuantizeResult:
+    """Quantize ``model`` with the fastest configuration found whose metric on ``data``
+    drops at most ``max_drop`` points; if none does, the most accurate one, and say so."""
+    if task != "classification":
+        raise QVisionError(f"--max-drop supports the classification task for now, not '{task}'")
+    if max_drop < 0:
+        raise QVisionError("--max-drop must be >= 0 points")
+    t0 = time.perf_counter()
+    check_output_path(output, [model, calib, data])
+    budget = max_drop / 100.0
+    planned = make_plan(
+        model, calib, preprocess, config, threads=threads, progress=progress, proto=proto
+    )
+    scorer = _Scorer(
+        planned.prepared.SerializeToString(), data, preprocess, planned.input_name, images, threads
+    )
+    fp32 = scorer.metric(scorer.ref)
+    fp32_ms = scorer.latency_ms(planned.prepared.SerializeToString())
+    trials: list[TuneTrial] = []
+    variants: list[Planned] = []
+
+    def trial(name: str, p: Planned, started: float, floats=(), wide=None) -> bool:
+        data_bytes = write_model(p, threads)
+        metric, agree = scorer.score(data_bytes)
+        met = fp32 - metric <= budget + 1e-12
+        trials.append(
+            TuneTrial(
+                name=name,
+                algorithms=list(p.plan.algorithms),
+                float_layers=list(floats),
+                wide_layers=dict(wide or {}),
+                metric=metric,
+                drop=100 * (fp32 - metric),
+                agreement=agree,
+                latency_ms=scorer.latency_ms(data_bytes),
+                seconds=time.perf_counter() - started,
+                met=met,
+            )
+        )
+        variants.append(p)
+        return met
+
+    def out_of_time() -> bool:
+        return time.perf_counter() - t0 > time_limit
+
+    met = False
+    started = time.perf_counter()
+    best = planned
+    for i, algos in enumerate(_algo_candidates(config, planned.target.default_algos)):
+        if i and (met or out_of_time()):
+            break
+        p = (
+            planned
+            if i == 0
+            else make_plan(
+                model,
+                calib,
+                preprocess,
+                dataclasses.replace(config, algos=algos),
+                threads=threads,
+                proto=proto,
+                observers=planned.observers,
+            )
+        )
+        met = trial(f"algorithms: {algos}", p, started)
+        started = time.perf_counter()
+    best_i = int(np.argmax([t.metric for t in trials]))
+    best = variants[best_i]
+
+    if not met and not out_of_time():
+        calib_ds = image_folder(calib)
+        calib_ds.samples = calib_ds.samples[:SENSITIVITY_IMAGES]
+        batches = [b.inputs for b in iter_batches(calib_ds, preprocess, 8)]
+        gains = keep_float_sqnr(best.prepared, best.plan, best.input_name, batches, threads)
+        ranked = sorted(gains, key=lambda n: -(gains[n] if gains[n] is not None else np.inf))
+        view = GraphView(best.prepared)
+        nodes = {n.name: n for n in weight_layers(best.prepared, best.plan)}
+        native = {}
+        for name in ranked:
+            d = best.plan.nodes[name]
+            bits = best.target.weight_format(d.kind, is_depthwise(nodes[name], view)).bits
+            if bits > best.plan.weights[nodes[name].input[1]].bits:
+                native[name] = bits
+        wide: dict[str, int] = {}
+        order = [n for n in ranked if n in native]
+        for k in _steps(len(order), len(order)):
+            if met or out_of_time():
+                break
+            wide = {n: native[n] for n in order[:k]}
+            met = trial(
+                f"{k} most sensitive layers at native weight bits",
+                _variant(best, [], wide),
+                started,
+                wide=wide,
+            )
+            started = time.perf_counter()
+        if wide:
+            wi = max(range(best_i, len(trials)), key=lambda j: trials[j].metric)
+            wide = trials[wi].wide_layers if trials[wi].metric >= trials[best_i].metric else {}
+        for k in _steps(len(ranked), max(1, len(ranked) // 2)):
+            if met or out_of_time():
+                break
+            floats = ranked[:k]
+            met = trial(
+                f"{k} most sensitive layers kept float",
+                _variant(best, floats, wide),
+                started,
+                floats=floats,
+                wide=wide,
+            )
+            started = time.perf_counter()
+
+    chosen = next((i for i, t in enumerate(trials) if t.met), None)
+    if chosen is None:
+        chosen = int(np.argmax([t.metric for t in trials]))
+        c = trials[chosen]
+        message = (
+            f"budget of {max_drop:g} points not met in {len(trials)} trials"
+            f"{' (time limit reached)' if out_of_time() else ''}; "
+            f"best: {c.name}, drop {c.drop:.2f} points"
+        )
+    else:
+        c = trials[chosen]
+        message = f"budget met by '{c.name}': drop {c.drop:.2f} <= {max_drop:g} points"
+    result = finish(
+        variants[chosen], model, output, None, plan_out, config, threads, environment, t0
+    )
+    result.tuning = TuneResult(
+        task=task,
+        metric="top1" if scorer.labelled else "top1_agreement",
+        images=len(scorer.ref),
+        max_drop=max_drop,
+        fp32_metric=fp32,
+        fp32_latency_ms=fp32_ms,
+        met=trials[chosen].met,
+        chosen=chosen,
+        message=message,
+        trials=trials,
+        seconds=time.perf_counter() - t0,
+    )
+    if not trials[chosen].met:
+        result.warnings.append(message)
+    return result
