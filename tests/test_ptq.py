@@ -261,3 +261,23 @@ def test_int4_weights_are_carried_in_int8(tmp_path, calib_dir):
     assert np.abs(_ort(out, x)[0] - f).max() < 0.3 * np.abs(f).max()  # runs fused on any INT8 CPU
     with pytest.raises(QVisionError, match="unknown --weights"):
         api.quantize(src, tmp_path / "q5.onnx", calib_dir, weights="int3")
+
+
+def test_int4_packed_stores_true_int4_with_the_same_values(tmp_path, calib_dir):
+    src = _save(mobile_block(), tmp_path / "b.onnx")
+    carried, packed = tmp_path / "c.onnx", tmp_path / "p.onnx"
+    api.quantize(src, carried, calib_dir, weights="int4", algos="none")
+    res = api.quantize(src, packed, calib_dir, weights="int4-packed", algos="none")
+    assert res.weights == "int4-packed"
+    q = onnx.load(str(packed))
+    assert next(o.version for o in q.opset_import if o.domain == "") >= 21
+    weights = {t.name: t for t in q.graph.initializer if t.name.endswith("_quantized")}
+    w4 = [t for n, t in weights.items() if n.startswith("w")]
+    assert len(w4) == 3 and all(t.data_type == onnx.TensorProto.INT4 for t in w4)
+    # two values per byte
+    assert all(len(t.raw_data) == (int(np.prod(t.dims)) + 1) // 2 for t in w4)
+    ref = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(carried)).graph.initializer}
+    for t in w4:
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(t).astype(np.int8), ref[t.name])
+    x = _inputs(calib_dir)
+    np.testing.assert_allclose(_ort(packed, x)[0], _ort(carried, x)[0], atol=1e-5)

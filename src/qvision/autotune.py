@@ -91,7 +91,8 @@ def _variant(planned: Planned, floats: list[str], wide: dict[str, int]) -> Plann
     for name, bits in wide.items():
         wname = nodes[name].input[1]
         spec = plan.weights[wname]
-        fmt = QFormat(spec.dtype, bits, spec.symmetric, spec.narrow)
+        dtype = "int8" if spec.dtype == "int4" and bits > 4 else spec.dtype  # packed int4 holds 4
+        fmt = QFormat(dtype, bits, spec.symmetric, spec.narrow)
         lo, hi = weight_ranges(view.weight(wname), spec.axis)
         scale, zp = qparams(lo, hi, fmt)
         plan.weights[wname] = QuantSpec.from_arrays(fmt, scale, zp, spec.axis)

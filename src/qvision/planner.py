@@ -196,12 +196,14 @@ def build_plan(
     decisions: dict[str, NodePlan],
     weight_bits: int | None = None,
     layer_bits: dict[str, int] | None = None,
+    weight_dtype: str | None = None,
 ) -> QuantPlan:
     """Scales for every activation and weight, given calibrated ``ranges``.
 
     ``weight_bits`` caps every weight grid (4: INT4 values carried in INT8 tensors, which
     every INT8 runtime executes); ``layer_bits`` sets single layers' weight bits (mixed
-    precision), above or below that cap.
+    precision), above or below that cap; ``weight_dtype`` ("int4") stores weights of at
+    most 4 bits in true 4-bit tensors.
     """
     view = GraphView(model)
     plan = QuantPlan(
@@ -209,7 +211,7 @@ def build_plan(
         target=target.name,
         method=method,
         nodes=decisions,
-        weights_dtype="int4" if weight_bits == 4 else "int8",
+        weights_dtype=weight_dtype or ("int4" if weight_bits == 4 else "int8"),
     )
     act_fmt = target.activation.q()
     tensors = activation_tensors(model, decisions)
@@ -272,6 +274,8 @@ def build_plan(
         fmt = target.weight_format(d.kind, is_depthwise(node, view), weight_bits)
         if layer_bits and node.name in layer_bits:
             fmt = QFormat(fmt.dtype, layer_bits[node.name], fmt.symmetric, fmt.narrow)
+        if weight_dtype and fmt.bits <= 4:
+            fmt = QFormat(weight_dtype, fmt.bits, fmt.symmetric, fmt.narrow)
         lo, hi = weight_ranges(w, axis)
         scale, zp = qparams(lo, hi, fmt)
         plan.weights[wname] = QuantSpec.from_arrays(fmt, scale, zp, axis)

@@ -24,9 +24,12 @@ from qvision.runtime.session import make_session
 from qvision.targets import Target, resolve
 from qvision.writer import QDQ_OPS, write_qdq
 
-# --weights: cap on weight bits. int4 values live in INT8 tensors (range -7..7), so every
-# INT8 runtime runs them; true 4-bit storage (opset 21 INT4) is not written yet.
-WEIGHT_BITS: dict[str, int | None] = {"int8": None, "int4": 4}
+# --weights: cap on weight bits, and the tensor type that stores them. "int4" keeps 4-bit
+# values in INT8 tensors (range -7..7), so every INT8 runtime fuses and runs them;
+# "int4-packed" stores true INT4 (opset 21): half the weight bytes, but ONNX Runtime's CPU
+# kernels do not fuse it for Conv, so it dequantizes to float at run time.
+WEIGHT_BITS: dict[str, int | None] = {"int8": None, "int4": 4, "int4-packed": 4}
+PACKED = {"int4-packed": "int4"}
 
 
 @dataclass
@@ -142,6 +145,7 @@ def make_plan(
         decisions,
         WEIGHT_BITS[config.weights],
         config.layer_bits,
+        PACKED.get(config.weights),
     )
     plan.algorithms.extend(stage(names, "pre"))
     ctx.plan = plan

@@ -35,24 +35,23 @@ _ONNX_TYPES = {
 BIAS_INPUT = {"conv": 2, "gemm": 2}
 
 
+def _packed4(values: np.ndarray, onnx_type: int, name: str) -> TensorProto:
+    """Two 4-bit values per byte, low nibble first (the ONNX INT4/UINT4 raw layout)."""
+    v = (values.astype(np.int64).ravel() & 0xF).astype(np.uint8)
+    if v.size % 2:
+        v = np.append(v, np.uint8(0))
+    raw = (v[0::2] | (v[1::2] << 4)).astype(np.uint8).tobytes()
+    return helper.make_tensor(name, onnx_type, list(values.shape), raw, raw=True)
+
+
 def _zp_tensor(spec: QuantSpec, name: str) -> TensorProto:
     _, zp = spec.arrays()
-    arr = zp.astype(np.int64)
-    if spec.dtype in ("int4", "uint4"):
-        return helper.make_tensor(
-            name, _ONNX_TYPES[spec.dtype], list(arr.shape), arr.ravel().tolist()
-        )
-    return numpy_helper.from_array(arr.astype(spec.format.np_dtype), name)
+    return _int_tensor(zp, spec, name)
 
 
 def _int_tensor(values: np.ndarray, spec: QuantSpec, name: str) -> TensorProto:
     if spec.dtype in ("int4", "uint4"):
-        return helper.make_tensor(
-            name,
-            _ONNX_TYPES[spec.dtype],
-            list(values.shape),
-            values.ravel().astype(np.int64).tolist(),
-        )
+        return _packed4(values, _ONNX_TYPES[spec.dtype], name)
     return numpy_helper.from_array(values.astype(spec.format.np_dtype), name)
 
 
@@ -201,6 +200,10 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         "activations": len(plan.activations),
         "weights": len(plan.weights),
     }
+    if any(
+        sp.dtype in ("int4", "uint4") for sp in [*plan.weights.values(), *plan.activations.values()]
+    ):
+        out = _require_opset(out, 21)  # 4-bit QuantizeLinear/DequantizeLinear types
     kept = [p for p in out.metadata_props if p.key != QUANT_METADATA_KEY]
     del out.metadata_props[:]
     out.metadata_props.extend(kept)
@@ -233,6 +236,30 @@ def _bias(node, b_idx, x_spec, w_spec, view, taken, new_inits, new_nodes) -> str
         )
     )
     return d_name
+
+
+def _require_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    """The model at opset >= ``version``. From 20, 21 only widened type lists (4-bit types for
+    Q/DQ, Reshape, Transpose...), so the number is raised; older models go through the
+    ONNX version converter."""
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if current >= version:
+        return model
+    if current < 20:
+        from onnx import version_converter
+
+        try:
+            model = version_converter.convert_version(model, version)
+        except Exception as exc:  # the converter raises several types
+            raise QVisionError(
+                f"true INT4 needs opset {version}; converting from opset {current} failed "
+                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); use --weights int4"
+            ) from None
+    for op in model.opset_import:
+        if op.domain in ("", "ai.onnx"):
+            op.version = version
+    model.ir_version = max(model.ir_version, 10)
+    return model
 
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:
