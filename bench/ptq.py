@@ -16,47 +16,11 @@ import time
 from pathlib import Path
 
 from qvision import api
-from qvision.data import image_folder, iter_batches, parse_preprocess
-from qvision.data.preprocess import METADATA_KEY
-from qvision.model import load_model
 from qvision.runtime.machine import cpu_info, versions
 from qvision.targets import detect
 
+from baselines import ort_quantize
 from common import OUT, require_imagenet, write_section
-
-
-class _Reader:
-    """ORT CalibrationDataReader over the same images and preprocessing qvision uses."""
-
-    def __init__(self, folder: Path, pre, input_name: str):
-        self.batches = iter_batches(image_folder(folder), pre, batch_size=1)
-        self.input_name = input_name
-
-    def get_next(self):
-        b = next(self.batches, None)
-        return None if b is None else {self.input_name: b.inputs}
-
-    def rewind(self):  # pragma: no cover - ORT may call it
-        raise RuntimeError("single pass")
-
-
-def ort_quantize(fp32: Path, out: Path, calib: Path, reduce_range: bool) -> float:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
-
-    model = load_model(fp32, normalize=False)
-    pre = parse_preprocess({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
-    reader = _Reader(calib, pre, model.graph.input[0].name)
-    t0 = time.perf_counter()
-    quantize_static(
-        str(fp32),
-        str(out),
-        reader,
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        reduce_range=reduce_range,
-        calibrate_method=CalibrationMethod.MinMax,
-    )
-    return time.perf_counter() - t0
 
 
 def qvision_quantize(

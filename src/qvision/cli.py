@@ -71,6 +71,32 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f}%"
 
 
+def _pairs(text: str | None, flag: str, cast=str) -> dict:
+    out = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        try:
+            if not sep or not key.strip():
+                raise ValueError
+            out[key.strip()] = cast(value.strip())
+        except ValueError:
+            raise QVisionError(f"{flag} expects KEY=VALUE pairs, got '{item}'") from None
+    return out
+
+
+def _algo_options(items: list[str]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for item in items:
+        for key, value in _pairs(item, "--algo-option").items():
+            algo, dot, opt = key.partition(".")
+            if not dot or not opt:
+                raise QVisionError(f"--algo-option expects ALGO.KEY=VALUE, got '{item}'")
+            out.setdefault(algo, {})[opt] = value
+    return out
+
+
 @app.command("quantize")
 def quantize_cmd(
     model: Path = typer.Argument(..., help="Float ONNX model."),
@@ -110,6 +136,14 @@ def quantize_cmd(
             "Recovery algorithms, comma-separated (cle, cle-relu, weight-mse, adaround, "
             "bias-correction-analytical, bias-correction), or 'none'; default: the target's."
         ),
+    ),
+    algo_option: list[str] | None = typer.Option(
+        None,
+        "--algo-option",
+        help="ALGO.KEY=VALUE, repeatable, e.g. adaround.iters=5000, adaround.device=cuda.",
+    ),
+    layer_bits: str | None = typer.Option(
+        None, "--layer-bits", help="NODE=BITS,... weight bits for single layers (mixed precision)."
     ),
     eval_dir: Path | None = typer.Option(
         None, "--eval", help="Also evaluate FP32 vs INT8 on these images (and tune on them)."
@@ -163,6 +197,8 @@ def quantize_cmd(
             strict=strict,
             limit=limit,
             progress=cb,
+            layer_bits=_pairs(layer_bits, "--layer-bits", int),
+            algo_options=_algo_options(algo_option or []),
             max_drop=max_drop,
             tune_data=eval_dir,
             task=task,

@@ -18,6 +18,8 @@ class QuantConfig:
     keep_float: tuple[str, ...] = ()  # node names left in float
     # node name -> weight bits, overriding the target and --weights (mixed precision)
     layer_bits: dict[str, int] = field(default_factory=dict)
+    # per-algorithm settings, e.g. {"adaround": {"iters": 5000, "rows": 4096}}
+    algo_options: dict[str, dict] = field(default_factory=dict)
     batch_size: int = 1  # calibration batch
     limit: int | None = None  # use only the first N calibration images
     strict: bool = False  # unreadable calibration image is fatal

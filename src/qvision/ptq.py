@@ -66,6 +66,9 @@ def make_plan(
     when it covers this plan: autotune plans many variants from one pass over the images.
     """
     parse_algos(config.algos)  # unknown names fail before any work
+    for name in config.algo_options:
+        if name not in ALGORITHMS:
+            raise QVisionError(f"--algo-option names unknown algorithm '{name}'")
     if config.weights not in WEIGHT_BITS:
         raise QVisionError(
             f"unknown --weights '{config.weights}'; available: {', '.join(WEIGHT_BITS)}"
@@ -109,7 +112,17 @@ def make_plan(
     if config.limit:
         dataset.samples = dataset.samples[: config.limit]
     names = parse_algos(prof.default_algos if config.algos is None else config.algos)
-    ctx = Context(prepared, None, prof, dataset, preprocess, inp.name, threads, bn_stats=bn_stats)
+    ctx = Context(
+        prepared,
+        None,
+        prof,
+        dataset,
+        preprocess,
+        inp.name,
+        threads,
+        bn_stats=bn_stats,
+        options=dict(config.algo_options),
+    )
     for name in stage(names, "pre"):
         ctx = ALGORITHMS[name][1](ctx)
     decisions = decide_nodes(prepared, prof, set(config.keep_float))

@@ -17,7 +17,7 @@ import onnx
 
 from qvision.algorithms.context import Context
 from qvision.data import iter_batches
-from qvision.errors import MissingExtraError
+from qvision.errors import MissingExtraError, QVisionError
 from qvision.model.graph import GraphView
 from qvision.model.rewrite import expose_tensors
 from qvision.plan import pack_bits
@@ -111,8 +111,14 @@ def _capture(ctx: Context, layers: list[_Layer], per_image: int, rng: np.random.
             layer.xq.append(rows[pick])
 
 
+def _device(torch, wanted: str | None) -> str:
+    if wanted:
+        return wanted
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _optimize(
-    ctx: Context, layer: _Layer, iters: int, rng: np.random.Generator
+    ctx: Context, layer: _Layer, iters: int, rng: np.random.Generator, device: str = "cpu"
 ) -> tuple[np.ndarray, float, float]:
     """Learned round-up bits for the layer's weight; also reconstruction MSE (nearest, learned)."""
     torch = _torch()
@@ -134,14 +140,13 @@ def _optimize(
     z2 = np.broadcast_to(
         zp.reshape(-1, 1) if spec.axis is not None else zp, (w2.shape[0], 1)
     ).astype(np.float32)
-    xq = torch.from_numpy(np.concatenate(layer.xq).astype(np.float32))
-    W = torch.from_numpy(w2)
-    S, Z = torch.from_numpy(np.ascontiguousarray(s2)), torch.from_numpy(np.ascontiguousarray(z2))
-    bias = (
-        torch.zeros(w2.shape[0])
-        if layer.bias is None
-        else torch.from_numpy(layer.bias.astype(np.float32))
-    )
+
+    def t(a: np.ndarray):
+        return torch.tensor(np.asarray(a, dtype=np.float32), device=device)
+
+    xq = t(np.concatenate(layer.xq))
+    W, S, Z = t(w2), t(s2), t(z2)
+    bias = t(np.zeros(w2.shape[0]) if layer.bias is None else layer.bias)
 
     def forward(x, weight):
         if layer.depthwise:
@@ -158,7 +163,7 @@ def _optimize(
     v = torch.log((rest - GAMMA) / (ZETA - rest) + 1e-12).clamp(-8, 8)  # h(v) == rest at start
     v.requires_grad_(True)
     opt = torch.optim.Adam([v], lr=1e-2)
-    gen = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
+    gen = torch.Generator(device=device).manual_seed(int(rng.integers(1 << 31)))
 
     def h(v):
         return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0, 1)
@@ -171,7 +176,7 @@ def _optimize(
     n = xq.shape[0]
     warm = int(WARMUP * iters)
     for i in range(iters):
-        idx = torch.randint(0, n, (min(BATCH, n),), generator=gen)
+        idx = torch.randint(0, n, (min(BATCH, n),), generator=gen, device=device)
         out = forward(xq[idx], weight_of(h(v)))
         # Squared error summed over output channels, averaged over rows; the regularizer
         # summed over all weights (the paper's and AIMET's normalization).
@@ -185,15 +190,33 @@ def _optimize(
     with torch.no_grad():
         up = (h(v) >= 0.5).to(torch.int64)
         learned = float(((forward(xq, weight_of(up.float())) - target) ** 2).mean())
-    bits = up.numpy()
+    bits = up.cpu().numpy()
     if layer.kind != "conv" and not (layer.kind == "gemm" and node_attr(layer.node, "transB", 0)):
         bits = bits.T
     return bits.reshape(w.shape), nearest, learned
 
 
-def apply(ctx: Context, iters: int = ITERS, rows: int = ROWS, seed: int = 0) -> Context:
+def apply(
+    ctx: Context,
+    iters: int = ITERS,
+    rows: int = ROWS,
+    seed: int = 0,
+    device: str | None = None,
+) -> Context:
+    """``ctx.options['adaround']`` may set iters, rows, seed and device ('cpu', 'cuda')."""
     t0 = time.perf_counter()
-    _torch()
+    opts = ctx.options.get("adaround", {})
+    unknown = set(opts) - {"iters", "rows", "seed", "device"}
+    if unknown:
+        raise QVisionError(
+            f"unknown adaround option '{sorted(unknown)[0]}' (iters, rows, seed, device)"
+        )
+    try:
+        iters, rows = int(opts.get("iters", iters)), int(opts.get("rows", rows))
+        seed = int(opts.get("seed", seed))
+    except ValueError:
+        raise QVisionError("adaround options iters, rows and seed take integers") from None
+    device = _device(_torch(), opts.get("device", device))
     rng = np.random.default_rng(seed)
     view = GraphView(ctx.model)
     layers = []
@@ -222,7 +245,7 @@ def apply(ctx: Context, iters: int = ITERS, rows: int = ROWS, seed: int = 0) -> 
         if used >= BUDGET_BYTES or i == len(layers) - 1:
             _capture(ctx, group, per_image, rng)
             for g in group:
-                bits, nearest, learned = _optimize(ctx, g, iters, rng)
+                bits, nearest, learned = _optimize(ctx, g, iters, rng, device)
                 if learned <= nearest:
                     ctx.plan.weight_rounding[g.node.input[1]] = pack_bits(bits)
                     improved += 1
@@ -231,6 +254,7 @@ def apply(ctx: Context, iters: int = ITERS, rows: int = ROWS, seed: int = 0) -> 
             group, used = [], 0
     ctx.log.append(
         f"adaround: {improved}/{len(layers)} layers improved, reconstruction error x{np.mean(ratio) if ratio else 1:.2f} "
-        f"of nearest rounding on average, {time.perf_counter() - t0:.0f} s"
+        f"of nearest rounding on average; {iters} iterations, {rows} rows, {device}, "
+        f"{time.perf_counter() - t0:.0f} s"
     )
     return ctx

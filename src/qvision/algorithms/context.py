@@ -24,4 +24,6 @@ class Context:
     # tensor -> (mean, std) per channel of a pre-activation, from folded BatchNorms;
     # kept in step by algorithms that rescale channels (CLE)
     bn_stats: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # per-algorithm settings, e.g. {"adaround": {"iters": 5000}} (QuantConfig.algo_options)
+    options: dict[str, dict] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)  # one line per change, for the result JSON
