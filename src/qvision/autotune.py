@@ -2,8 +2,9 @@
 
 Trials run cheapest-at-inference first, so the first configuration within the budget is
 also about the fastest one found:
-1. recovery pipelines, which cost nothing at inference: the configured/default one, then
-   MSE weight ranges, then AdaRound (when torch is installed);
+1. what costs nothing at inference: the configured (or target's default) calibration
+   method and pipeline; the other histogram methods (same statistics, read differently);
+   then, with the best method, CLE, MSE weight ranges and AdaRound (when torch is there);
 2. for sub-8-bit weights, the most sensitive layers raised to the target's native weight
    bits (same kernels on INT8 runtimes; only size grows);
 3. the most sensitive layers kept in float, 1, 2, 4, ... of them (each costs speed).
@@ -71,7 +72,7 @@ class _Scorer:
         preds = self._predict(data)
         return self.metric(preds), float((preds == self.ref).mean())
 
-    def latency_ms(self, data: bytes, runs: int = 20) -> float:
+    def latency_ms(self, data: bytes, runs: int = 50) -> float:
         sess = make_session(data, self.threads)
         for _ in range(3):
             sess.run(None, {self.input: self.sample})
@@ -105,13 +106,18 @@ def _variant(planned: Planned, floats: list[str], wide: dict[str, int]) -> Plann
     return dataclasses.replace(planned, plan=plan)
 
 
-def _algo_candidates(config: QuantConfig, default: list[str]) -> list[str]:
-    first = ",".join(config.algos) if isinstance(config.algos, tuple) else config.algos
-    first = first if first is not None else ",".join(default) or "none"
-    out = [first, "weight-mse,bias-correction"]
+def _first(config: QuantConfig, target) -> tuple[str, str]:
+    algos = ",".join(config.algos) if isinstance(config.algos, tuple) else config.algos
+    algos = algos if algos is not None else ",".join(target.default_algos) or "none"
+    return config.method or target.default_method, algos
+
+
+def _more_algos(algos: str) -> list[str]:
+    """Pipelines to try after the first, cheapest first; AdaRound only with torch."""
+    out = ["cle,bias-correction", "weight-mse,bias-correction"]
     if importlib.util.find_spec("torch") is not None:
         out.append("adaround,bias-correction")
-    return list(dict.fromkeys(out))
+    return [a for a in out if a != algos]
 
 
 def _steps(n: int, cap: int) -> list[int]:
@@ -183,27 +189,29 @@ def tune(
     def out_of_time() -> bool:
         return time.perf_counter() - t0 > time_limit
 
-    met = False
     started = time.perf_counter()
-    best = planned
-    for i, algos in enumerate(_algo_candidates(config, planned.target.default_algos)):
-        if i and (met or out_of_time()):
-            break
-        p = (
-            planned
-            if i == 0
-            else make_plan(
-                model,
-                calib,
-                preprocess,
-                dataclasses.replace(config, algos=algos),
-                threads=threads,
-                proto=proto,
-                observers=planned.observers,
-            )
-        )
-        met = trial(f"algorithms: {algos}", p, started)
+    method, algos = _first(config, planned.target)
+    met = trial(f"{method} ranges, {algos}", planned, started)
+    for other in ("entropy", "percentile", "mse"):
+        if met or out_of_time() or other == method:
+            continue
         started = time.perf_counter()
+        cfg = dataclasses.replace(config, method=other, algos=algos)
+        p = make_plan(
+            model, calib, preprocess, cfg, threads=threads, proto=proto, observers=planned.observers
+        )
+        met = trial(f"{other} ranges, {algos}", p, started)
+    method = variants[int(np.argmax([t.metric for t in trials]))].plan.method
+    for more in _more_algos(algos):
+        if met or out_of_time():
+            break
+        started = time.perf_counter()
+        cfg = dataclasses.replace(config, method=method, algos=more)
+        p = make_plan(
+            model, calib, preprocess, cfg, threads=threads, proto=proto, observers=planned.observers
+        )
+        met = trial(f"{method} ranges, {more}", p, started)
+    started = time.perf_counter()
     best_i = int(np.argmax([t.metric for t in trials]))
     best = variants[best_i]
 

@@ -10,6 +10,7 @@ import onnx
 
 from qvision.algorithms import ALGORITHMS, Context, parse_algos, stage
 from qvision.calibrate import collect
+from qvision.calibrate.observers import HistogramObserver
 from qvision.config import QuantConfig
 from qvision.data import Preprocess, open_dataset
 from qvision.data.datasets import image_folder
@@ -44,7 +45,7 @@ class Planned:
     input_name: str
     skipped: list[SkippedFile] = field(default_factory=list)
     calib_images: int = 0
-    observers: tuple[str, dict] | None = None  # (method, statistics), reusable for variants
+    observers: tuple[str, dict] | None = None  # (model-changing algorithms, statistics), for reuse
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -62,8 +63,8 @@ def make_plan(
     """Load (unless ``proto`` is the already loaded model), calibrate, plan and run the
     recovery algorithms (or read ``plan_in``).
 
-    ``observers`` ((method, tensor -> observer), from an earlier Planned) skips calibration
-    when it covers this plan: autotune plans many variants from one pass over the images.
+    ``observers`` (from an earlier Planned's ``observers``) skips calibration when they
+    cover this plan: autotune plans many variants from one pass over the images.
     """
     parse_algos(config.algos)  # unknown names fail before any work
     for name in config.algo_options:
@@ -128,10 +129,15 @@ def make_plan(
     decisions = decide_nodes(prepared, prof, set(config.keep_float))
     tensors = activation_tensors(prepared, decisions)
     skipped: list[tuple[str, str]] = []
-    # statistics depend on the calibration method and on the float model (CLE changes it)
-    key = "|".join([method, *stage(names, "pre")])
-    reusable = observers is not None and observers[0] == key
-    stats = observers[1] if observers is not None and reusable else {}
+    # statistics depend on the float model (CLE changes it); histograms serve every method
+    key = "|".join(stage(names, "pre"))
+    stats = {}
+    if observers is not None and observers[0] == key:
+        cached = observers[1]
+        if all(isinstance(o, HistogramObserver) for o in cached.values()):
+            stats = {t: o.for_method(method) for t, o in cached.items()}
+        elif all(getattr(o, "method", "minmax") == method for o in cached.values()):
+            stats = dict(cached)
     if any(t not in stats for t in tensors):
         stats, report = collect(
             prepared,

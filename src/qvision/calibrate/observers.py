@@ -6,6 +6,8 @@ a fixed-size histogram), so calibration memory does not grow with the number of 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from qvision.qmath import QFormat, fake_quantize, qparams
@@ -72,6 +74,12 @@ class HistogramObserver(MinMaxObserver):
         new[quarter : quarter + merged.size] = merged
         self.hist = new
         self.radius *= 2
+
+    def for_method(self, method: str) -> HistogramObserver:
+        """The same statistics read with another method (shares the histogram)."""
+        other = copy.copy(self)
+        other.method = method
+        return other
 
     # -- ranges ----------------------------------------------------------------------
     def _edges(self) -> np.ndarray:
