@@ -92,3 +92,28 @@ def test_tune_errors(tmp_path, flat_dir):
         "0.2",
     )
     assert r.returncode != 0 and "needs --eval" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_max_drop_on_unlabelled_images(tmp_path, flat_dir):
+    src = tiny_classifier(tmp_path / "t.onnx")
+    js = tmp_path / "r.json"
+    r = run_cli(
+        "quantize",
+        str(src),
+        "-o",
+        str(tmp_path / "q.onnx"),
+        "--calib",
+        str(flat_dir),
+        "--eval",
+        str(flat_dir),
+        "--max-drop",
+        "100",
+        "--json",
+        str(js),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "budget met" in r.stdout and "top-1 agreement" in r.stdout
+    import json
+
+    data = json.loads(js.read_text())
+    assert data["quantize"]["tuning"]["trials"][0]["met"] is True

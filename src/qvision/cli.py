@@ -238,11 +238,20 @@ def quantize_cmd(
         out.print(f"plan: {res.plan}")
     result = res
     if eval_dir is not None:
+        from qvision.data import open_dataset
         from qvision.report.schema import QuantizeEvalResult
 
+        # unlabelled images: fidelity to the float model only (the float row is then trivial)
+        labelled = open_dataset(eval_dir).labelled
         with _progress("evaluating") as cb:
             fp32 = api.evaluate(
-                model, eval_dir, task, preprocess=preprocess, threads=threads, progress=cb
+                model,
+                eval_dir,
+                task,
+                reference=None if labelled else model,
+                preprocess=preprocess,
+                threads=threads,
+                progress=cb,
             )
             int8 = api.evaluate(
                 output,
