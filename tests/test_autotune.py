@@ -29,14 +29,14 @@ def test_tune_records_trials_and_tells_the_truth(tmp_path, flat_dir):
     )
     t = res.tuning
     assert t is not None and t.metric == "top1_agreement" and t.images == 4
-    assert t.trials[0].name == "mse ranges, none"
+    assert t.trials[0].name == "mean-minmax ranges, none"
     _check_choice(t)
     # the written model is the chosen trial: an independent evaluation gives its figure
     e = api.evaluate(out, flat_dir, reference=src)
     assert e.fidelity.top1_agreement == pytest.approx(t.trials[t.chosen].metric)
     names = [tr.name for tr in t.trials]
     if not t.trials[0].met:  # then the other histogram readings of the same statistics
-        assert names[1] == "entropy ranges, none"
+        assert names[1] == "mse ranges, none"
 
 
 def test_tune_stops_at_the_first_trial_within_budget(tmp_path, labelled_dir):
@@ -67,7 +67,7 @@ def test_tune_mixed_precision_steps(tmp_path, photos):
     )
     t = res.tuning
     _check_choice(t)
-    wide = [tr for tr in t.trials if tr.wide_layers]
+    wide = [tr for tr in t.trials if "native weight bits" in tr.name]
     assert wide and not any(tr.met for tr in t.trials[: t.trials.index(wide[0])])
     assert [len(tr.wide_layers) for tr in wide] == list(range(1, len(wide) + 1))
     assert all(b > 2 for tr in wide for b in tr.wide_layers.values())

@@ -60,3 +60,21 @@ def test_memory_is_fixed():
 def test_unknown_method():
     with pytest.raises(ValueError, match="unknown calibration method"):
         make_observer("magic")
+
+
+def test_mean_minmax_averages_per_batch_extremes_and_any_method_reads_histograms():
+    from qvision.calibrate.observers import HistogramObserver, MinMaxObserver
+
+    o = MinMaxObserver("mean-minmax")
+    for lo, hi in [(-1.0, 2.0), (-3.0, 4.0), (0.0, 100.0)]:
+        o.update(np.array([lo, hi], np.float32))
+    assert o.range() == pytest.approx((-4 / 3, 106 / 3))
+    assert o.for_method("minmax").range() == (-3.0, 100.0)
+    assert o.serves("mean-minmax") and not o.serves("entropy")
+    h = HistogramObserver(method="mse")
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        h.update(rng.standard_normal(1000).astype(np.float32))
+    assert h.serves("entropy") and h.for_method("minmax").range() == (h.lo, h.hi)
+    assert h.for_method("mean-minmax").range()[1] < h.hi
+    assert h.method == "mse"  # the copy did not change the original

@@ -151,7 +151,8 @@ def test_every_op_in_the_table_is_written_and_fused(tmp_path, calib_dir):
 def test_other_targets_write_valid_models(tmp_path, calib_dir, target):
     src = _save(mobile_block(), tmp_path / "b.onnx")
     out = tmp_path / "q.onnx"
-    api.quantize(src, out, calib_dir, target=target, plan_out=tmp_path / "p.json")
+    # min/max ranges: no clipping, so the worst element bounds the grid error
+    api.quantize(src, out, calib_dir, target=target, method="minmax", plan_out=tmp_path / "p.json")
     plan = QuantPlan.load(tmp_path / "p.json")
     if target == "tensorrt":
         assert all(s.dtype == "int8" and s.zero_point == [0] for s in plan.activations.values())

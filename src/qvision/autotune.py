@@ -155,7 +155,14 @@ def tune(
     check_output_path(output, [model, calib, data])
     budget = max_drop / 100.0
     planned = make_plan(
-        model, calib, preprocess, config, threads=threads, progress=progress, proto=proto
+        model,
+        calib,
+        preprocess,
+        config,
+        threads=threads,
+        progress=progress,
+        proto=proto,
+        histograms=True,
     )
     scorer = _Scorer(
         planned.prepared.SerializeToString(), data, preprocess, planned.input_name, images, threads
@@ -192,7 +199,7 @@ def tune(
     started = time.perf_counter()
     method, algos = _first(config, planned.target)
     met = trial(f"{method} ranges, {algos}", planned, started)
-    for other in ("entropy", "percentile", "mse"):
+    for other in ("mean-minmax", "mse", "entropy", "percentile"):
         if met or out_of_time() or other == method:
             continue
         started = time.perf_counter()

@@ -109,7 +109,9 @@ def quantize_cmd(
         "auto", "--target", help="auto | ort-cpu-avx2 | ort-cpu-vnni | tensorrt | openvino."
     ),
     method: str | None = typer.Option(
-        None, "--method", help="minmax | percentile | entropy | mse (default: the target's)."
+        None,
+        "--method",
+        help="minmax | mean-minmax | percentile | entropy | mse (default: the target's).",
     ),
     weights: str = typer.Option(
         "int8",

@@ -9,8 +9,7 @@ from pathlib import Path
 import onnx
 
 from qvision.algorithms import ALGORITHMS, Context, parse_algos, stage
-from qvision.calibrate import collect
-from qvision.calibrate.observers import HistogramObserver
+from qvision.calibrate import HistogramObserver, collect
 from qvision.config import QuantConfig
 from qvision.data import Preprocess, open_dataset
 from qvision.data.datasets import image_folder
@@ -59,12 +58,14 @@ def make_plan(
     progress=None,
     proto: onnx.ModelProto | None = None,
     observers: tuple[str, dict] | None = None,
+    histograms: bool = False,
 ) -> Planned:
     """Load (unless ``proto`` is the already loaded model), calibrate, plan and run the
     recovery algorithms (or read ``plan_in``).
 
     ``observers`` (from an earlier Planned's ``observers``) skips calibration when they
-    cover this plan: autotune plans many variants from one pass over the images.
+    cover this plan: autotune plans many variants from one pass over the images, collected
+    as ``histograms`` so that every calibration method can read them.
     """
     parse_algos(config.algos)  # unknown names fail before any work
     for name in config.algo_options:
@@ -132,19 +133,19 @@ def make_plan(
     # statistics depend on the float model (CLE changes it); histograms serve every method
     key = "|".join(stage(names, "pre"))
     stats = {}
-    if observers is not None and observers[0] == key:
-        cached = observers[1]
-        if all(isinstance(o, HistogramObserver) for o in cached.values()):
-            stats = {t: o.for_method(method) for t, o in cached.items()}
-        elif all(getattr(o, "method", "minmax") == method for o in cached.values()):
-            stats = dict(cached)
+    if (
+        observers is not None
+        and observers[0] == key
+        and all(o.serves(method) for o in observers[1].values())
+    ):
+        stats = {t: o.for_method(method) for t, o in observers[1].items()}
     if any(t not in stats for t in tensors):
         stats, report = collect(
             prepared,
             dataset,
             preprocess,
             tensors,
-            method,
+            (lambda _t: HistogramObserver(method=method)) if histograms else method,
             inp.name,
             config.batch_size,
             threads=threads,

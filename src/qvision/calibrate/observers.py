@@ -12,7 +12,7 @@ import numpy as np
 
 from qvision.qmath import QFormat, fake_quantize, qparams
 
-METHODS = ("minmax", "percentile", "entropy", "mse")
+METHODS = ("minmax", "mean-minmax", "percentile", "entropy", "mse")
 
 
 class NonFiniteError(ValueError):
@@ -20,10 +20,16 @@ class NonFiniteError(ValueError):
 
 
 class MinMaxObserver:
-    def __init__(self) -> None:
+    """Global min/max; also the mean of each batch's min and max ('mean-minmax': with batch 1,
+    the per-image extremes averaged, which ignores the rare image with an outlier)."""
+
+    def __init__(self, method: str = "minmax") -> None:
+        self.method = method
         self.lo = np.inf
         self.hi = -np.inf
         self.count = 0
+        self.batches = 0
+        self.sum_lo = self.sum_hi = 0.0
 
     def update(self, x: np.ndarray) -> None:
         lo, hi = float(x.min()), float(x.max())
@@ -31,9 +37,25 @@ class MinMaxObserver:
             raise NonFiniteError("contains NaN or Inf")
         self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
         self.count += x.size
+        self.batches += 1
+        self.sum_lo += lo
+        self.sum_hi += hi
 
     def range(self, fmt: QFormat | None = None) -> tuple[float, float]:
-        return (self.lo, self.hi) if self.count else (0.0, 0.0)
+        if not self.count:
+            return (0.0, 0.0)
+        if self.method == "mean-minmax":
+            return (self.sum_lo / self.batches, self.sum_hi / self.batches)
+        return (self.lo, self.hi)
+
+    def serves(self, method: str) -> bool:
+        return method in ("minmax", "mean-minmax")
+
+    def for_method(self, method: str) -> MinMaxObserver:
+        """The same statistics read with another method (shares any histogram)."""
+        other = copy.copy(self)
+        other.method = method
+        return other
 
 
 class HistogramObserver(MinMaxObserver):
@@ -43,7 +65,7 @@ class HistogramObserver(MinMaxObserver):
     """
 
     def __init__(self, bins: int = 4096, method: str = "percentile", percentile: float = 99.999):
-        super().__init__()
+        super().__init__(method)
         if bins % 2:
             raise ValueError("bins must be even")
         self.bins = bins
@@ -75,11 +97,8 @@ class HistogramObserver(MinMaxObserver):
         self.hist = new
         self.radius *= 2
 
-    def for_method(self, method: str) -> HistogramObserver:
-        """The same statistics read with another method (shares the histogram)."""
-        other = copy.copy(self)
-        other.method = method
-        return other
+    def serves(self, method: str) -> bool:
+        return method in METHODS
 
     # -- ranges ----------------------------------------------------------------------
     def _edges(self) -> np.ndarray:
@@ -95,7 +114,7 @@ class HistogramObserver(MinMaxObserver):
             return self._entropy_range(fmt)
         if self.method == "mse":
             return self._mse_range(fmt)
-        return super().range()
+        return super().range()  # minmax, mean-minmax
 
     def _percentile_range(self) -> tuple[float, float]:
         cdf = np.cumsum(self.hist) / self.hist.sum()
@@ -195,8 +214,8 @@ class ChannelMeanObserver:
 
 
 def make_observer(method: str) -> MinMaxObserver:
-    if method == "minmax":
-        return MinMaxObserver()
+    if method in ("minmax", "mean-minmax"):
+        return MinMaxObserver(method)
     if method in METHODS:
         return HistogramObserver(method=method)
     raise ValueError(f"unknown calibration method '{method}'; available: {', '.join(METHODS)}")
