@@ -282,3 +282,23 @@ def test_int4_packed_stores_true_int4_with_the_same_values(tmp_path, calib_dir):
         np.testing.assert_array_equal(onnx.numpy_helper.to_array(t).astype(np.int8), ref[t.name])
     x = _inputs(calib_dir)
     np.testing.assert_allclose(_ort(packed, x)[0], _ort(carried, x)[0], atol=1e-5)
+
+
+def test_integer_tensors_are_never_quantized(tmp_path, calib_dir):
+    """Shape arithmetic (int64 Add/Mul, as in exported OCR models) stays float-free of Q/DQ."""
+    from onnx import TensorProto, helper
+
+    m = mobile_block()
+    m.graph.node.extend(
+        [
+            helper.make_node("Shape", ["input"], ["shp"], name="shape"),
+            helper.make_node("Add", ["shp", "shp"], ["shp2"], name="int_add"),
+        ]
+    )
+    m.graph.output.append(helper.make_tensor_value_info("shp2", TensorProto.INT64, [4]))
+    src = _save(m, tmp_path / "b.onnx")
+    api.quantize(src, tmp_path / "q.onnx", calib_dir, plan_out=tmp_path / "p.json")
+    plan = QuantPlan.load(tmp_path / "p.json")
+    assert plan.nodes["int_add"].action == "float"
+    assert plan.nodes["int_add"].reason == "input is not float32"
+    assert "shp" not in plan.activations

@@ -46,6 +46,7 @@ from qvision.runtime.inputs import model_hw
 from qvision.runtime.machine import cpu_info, physical_cores, versions
 from qvision.runtime.session import make_session
 from qvision.tasks import TASKS, FidelityMeter, TopKMeter, as_logits
+from qvision.tasks.ocr import OcrReader
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -149,10 +150,12 @@ def evaluate(
     dataset = open_dataset(data)
     if limit:
         dataset.samples = dataset.samples[:limit]
-    if dataset.labelled is False and reference is None and not keep_predictions:
+    ocr = task == "ocr-rec"
+    has_truth = dataset.has_text if ocr else dataset.labelled
+    if not has_truth and reference is None and not keep_predictions:
+        what = "no labels.txt of text lines" if ocr else "no labels (no class folders)"
         raise QVisionError(
-            "images have no labels (no class folders); pass --reference FP32.onnx for label-free fidelity",
-            data,
+            f"images have {what}; pass --reference FP32.onnx for label-free fidelity", data
         )
     run = _Runner(model, inp, threads)
     ref_run = None
@@ -172,9 +175,21 @@ def evaluate(
     names = _json_list(labels_meta)
 
     topk, fid, load = TopKMeter(), FidelityMeter(), LoadReport()
+    reader = None
     predictions: list[Prediction] = []
     done = 0
     for batch in iter_batches(dataset, pre, batch_size, strict=strict, report=load):
+        if ocr:
+            out = run(batch.inputs)
+            if reader is None:
+                reader = OcrReader(metadata(proto), out.shape[-1], model)
+            reader.update(out, batch.samples, ref_run(batch.inputs) if ref_run else None)
+            if ref_run is not None:
+                fid.update(*reader.last_pair)
+            done += len(batch.samples)
+            if progress:
+                progress(done + len(load.skipped), len(dataset))
+            continue
         logits = as_logits(run(batch.inputs))
         if dataset.labelled:
             labels = np.array([s.label for s in batch.samples])
@@ -198,13 +213,19 @@ def evaluate(
     if done == 0:
         raise QVisionError(f"none of the {len(dataset)} images could be read", data)
     fidelity = Fidelity(**fid.result()) if ref_run is not None else None
+    if ocr:
+        metrics = reader.result() if reader else {}
+        agreement = metrics.pop("line_agreement", None)
+    else:
+        metrics = topk.result() if dataset.labelled else {}
+        agreement = fidelity.top1_agreement if fidelity else None
     return EvalResult(
         task=task,
         model=str(model),
         model_sha256=sha256_file(model),
         n=done,
-        metrics=topk.result() if dataset.labelled else {},
-        agreement=fidelity.top1_agreement if fidelity else None,
+        metrics=metrics,
+        agreement=agreement,
         reference=None if reference is None else str(reference),
         fidelity=fidelity,
         dataset=DatasetInfo(
@@ -212,7 +233,7 @@ def evaluate(
             files=len(dataset),
             used=done,
             skipped=[SkippedFile(path=p, reason=r) for p, r in load.skipped],
-            labelled=dataset.labelled,
+            labelled=has_truth,
             sha256=build_manifest(dataset).sha256,
         ),
         preprocess=pre.model_dump(),

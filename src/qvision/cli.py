@@ -575,6 +575,24 @@ def data_manifest(
         _save_json(man, output, [])
 
 
+@data_app.command("synth-text")
+def data_synth_text(
+    output: Path = typer.Option(..., "-o", "--output", help="New folder to write."),
+    kind: str = typer.Option("lines", "--kind", help="lines (OCR recognition)."),
+    count: int = typer.Option(100, "--count", min=1, help="Number of images."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same images."),
+):
+    """Render text-line images with exact labels (images/*.png + labels.txt)."""
+    from qvision.data.synth_text import synth_lines
+
+    if kind != "lines":
+        raise QVisionError(
+            f"--kind {kind}: only 'lines' is available so far (pages come with OCR detection)"
+        )
+    rows = synth_lines(output, count, seed)
+    out.print(f"wrote {len(rows)} lines with labels to {output}")
+
+
 @app.command("demo")
 def demo_cmd(
     out_dir: Path = typer.Option(

@@ -78,6 +78,14 @@ def _why_not(node: onnx.NodeProto, kind: str, view: GraphView) -> str | None:
             return "bias is not a constant"
     if kind in ("binary", "concat") and any(view.is_constant(i) for i in node.input if i):
         return "constant operand"
+    idx = _ACTIVATION_INPUTS[kind]
+    acts = [
+        node.input[i]
+        for i in (range(len(node.input)) if idx is None else idx)
+        if i < len(node.input)
+    ]
+    if any(view.elem_type(t) not in (None, onnx.TensorProto.FLOAT) for t in acts if t):
+        return "input is not float32"
     return None
 
 

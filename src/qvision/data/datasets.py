@@ -1,4 +1,5 @@
-"""Image datasets on disk: a plain folder (no labels) or an ImageFolder (class folders)."""
+"""Image datasets on disk: a plain folder (no labels), an ImageFolder (class folders), or
+text lines (``labels.txt``: ``relative/path<TAB>text`` per line, for OCR recognition)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from qvision.errors import QVisionError
 class Sample:
     path: Path
     label: int | None = None
+    text: str | None = None  # OCR recognition ground truth
 
 
 @dataclass
@@ -32,6 +34,10 @@ class Dataset:
     @property
     def labelled(self) -> bool:
         return bool(self.samples) and all(s.label is not None for s in self.samples)
+
+    @property
+    def has_text(self) -> bool:
+        return bool(self.samples) and all(s.text is not None for s in self.samples)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -96,9 +102,42 @@ def labelled_folder(root: str | Path) -> Dataset:
     return Dataset(root, samples, classes)
 
 
-def open_dataset(root: str | Path, labels: bool | None = None) -> Dataset:
-    """ImageFolder when the folder has class sub-folders (or ``labels=True``), else a plain folder."""
+TEXT_LABELS = "labels.txt"
+
+
+def text_lines(root: str | Path) -> Dataset:
+    """OCR recognition layout: ``root/labels.txt`` lists ``relative/path<TAB>text``.
+
+    Paths must stay inside ``root``; a listed file that does not exist is an error naming
+    the line, so a mistyped label file never silently shrinks the set.
+    """
     root = _existing_dir(root)
+    path = root / TEXT_LABELS
+    samples = []
+    base = root.resolve()
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        rel, tab, text = line.partition("\t")
+        if not tab:
+            raise QVisionError(f"line {n} has no TAB between path and text", path)
+        file = (root / rel).resolve()
+        if base not in file.parents:
+            raise QVisionError(f"line {n} points outside the dataset folder: {rel}", path)
+        if not file.is_file():
+            raise QVisionError(f"line {n}: image not found: {rel}", path)
+        samples.append(Sample(root / rel, text=text))
+    if not samples:
+        raise QVisionError("no labelled lines", path)
+    return Dataset(root, samples)
+
+
+def open_dataset(root: str | Path, labels: bool | None = None) -> Dataset:
+    """Text lines when the folder has labels.txt; ImageFolder when it has class sub-folders
+    (or ``labels=True``); else a plain folder."""
+    root = _existing_dir(root)
+    if labels is None and (root / TEXT_LABELS).is_file():
+        return text_lines(root)
     if labels is None:
         has_loose = any(p.is_file() and is_image_name(p) for p in root.iterdir())
         has_dirs = any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir())

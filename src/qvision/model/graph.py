@@ -33,6 +33,18 @@ class GraphView:
         tensor = self.initializers.get(name)
         return None if tensor is None else numpy_helper.to_array(tensor)
 
+    def elem_type(self, name: str) -> int | None:
+        """ONNX element type of a tensor when known (initializer or inferred value info)."""
+        if name in self.initializers:
+            return self.initializers[name].data_type
+        if not hasattr(self, "_types"):
+            self._types = {
+                v.name: v.type.tensor_type.elem_type
+                for v in [*self.graph.value_info, *self.graph.input, *self.graph.output]
+                if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type
+            }
+        return self._types.get(name)
+
     def is_constant(self, name: str) -> bool:
         return name in self.initializers
 

@@ -2,6 +2,6 @@
 
 from qvision.tasks.classification import FidelityMeter, TopKMeter, as_logits
 
-TASKS = ("classification",)
+TASKS = ("classification", "ocr-rec")
 
 __all__ = ["TASKS", "FidelityMeter", "TopKMeter", "as_logits"]

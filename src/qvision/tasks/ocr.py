@@ -1,0 +1,125 @@
+"""OCR recognition: CTC greedy decoding and character error rate.
+
+A CTC recognizer outputs per time step a distribution over [blank, alphabet...]; greedy
+decoding takes the best class per step, merges repeats and drops blanks. CER is the
+Levenshtein distance to the truth summed over lines, over the summed truth lengths.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qvision.errors import QVisionError
+
+METADATA_KEY = "character"  # PaddleOCR's alphabet: one character per line
+
+
+def alphabet(metadata: dict[str, str], classes: int, source: str = "<model>") -> list[str]:
+    """Class index -> text: index 0 is CTC blank; PaddleOCR appends a space class when
+    the model has one more class than the dictionary."""
+    if METADATA_KEY not in metadata:
+        raise QVisionError(
+            f"model has no '{METADATA_KEY}' metadata (its alphabet); an OCR recognizer needs it",
+            source,
+        )
+    table = ["", *metadata[METADATA_KEY].splitlines()]
+    if len(table) + 1 == classes:
+        table.append(" ")
+    if len(table) != classes:
+        raise QVisionError(
+            f"alphabet has {len(table)} entries with blank but the model outputs {classes} classes",
+            source,
+        )
+    return table
+
+
+def ctc_greedy(scores: np.ndarray, table: list[str]) -> list[str]:
+    """[N, T, C] scores (probabilities or logits) -> N strings."""
+    best = np.asarray(scores).argmax(axis=-1)
+    out = []
+    for row in best:
+        keep = np.ones(row.shape, bool)
+        keep[1:] = row[1:] != row[:-1]
+        out.append("".join(table[i] for i in row[keep] if i != 0))
+    return out
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions all cost 1)."""
+    if len(a) < len(b):
+        a, b = b, a
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+class TextMeter:
+    """Character error rate and exact-match rate over lines."""
+
+    def __init__(self) -> None:
+        self.edits = self.chars = self.exact = self.n = 0
+
+    def update(self, predicted: list[str], truth: list[str]) -> None:
+        for p, t in zip(predicted, truth, strict=True):
+            self.edits += edit_distance(p, t)
+            self.chars += len(t)
+            self.exact += p == t
+            self.n += 1
+
+    def result(self) -> dict[str, float]:
+        return {
+            "cer": self.edits / max(self.chars, 1),
+            "exact_match": self.exact / max(self.n, 1),
+        }
+
+
+class TextAgreement:
+    """Fraction of lines two models read identically, and CER of one against the other."""
+
+    def __init__(self) -> None:
+        self.meter = TextMeter()
+
+    def update(self, predicted: list[str], reference: list[str]) -> None:
+        self.meter.update(predicted, reference)
+
+    def result(self) -> dict[str, float]:
+        r = self.meter.result()
+        return {"line_agreement": r["exact_match"], "cer_vs_reference": r["cer"]}
+
+
+class OcrReader:
+    """Task adapter for CTC recognizers: decodes each batch, scores it against the text
+    labels (when the dataset has them) and against a reference model's reading."""
+
+    def __init__(self, metadata: dict[str, str], classes: int, source="<model>"):
+        self.table = alphabet(metadata, classes, source)
+        self.truth = TextMeter()
+        self.agree = TextAgreement()
+        self.labelled = True
+        self.last_pair: tuple[np.ndarray, np.ndarray] = (np.zeros((0, 1)), np.zeros((0, 1)))
+
+    def update(self, out: np.ndarray, samples, ref: np.ndarray | None = None) -> list[str]:
+        texts = ctc_greedy(out, self.table)
+        if all(s.text is not None for s in samples):
+            self.truth.update(texts, [s.text for s in samples])
+        else:
+            self.labelled = False
+        if ref is not None:
+            self.agree.update(texts, ctc_greedy(ref, self.table))
+            # per time step class scores: fidelity statistics over [N*T, C]
+            c = out.shape[-1]
+            self.last_pair = (
+                out.reshape(-1, c).astype(np.float64),
+                ref.reshape(-1, c).astype(np.float64),
+            )
+        return texts
+
+    def result(self) -> dict[str, float]:
+        out = dict(self.truth.result()) if self.labelled and self.truth.n else {}
+        if self.agree.meter.n:
+            out.update(self.agree.result())
+        return out
