@@ -45,8 +45,8 @@ from qvision.runtime.bench import model_size, peak_rss, time_interleaved
 from qvision.runtime.inputs import model_hw
 from qvision.runtime.machine import cpu_info, physical_cores, versions
 from qvision.runtime.session import make_session
-from qvision.tasks import TASKS, FidelityMeter, TopKMeter, as_logits
-from qvision.tasks.ocr import OcrReader
+from qvision.tasks import TASKS
+from qvision.tasks.adapters import ADAPTERS
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -120,14 +120,6 @@ class _Runner:
         return out[:n]
 
 
-def _softmax_top5(logits: np.ndarray) -> list[list[tuple[int, float]]]:
-    x = logits - logits.max(axis=1, keepdims=True)
-    p = np.exp(x)
-    p /= p.sum(axis=1, keepdims=True)
-    idx = np.argsort(-p, axis=1, kind="stable")[:, :5]
-    return [[(int(i), float(row[i])) for i in ids] for ids, row in zip(idx, p, strict=True)]
-
-
 def evaluate(
     model: str | Path,
     data: str | Path,
@@ -150,12 +142,12 @@ def evaluate(
     dataset = open_dataset(data)
     if limit:
         dataset.samples = dataset.samples[:limit]
-    ocr = task == "ocr-rec"
-    has_truth = dataset.has_text if ocr else dataset.labelled
+    adapter_cls = ADAPTERS[task]
+    has_truth = adapter_cls.has_truth(dataset)
     if not has_truth and reference is None and not keep_predictions:
-        what = "no labels.txt of text lines" if ocr else "no labels (no class folders)"
         raise QVisionError(
-            f"images have {what}; pass --reference FP32.onnx for label-free fidelity", data
+            f"images have {adapter_cls.truth}; pass --reference FP32.onnx for label-free fidelity",
+            data,
         )
     run = _Runner(model, inp, threads)
     ref_run = None
@@ -171,54 +163,23 @@ def evaluate(
             )
         ref_run = _Runner(reference, ref_inp, threads)
     batch_size = inp.batch or batch_size
-    labels_meta = metadata(proto).get("qvision.labels")
-    names = _json_list(labels_meta)
-
-    topk, fid, load = TopKMeter(), FidelityMeter(), LoadReport()
-    reader = None
-    predictions: list[Prediction] = []
+    names = _json_list(metadata(proto).get("qvision.labels"))
+    adapter = adapter_cls(metadata(proto), names, model, keep_predictions)
+    load = LoadReport()
     done = 0
     for batch in iter_batches(dataset, pre, batch_size, strict=strict, report=load):
-        if ocr:
-            out = run(batch.inputs)
-            if reader is None:
-                reader = OcrReader(metadata(proto), out.shape[-1], model)
-            reader.update(out, batch.samples, ref_run(batch.inputs) if ref_run else None)
-            if ref_run is not None:
-                fid.update(*reader.last_pair)
-            done += len(batch.samples)
-            if progress:
-                progress(done + len(load.skipped), len(dataset))
-            continue
-        logits = as_logits(run(batch.inputs))
-        if dataset.labelled:
-            labels = np.array([s.label for s in batch.samples])
-            if labels.max() >= logits.shape[1]:
-                raise QVisionError(
-                    f"label {int(labels.max())} is outside the model's {logits.shape[1]} outputs",
-                    data,
-                )
-            topk.update(logits, labels)
-        if ref_run is not None:
-            fid.update(logits, ref_run(batch.inputs))
-        if keep_predictions:
-            for s, top in zip(batch.samples, _softmax_top5(logits), strict=True):
-                shown = (
-                    [names[i] for i, _ in top] if names and len(names) == logits.shape[1] else []
-                )
-                predictions.append(Prediction(path=str(s.path), top5=top, labels=shown))
+        ref = ref_run(batch.inputs) if ref_run is not None else None
+        adapter.update(run(batch.inputs), batch.samples, ref)
         done += len(batch.samples)
         if progress:
             progress(done + len(load.skipped), len(dataset))
     if done == 0:
         raise QVisionError(f"none of the {len(dataset)} images could be read", data)
-    fidelity = Fidelity(**fid.result()) if ref_run is not None else None
-    if ocr:
-        metrics = reader.result() if reader else {}
-        agreement = metrics.pop("line_agreement", None)
-    else:
-        metrics = topk.result() if dataset.labelled else {}
-        agreement = fidelity.top1_agreement if fidelity else None
+    metrics, agreement, fid = adapter.result(ref_run is not None)
+    fidelity = Fidelity(**fid) if fid is not None else None
+    predictions = [
+        Prediction(path=p, top5=top, labels=shown) for p, top, shown in adapter.predictions
+    ]
     return EvalResult(
         task=task,
         model=str(model),
