@@ -113,11 +113,11 @@ class _Runner:
             pad = np.zeros((self.fixed_batch - n, *x.shape[1:]), dtype=x.dtype)
             x = np.concatenate([x, pad])
         try:
-            out = self.session.run(None, {self.name: x})[0]
+            outs = self.session.run(None, {self.name: x})
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise QVisionError(f"inference failed: {first}", self.path) from None
-        return out[:n]
+        return [o[:n] for o in outs]
 
 
 def evaluate(
@@ -132,6 +132,7 @@ def evaluate(
     limit: int | None = None,
     keep_predictions: bool = False,
     progress: Progress | None = None,
+    decoder: dict | None = None,
 ) -> EvalResult:
     """Score ``model`` on the images in ``data``: task metrics if labelled, fidelity to ``reference``."""
     if task not in TASKS:
@@ -139,10 +140,10 @@ def evaluate(
     start = time.perf_counter()
     proto, inp = _open_model(model)
     pre = resolve_preprocess(proto, preprocess, inp, model)
-    dataset = open_dataset(data)
+    adapter_cls = ADAPTERS[task]
+    dataset = adapter_cls.open(data)
     if limit:
         dataset.samples = dataset.samples[:limit]
-    adapter_cls = ADAPTERS[task]
     has_truth = adapter_cls.has_truth(dataset)
     if not has_truth and reference is None and not keep_predictions:
         raise QVisionError(
@@ -164,7 +165,15 @@ def evaluate(
         ref_run = _Runner(reference, ref_inp, threads)
     batch_size = inp.batch or batch_size
     names = _json_list(metadata(proto).get("qvision.labels"))
-    adapter = adapter_cls(metadata(proto), names, model, keep_predictions)
+    adapter = adapter_cls(
+        metadata(proto),
+        names,
+        model,
+        keep_predictions,
+        dataset=dataset,
+        preprocess=pre,
+        decoder=decoder,
+    )
     load = LoadReport()
     done = 0
     for batch in iter_batches(dataset, pre, batch_size, strict=strict, report=load):
@@ -201,6 +210,7 @@ def evaluate(
         batch_size=batch_size,
         seconds=time.perf_counter() - start,
         predictions=predictions,
+        warnings=list(getattr(adapter, "warnings", [])),
         env=environment(),
     )
 

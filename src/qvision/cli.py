@@ -71,6 +71,20 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f}%"
 
 
+def _json_arg(text: str | None, flag: str) -> dict | None:
+    if text is None:
+        return None
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise QVisionError(f"{flag} is not valid JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise QVisionError(f"{flag} must be a JSON object")
+    return value
+
+
 def _pairs(text: str | None, flag: str, cast=str) -> dict:
     out = {}
     for item in (text or "").split(","):
@@ -342,9 +356,21 @@ def analyze_cmd(
 def eval_cmd(
     model: Path = typer.Argument(..., help="ONNX model to evaluate."),
     data: Path = typer.Option(
-        ..., "--data", help="Image folder: class sub-folders for labels, or flat."
+        ...,
+        "--data",
+        help=(
+            "Image folder: class sub-folders for labels, or flat; labels.txt for ocr-rec; "
+            "annotations.json (COCO) or names.txt + labels/ (YOLO) for detection."
+        ),
     ),
-    task: str = typer.Option("classification", "--task", help="Task adapter."),
+    task: str = typer.Option(
+        "classification", "--task", help="classification | ocr-rec | detection."
+    ),
+    decoder: str | None = typer.Option(
+        None,
+        "--decoder",
+        help='Detection output spec as JSON, e.g. \'{"layout": "yolo-obj"}\' (default: model metadata).',
+    ),
     reference: Path | None = typer.Option(
         None, "--reference", help="FP32 model for label-free fidelity."
     ),
@@ -377,7 +403,10 @@ def eval_cmd(
             limit,
             predictions,
             progress=cb,
+            decoder=_json_arg(decoder, "--decoder"),
         )
+    for w in res.warnings:
+        err.print(f"warning: {w}")
     table = Table(title=f"{model.name} on {res.dataset.root} ({res.n} images)")
     table.add_column("metric")
     table.add_column("value", justify="right")

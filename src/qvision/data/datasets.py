@@ -21,6 +21,7 @@ class Sample:
     path: Path
     label: int | None = None
     text: str | None = None  # OCR recognition ground truth
+    image_id: int | None = None  # detection: the COCO image id of its ground truth
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Dataset:
     root: Path
     samples: list[Sample]
     classes: list[str] = field(default_factory=list)  # index -> class name (e.g. WordNet id)
+    annotations: object | None = None  # task ground truth beyond per-sample labels (COCO)
 
     @property
     def labelled(self) -> bool:

@@ -63,6 +63,7 @@ class EvalResult(BaseModel):
     batch_size: int
     seconds: float
     predictions: list[Prediction] = []
+    warnings: list[str] = []  # e.g. annotations dropped or clipped, with counts
     env: Environment
 
 

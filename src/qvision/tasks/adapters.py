@@ -12,6 +12,7 @@ import numpy as np
 
 from qvision.errors import QVisionError
 from qvision.tasks.classification import FidelityMeter, TopKMeter, as_logits
+from qvision.tasks.detection import DecodeSpec, box_agreement, coco_map, decode, to_original
 from qvision.tasks.ocr import OcrReader
 
 
@@ -26,7 +27,13 @@ def _top5(logits: np.ndarray) -> list[list[tuple[int, float]]]:
 class Classification:
     truth = "labels (no class folders)"
 
-    def __init__(self, metadata: dict[str, str], names: list[str], source, keep: bool = False):
+    @staticmethod
+    def open(data):
+        from qvision.data import open_dataset
+
+        return open_dataset(data)
+
+    def __init__(self, metadata, names, source, keep=False, dataset=None, preprocess=None, **_):
         self.topk, self.fid = TopKMeter(), FidelityMeter()
         self.names, self.source, self.keep = names, source, keep
         self.labelled = True
@@ -36,8 +43,8 @@ class Classification:
     def has_truth(dataset) -> bool:
         return dataset.labelled
 
-    def update(self, out: np.ndarray, samples, ref: np.ndarray | None) -> None:
-        logits = as_logits(out)
+    def update(self, outs: list[np.ndarray], samples, refs: list | None) -> None:
+        logits, ref = as_logits(outs[0]), None if refs is None else refs[0]
         if all(s.label is not None for s in samples):
             labels = np.array([s.label for s in samples])
             if labels.max() >= logits.shape[1]:
@@ -63,8 +70,9 @@ class Classification:
 
 class OcrRecognition:
     truth = "no labels.txt of text lines"
+    open = Classification.open
 
-    def __init__(self, metadata: dict[str, str], names: list[str], source, keep: bool = False):
+    def __init__(self, metadata, names, source, keep=False, dataset=None, preprocess=None, **_):
         self.metadata, self.source = metadata, source
         self.reader: OcrReader | None = None
         self.fid = FidelityMeter()
@@ -74,7 +82,8 @@ class OcrRecognition:
     def has_truth(dataset) -> bool:
         return dataset.has_text
 
-    def update(self, out: np.ndarray, samples, ref: np.ndarray | None) -> None:
+    def update(self, outs: list[np.ndarray], samples, refs: list | None) -> None:
+        out, ref = outs[0], None if refs is None else refs[0]
         if self.reader is None:
             self.reader = OcrReader(self.metadata, out.shape[-1], self.source)
         self.reader.update(out, samples, ref)
@@ -87,4 +96,80 @@ class OcrRecognition:
         return metrics, agreement, (self.fid.result() if with_reference else None)
 
 
-ADAPTERS = {"classification": Classification, "ocr-rec": OcrRecognition}
+class Detection:
+    """COCO mAP of decoded, NMS-filtered boxes mapped back to each original image."""
+
+    truth = "no annotations.json (COCO) or names.txt (YOLO)"
+
+    @staticmethod
+    def open(data):
+        from qvision.data.coco import open_detection
+
+        dataset, det = open_detection(data)
+        dataset.annotations = det
+        return dataset
+
+    def __init__(
+        self, metadata, names, source, keep=False, dataset=None, preprocess=None, decoder=None, **_
+    ):
+        self.spec = DecodeSpec.from_metadata(metadata, decoder)
+        self.gt = dataset.annotations.gt
+        self.sizes = {im["id"]: (im["width"], im["height"]) for im in self.gt["images"]}
+        self.preprocess = preprocess
+        self.hw = (
+            preprocess.resize
+            if isinstance(preprocess.resize, tuple | list)
+            else (preprocess.resize,) * 2
+        )
+        self.detections: list[dict] = []
+        self.pairs: list = []  # (model, reference) confident boxes per image, for agreement
+        self.fid = FidelityMeter()
+        self.predictions: list = []
+        det = dataset.annotations
+        self.warnings = [
+            f"{n} x {kind} (e.g. {det.examples[kind]})" for kind, n in det.problems.items()
+        ]
+
+    @staticmethod
+    def has_truth(dataset) -> bool:
+        return bool(getattr(dataset, "annotations", None))
+
+    def _boxes(self, outs, i, sample):
+        boxes, scores, cls = decode(outs, i, self.spec, self.hw)
+        w, h = self.sizes[sample.image_id]
+        return to_original(boxes, self.preprocess, w, h), scores, cls
+
+    def update(self, outs: list[np.ndarray], samples, refs: list | None) -> None:
+        ids = self.spec.category_ids
+        for i, sample in enumerate(samples):
+            boxes, scores, cls = self._boxes(outs, i, sample)
+            for b, s, c in zip(boxes, scores, cls, strict=True):
+                self.detections.append(
+                    {
+                        "image_id": sample.image_id,
+                        "category_id": int(ids[c] if ids else c),
+                        "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                        "score": float(s),
+                    }
+                )
+            if refs is not None:
+                rb, rs, rc = self._boxes(refs, i, sample)
+                self.pairs.append(
+                    ((boxes[scores >= 0.25], cls[scores >= 0.25]), (rb[rs >= 0.25], rc[rs >= 0.25]))
+                )
+        if refs is not None:
+            for o, r in zip(outs, refs, strict=True):
+                c = o.shape[-1]
+                self.fid.update(
+                    o.reshape(-1, c).astype(np.float64), r.reshape(-1, c).astype(np.float64)
+                )
+
+    def result(self, with_reference: bool):
+        metrics = coco_map(self.gt, self.detections) if self.gt["annotations"] else {}
+        agreement = None
+        if with_reference:
+            agreement = box_agreement([a for a, _ in self.pairs], [b for _, b in self.pairs])
+        return metrics, agreement, (self.fid.result() if with_reference else None)
+
+
+ADAPTERS = {"classification": Classification, "ocr-rec": OcrRecognition, "detection": Detection}
