@@ -139,11 +139,12 @@ def main() -> None:
                 f"| {100 * r['agreement']:.1f} | {r['sqnr_db']:.2f} | {r['latency_ms']:.2f} "
                 f"| {r['fp32_latency_ms'] / r['latency_ms']:.2f}× | {r['quantize_s']:.0f} |"
             )
-        for r in mine:
-            if "tune" in r:
-                lines.append(
-                    f"\n{name} `--max-drop {args.tune:g}`: {r['tune']} ({r['trials']} trials)."
-                )
+    lines.append("")
+    for r in rows:
+        if "tune" in r:
+            lines.append(
+                f"- {r['model']} `--max-drop {args.tune:g}`: {r['tune']} ({r['trials']} trial(s))."
+            )
     if args.weights == "int4":
         lines += [
             "",
