@@ -192,9 +192,10 @@ def _markdown(results: dict, target: str, why: str) -> str:
     lines += [
         "",
         "Quantize times are the best of two interleaved runs with MinMax on both sides (the default "
-        "method, MSE, costs more: see the variant times in bench/out/ptq-*.json). Calibration RSS: a fresh "
-        "process running `qvision.quantize` with MSE histograms, or ORT `quantize_static` MinMax, on 100 vs all "
-        "1,000 images.",
+        "method, mean-minmax, keeps the same min/max state; the histogram methods cost more: see the "
+        "variant times in bench/out/ptq-*.json). Calibration RSS: a fresh process running "
+        "`qvision.quantize` with MSE histograms (the largest observer state), or ORT `quantize_static` "
+        "MinMax, on 100 vs all 1,000 images.",
         "",
         "ORT's QDQ model of these torch.export graphs leaves 15 Conv and the residual Adds in float, with 77 "
         "DequantizeLinear nodes left in ONNX Runtime's optimized graph, which is why it is slower than FP32 here "
