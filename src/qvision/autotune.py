@@ -28,10 +28,10 @@ from qvision.data import Preprocess, image_folder, iter_batches, open_dataset
 from qvision.errors import QVisionError
 from qvision.fileio import check_output_path
 from qvision.model.graph import GraphView
-from qvision.plan import NodePlan, QuantSpec
-from qvision.planner import is_depthwise
+from qvision.plan import NodePlan
+from qvision.planner import is_depthwise, weight_spec
 from qvision.ptq import Planned, finish, make_plan, write_model
-from qvision.qmath import QFormat, qparams, weight_ranges
+from qvision.qmath import QFormat
 from qvision.report.schema import QuantizeResult, TuneResult, TuneTrial
 from qvision.runtime.session import make_session
 
@@ -94,9 +94,7 @@ def _variant(planned: Planned, floats: list[str], wide: dict[str, int]) -> Plann
         spec = plan.weights[wname]
         dtype = "int8" if spec.dtype == "int4" and bits > 4 else spec.dtype  # packed int4 holds 4
         fmt = QFormat(dtype, bits, spec.symmetric, spec.narrow)
-        lo, hi = weight_ranges(view.weight(wname), spec.axis)
-        scale, zp = qparams(lo, hi, fmt)
-        plan.weights[wname] = QuantSpec.from_arrays(fmt, scale, zp, spec.axis)
+        plan.weights[wname] = weight_spec(view.weight(wname), fmt, spec.axis)
         plan.weight_rounding.pop(wname, None)  # learned for the old grid
         plan.biases.pop(name, None)  # corrected the old grid's shift
     for name in floats:
@@ -164,15 +162,17 @@ def tune(
         proto=proto,
         histograms=True,
     )
-    scorer = _Scorer(
-        planned.prepared.SerializeToString(), data, preprocess, planned.input_name, images, threads
-    )
+    fp32_bytes = planned.prepared.SerializeToString()
+    scorer = _Scorer(fp32_bytes, data, preprocess, planned.input_name, images, threads)
     fp32 = scorer.metric(scorer.ref)
-    fp32_ms = scorer.latency_ms(planned.prepared.SerializeToString())
+    fp32_ms = scorer.latency_ms(fp32_bytes)
     trials: list[TuneTrial] = []
     variants: list[Planned] = []
 
-    def trial(name: str, p: Planned, started: float, floats=(), wide=None) -> bool:
+    def trial(name: str, build, floats=(), wide=None) -> bool:
+        """Build a plan variant (``build()``), score it and record it; True if within budget."""
+        started = time.perf_counter()
+        p = build()
         data_bytes = write_model(p, threads)
         metric, agree = scorer.score(data_bytes)
         met = fp32 - metric <= budget + 1e-12
@@ -196,29 +196,23 @@ def tune(
     def out_of_time() -> bool:
         return time.perf_counter() - t0 > time_limit
 
-    started = time.perf_counter()
+    def plan_with(method: str, algos: str):
+        cfg = dataclasses.replace(config, method=method, algos=algos)
+        return lambda: make_plan(
+            model, calib, preprocess, cfg, threads=threads, proto=proto, observers=planned.observers
+        )
+
     method, algos = _first(config, planned.target)
-    met = trial(f"{method} ranges, {algos}", planned, started)
+    met = trial(f"{method} ranges, {algos}", lambda: planned)
     for other in ("mean-minmax", "mse", "entropy", "percentile"):
         if met or out_of_time() or other == method:
             continue
-        started = time.perf_counter()
-        cfg = dataclasses.replace(config, method=other, algos=algos)
-        p = make_plan(
-            model, calib, preprocess, cfg, threads=threads, proto=proto, observers=planned.observers
-        )
-        met = trial(f"{other} ranges, {algos}", p, started)
+        met = trial(f"{other} ranges, {algos}", plan_with(other, algos))
     method = variants[int(np.argmax([t.metric for t in trials]))].plan.method
     for more in _more_algos(algos):
         if met or out_of_time():
             break
-        started = time.perf_counter()
-        cfg = dataclasses.replace(config, method=method, algos=more)
-        p = make_plan(
-            model, calib, preprocess, cfg, threads=threads, proto=proto, observers=planned.observers
-        )
-        met = trial(f"{method} ranges, {more}", p, started)
-    started = time.perf_counter()
+        met = trial(f"{method} ranges, {more}", plan_with(method, more))
     best_i = int(np.argmax([t.metric for t in trials]))
     best = variants[best_i]
 
@@ -244,11 +238,9 @@ def tune(
             wide = {n: native[n] for n in order[:k]}
             met = trial(
                 f"{k} most sensitive layers at native weight bits",
-                _variant(best, [], wide),
-                started,
+                lambda w=wide: _variant(best, [], w),
                 wide=wide,
             )
-            started = time.perf_counter()
         if wide:
             wi = max(range(best_i, len(trials)), key=lambda j: trials[j].metric)
             wide = trials[wi].wide_layers if trials[wi].metric >= trials[best_i].metric else {}
@@ -258,12 +250,10 @@ def tune(
             floats = ranked[:k]
             met = trial(
                 f"{k} most sensitive layers kept float",
-                _variant(best, floats, wide),
-                started,
+                lambda f=floats: _variant(best, f, wide),
                 floats=floats,
                 wide=wide,
             )
-            started = time.perf_counter()
 
     chosen = next((i for i, t in enumerate(trials) if t.met), None)
     if chosen is None:

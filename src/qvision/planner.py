@@ -284,9 +284,7 @@ def build_plan(
             fmt = QFormat(fmt.dtype, layer_bits[node.name], fmt.symmetric, fmt.narrow)
         if weight_dtype and fmt.bits <= 4:
             fmt = QFormat(weight_dtype, fmt.bits, fmt.symmetric, fmt.narrow)
-        lo, hi = weight_ranges(w, axis)
-        scale, zp = qparams(lo, hi, fmt)
-        plan.weights[wname] = QuantSpec.from_arrays(fmt, scale, zp, axis)
+        plan.weights[wname] = weight_spec(w, fmt, axis)
     floats = sorted(
         {
             d.op_type
@@ -299,6 +297,13 @@ def build_plan(
             f"left in float (no quantized kernel on {target.name}): {', '.join(floats)}"
         )
     return plan
+
+
+def weight_spec(w: np.ndarray, fmt: QFormat, axis: int | None) -> QuantSpec:
+    """Min/max (per-channel when ``axis`` is set) weight grid on ``fmt``."""
+    lo, hi = weight_ranges(w, axis)
+    scale, zp = qparams(lo, hi, fmt)
+    return QuantSpec.from_arrays(fmt, scale, zp, axis)
 
 
 def _fit_under(scale: np.ndarray, zp: np.ndarray, fmt: QFormat, cap: float) -> np.ndarray:
