@@ -13,7 +13,13 @@ import numpy as np
 from qvision.errors import QVisionError
 from qvision.tasks.classification import FidelityMeter, TopKMeter, as_logits
 from qvision.tasks.detection import DecodeSpec, box_agreement, coco_map, decode, to_original
-from qvision.tasks.ocr import OcrReader
+from qvision.tasks.ocr import TextMeter, alphabet, ctc_greedy
+
+
+def _per_step(out: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[..., C] outputs as [rows, C] score vectors (time steps, anchors) for FidelityMeter."""
+    c = out.shape[-1]
+    return out.reshape(-1, c).astype(np.float64), ref.reshape(-1, c).astype(np.float64)
 
 
 def _top5(logits: np.ndarray) -> list[list[tuple[int, float]]]:
@@ -69,12 +75,17 @@ class Classification:
 
 
 class OcrRecognition:
+    """CER and exact match of CTC-decoded lines; with a reference, the share of lines read
+    identically, the CER against the reference's reading and per-step score fidelity."""
+
     truth = "no labels.txt of text lines"
     open = Classification.open
 
     def __init__(self, metadata, names, source, keep=False, dataset=None, preprocess=None, **_):
         self.metadata, self.source = metadata, source
-        self.reader: OcrReader | None = None
+        self.table: list[str] | None = None  # from the first output's class count
+        self.truth_meter, self.ref_meter = TextMeter(), TextMeter()
+        self.labelled = True
         self.fid = FidelityMeter()
         self.predictions: list = []
 
@@ -83,16 +94,25 @@ class OcrRecognition:
         return dataset.has_text
 
     def update(self, outs: list[np.ndarray], samples, refs: list | None) -> None:
-        out, ref = outs[0], None if refs is None else refs[0]
-        if self.reader is None:
-            self.reader = OcrReader(self.metadata, out.shape[-1], self.source)
-        self.reader.update(out, samples, ref)
-        if ref is not None:
-            self.fid.update(*self.reader.last_pair)  # per time step class scores
+        out = outs[0]
+        if self.table is None:
+            self.table = alphabet(self.metadata, out.shape[-1], self.source)
+        texts = ctc_greedy(out, self.table)
+        if all(s.text is not None for s in samples):
+            self.truth_meter.update(texts, [s.text for s in samples])
+        else:
+            self.labelled = False
+        if refs is not None:
+            self.ref_meter.update(texts, ctc_greedy(refs[0], self.table))
+            self.fid.update(*_per_step(out, refs[0]))
 
     def result(self, with_reference: bool):
-        metrics = self.reader.result() if self.reader else {}
-        agreement = metrics.pop("line_agreement", None)
+        metrics = self.truth_meter.result() if self.labelled and self.truth_meter.n else {}
+        agreement = None
+        if self.ref_meter.n:
+            r = self.ref_meter.result()
+            metrics["cer_vs_reference"] = r["cer"]
+            agreement = r["exact_match"]
         return metrics, agreement, (self.fid.result() if with_reference else None)
 
 
@@ -159,10 +179,7 @@ class Detection:
                 )
         if refs is not None:
             for o, r in zip(outs, refs, strict=True):
-                c = o.shape[-1]
-                self.fid.update(
-                    o.reshape(-1, c).astype(np.float64), r.reshape(-1, c).astype(np.float64)
-                )
+                self.fid.update(*_per_step(o, r))
 
     def result(self, with_reference: bool):
         metrics = coco_map(self.gt, self.detections) if self.gt["annotations"] else {}
