@@ -40,11 +40,20 @@ def is_detection_folder(root: Path) -> bool:
     return (root / COCO_FILE).is_file() or (root / YOLO_NAMES).is_file()
 
 
-def _clip_box(box, w: int, h: int):
-    x, y, bw, bh = (float(v) for v in box)
+def _add_box(det: Detections, ann: dict, w: int, h: int, where: str) -> None:
+    """Clip ``ann['bbox']`` (x y w h) to the image and keep it, or count why not."""
+    x, y, bw, bh = (float(v) for v in ann["bbox"])
     x1, y1 = max(0.0, x), max(0.0, y)
     x2, y2 = min(float(w), x + bw), min(float(h), y + bh)
-    return [x1, y1, x2 - x1, y2 - y1], (x1, y1, x2, y2) != (x, y, x + bw, y + bh)
+    box = [x1, y1, x2 - x1, y2 - y1]
+    if box[2] <= 0 or box[3] <= 0:
+        det.note("box outside its image or empty", where)
+        return
+    if (x1, y1, x2, y2) != (x, y, x + bw, y + bh):
+        det.note("box clipped to its image", where)
+    ann = {"iscrowd": 0, **ann, "bbox": box}
+    ann.setdefault("area", box[2] * box[3])
+    det.gt["annotations"].append(ann)
 
 
 def read_coco(root: str | Path) -> tuple[Dataset, Detections]:
@@ -83,21 +92,8 @@ def read_coco(root: str | Path) -> tuple[Dataset, Detections]:
                 "unknown category id", f"annotation {ann.get('id', i)}: {ann.get('category_id')}"
             )
             continue
-        box, clipped = _clip_box(ann["bbox"], im["width"], im["height"])
-        if box[2] <= 0 or box[3] <= 0:
-            det.note("box outside its image or empty", f"annotation {ann.get('id', i)}")
-            continue
-        if clipped:
-            det.note("box clipped to its image", f"annotation {ann.get('id', i)}")
-        det.gt["annotations"].append(
-            {
-                **ann,
-                "id": ann.get("id", i + 1),
-                "bbox": box,
-                "area": ann.get("area", box[2] * box[3]),
-                "iscrowd": ann.get("iscrowd", 0),
-            }
-        )
+        ann = {**ann, "id": ann.get("id", i + 1)}
+        _add_box(det, ann, im["width"], im["height"], f"annotation {ann['id']}")
     if not samples:
         raise QVisionError("none of the listed images exist", path)
     return Dataset(root, samples), det
@@ -141,22 +137,13 @@ def read_yolo(root: str | Path) -> tuple[Dataset, Detections]:
             if not 0 <= cls < len(names):
                 det.note("unknown category id", f"{where}: {cls}")
                 continue
-            box, clipped = _clip_box([(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h], w, h)
-            if box[2] <= 0 or box[3] <= 0:
-                det.note("box outside its image or empty", where)
-                continue
-            if clipped:
-                det.note("box clipped to its image", where)
-            det.gt["annotations"].append(
-                {
-                    "id": len(det.gt["annotations"]) + 1,
-                    "image_id": image_id,
-                    "category_id": cls,
-                    "bbox": box,
-                    "area": box[2] * box[3],
-                    "iscrowd": 0,
-                }
-            )
+            ann = {
+                "id": len(det.gt["annotations"]) + 1,
+                "image_id": image_id,
+                "category_id": cls,
+                "bbox": [(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h],
+            }
+            _add_box(det, ann, w, h, where)
     return Dataset(root, samples), det
 
 
