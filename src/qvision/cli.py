@@ -360,11 +360,12 @@ def eval_cmd(
         "--data",
         help=(
             "Image folder: class sub-folders for labels, or flat; labels.txt for ocr-rec; "
-            "annotations.json (COCO) or names.txt + labels/ (YOLO) for detection."
+            "annotations.json (COCO) or names.txt + labels/ (YOLO) for detection; "
+            "JPEGImages/ + SegmentationClass/ (VOC) or images/ + masks/ for segmentation."
         ),
     ),
     task: str = typer.Option(
-        "classification", "--task", help="classification | ocr-rec | detection."
+        "classification", "--task", help="classification | ocr-rec | detection | segmentation."
     ),
     decoder: str | None = typer.Option(
         None,

@@ -10,13 +10,12 @@ image, an unknown category or a degenerate box is counted (with an example) in
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from qvision.data.datasets import Dataset, Sample, _existing_dir, _image_files
+from qvision.data.datasets import Dataset, Problems, Sample, _existing_dir, _image_files
 from qvision.errors import QVisionError
 
 COCO_FILE = "annotations.json"
@@ -24,16 +23,10 @@ YOLO_NAMES = "names.txt"
 
 
 @dataclass
-class Detections:
+class Detections(Problems):
     """COCO ground truth plus what had to be dropped or fixed on the way in."""
 
-    gt: dict
-    problems: Counter = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)
-
-    def note(self, kind: str, example: str) -> None:
-        self.problems[kind] += 1
-        self.examples.setdefault(kind, example)
+    gt: dict = field(default_factory=dict)
 
 
 def is_detection_folder(root: Path) -> bool:
@@ -66,7 +59,7 @@ def read_coco(root: str | Path) -> tuple[Dataset, Detections]:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise QVisionError(f"COCO file has no '{key}' list", path)
-    det = Detections({"images": [], "annotations": [], "categories": data["categories"]})
+    det = Detections(gt={"images": [], "annotations": [], "categories": data["categories"]})
     cats = {c["id"] for c in data["categories"]}
     samples, images = [], {}
     for im in data["images"]:
@@ -104,7 +97,7 @@ def read_yolo(root: str | Path) -> tuple[Dataset, Detections]:
     names = [n.strip() for n in (root / YOLO_NAMES).read_text(encoding="utf-8").splitlines()]
     names = [n for n in names if n]
     det = Detections(
-        {
+        gt={
             "images": [],
             "annotations": [],
             "categories": [{"id": i, "name": n} for i, n in enumerate(names)],

@@ -4,6 +4,7 @@ text lines (``labels.txt``: ``relative/path<TAB>text`` per line, for OCR recogni
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +23,22 @@ class Sample:
     label: int | None = None
     text: str | None = None  # OCR recognition ground truth
     image_id: int | None = None  # detection: the COCO image id of its ground truth
+    mask: Path | None = None  # segmentation: class-index PNG
+
+
+@dataclass
+class Problems:
+    """Annotation problems counted (with one example each) instead of stopping a run."""
+
+    problems: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def note(self, kind: str, example: str) -> None:
+        self.problems[kind] += 1
+        self.examples.setdefault(kind, example)
+
+    def warnings(self) -> list[str]:
+        return [f"{n} x {kind} (e.g. {self.examples[kind]})" for kind, n in self.problems.items()]
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from qvision.errors import QVisionError
@@ -39,8 +40,6 @@ def _flatten_alpha(img: Image.Image) -> Image.Image:
 
 def _to_8bit(img: Image.Image) -> Image.Image:
     """16-bit and float images: scale their range to 0..255 instead of clipping."""
-    import numpy as np
-
     arr = np.asarray(img, dtype=np.float64)
     lo, hi = float(arr.min()), float(arr.max())
     arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
@@ -49,7 +48,29 @@ def _to_8bit(img: Image.Image) -> Image.Image:
 
 def load_image(path: str | Path, mode: str = "RGB", max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open, fully decode, apply EXIF orientation and convert to ``mode`` ('RGB' or 'L')."""
+    return _decode(
+        Path(path), max_pixels, lambda img: _convert(ImageOps.exif_transpose(img) or img, mode)
+    )
+
+
+def load_mask(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A class-index mask (palette or grayscale PNG, VOC style) as an int32 [H, W] array.
+
+    No EXIF rotation and no colour conversion: the pixel values are the class ids."""
     path = Path(path)
+
+    def indices(img: Image.Image) -> np.ndarray:
+        if img.mode not in ("P", "L", "I", "I;16", "1"):
+            raise QVisionError(
+                f"mask is {img.mode}, not class indices (expected a palette or grayscale PNG)",
+                path,
+            )
+        return np.asarray(img, dtype=np.int32)
+
+    return _decode(path, max_pixels, indices)
+
+
+def _decode(path: Path, max_pixels: int, finish):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -63,8 +84,7 @@ def load_image(path: str | Path, mode: str = "RGB", max_pixels: int = MAX_PIXELS
                     )
                 img.seek(0)  # first frame of GIF/TIFF stacks
                 img.load()
-                img = ImageOps.exif_transpose(img) or img
-                return _convert(img, mode)
+                return finish(img)
     except QVisionError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

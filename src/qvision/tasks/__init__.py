@@ -2,6 +2,11 @@
 
 from qvision.tasks.classification import FidelityMeter, TopKMeter, as_logits
 
-TASKS = ("classification", "ocr-rec", "detection")  # keys of tasks.adapters.ADAPTERS
+TASKS = (
+    "classification",
+    "ocr-rec",
+    "detection",
+    "segmentation",
+)  # keys of tasks.adapters.ADAPTERS
 
 __all__ = ["TASKS", "FidelityMeter", "TopKMeter", "as_logits"]

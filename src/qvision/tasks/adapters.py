@@ -14,6 +14,8 @@ from qvision.errors import QVisionError
 from qvision.tasks.classification import FidelityMeter, TopKMeter, as_logits
 from qvision.tasks.detection import DecodeSpec, box_agreement, coco_map, decode, to_original
 from qvision.tasks.ocr import TextMeter, alphabet, ctc_greedy
+from qvision.tasks.segmentation import ConfusionMeter, label_maps
+from qvision.tasks.segmentation import to_original as mask_to_original
 
 
 def _per_step(out: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,10 +147,7 @@ class Detection:
         self.pairs: list = []  # (model, reference) confident boxes per image, for agreement
         self.fid = FidelityMeter()
         self.predictions: list = []
-        det = dataset.annotations
-        self.warnings = [
-            f"{n} x {kind} (e.g. {det.examples[kind]})" for kind, n in det.problems.items()
-        ]
+        self.warnings = dataset.annotations.warnings()
 
     @staticmethod
     def has_truth(dataset) -> bool:
@@ -189,4 +188,69 @@ class Detection:
         return metrics, agreement, (self.fid.result() if with_reference else None)
 
 
-ADAPTERS = {"classification": Classification, "ocr-rec": OcrRecognition, "detection": Detection}
+class Segmentation:
+    """mIoU, pixel accuracy and IoU per class at each original mask's size; with a reference,
+    the share of pixels labelled alike (at the model's output size) and per-pixel score fidelity."""
+
+    truth = "no masks (JPEGImages/ + SegmentationClass/, or images/ + masks/)"
+
+    @staticmethod
+    def open(data):
+        from qvision.data.segmentation import open_segmentation
+
+        return open_segmentation(data)
+
+    def __init__(self, metadata, names, source, keep=False, dataset=None, preprocess=None, **_):
+        masks = dataset.annotations
+        self.meter = ConfusionMeter(ignore_index=masks.ignore_index)
+        self.names = masks.classes or names
+        self.preprocess, self.problems = preprocess, masks
+        self.agree = self.pixels = 0
+        self.fid = FidelityMeter()
+        self.predictions: list = []
+
+    @staticmethod
+    def has_truth(dataset) -> bool:
+        return all(s.mask is not None for s in dataset.samples)
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.problems.warnings()
+
+    def update(self, outs: list[np.ndarray], samples, refs: list | None) -> None:
+        from qvision.data.images import load_mask
+
+        labels = label_maps(outs[0])
+        for lab, sample in zip(labels, samples, strict=True):
+            try:
+                truth = load_mask(sample.mask)
+            except QVisionError as exc:
+                self.problems.note("unreadable mask", f"{sample.mask.name}: {exc.problem}")
+                continue
+            h, w = truth.shape
+            self.meter.update(mask_to_original(lab, self.preprocess, w, h), truth)
+        if refs is not None:
+            ref = label_maps(refs[0])
+            self.agree += int((ref == labels).sum())
+            self.pixels += labels.size
+            if (
+                outs[0].ndim == 4 and outs[0].shape[1] > 1
+            ):  # scores: sample pixels, about 4k an image
+                hw = outs[0].shape[2] * outs[0].shape[3]
+                step = max(1, int(np.sqrt(hw / 4096)))
+                o, r = (x[:, :, ::step, ::step].transpose(0, 2, 3, 1) for x in (outs[0], refs[0]))
+                self.fid.update(*_per_step(o, r))
+
+    def result(self, with_reference: bool):
+        metrics = self.meter.result(self.names)
+        agreement = self.agree / self.pixels if self.pixels else None
+        fidelity = self.fid.result() if with_reference and self.fid.n else None
+        return metrics, agreement, fidelity
+
+
+ADAPTERS = {
+    "classification": Classification,
+    "ocr-rec": OcrRecognition,
+    "detection": Detection,
+    "segmentation": Segmentation,
+}
