@@ -74,6 +74,39 @@ def tiny_classifier(
     return path
 
 
+def constant_model(
+    path: Path, const: np.ndarray, size: int, preprocess: Preprocess, metadata: dict | None = None
+) -> Path:
+    """A model that ignores its input (through a zero MatMul, so it still has quantizable
+    ops) and outputs ``const`` with a batch axis: known outputs for task adapters."""
+    shape = list(const.shape)
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["input"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("MatMul", ["f", "zero"], ["z"]),
+        helper.make_node("Add", ["z", "const"], ["flat"]),
+        helper.make_node("Reshape", ["flat", "shape"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "constant",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", *shape])],
+        [
+            numpy_helper.from_array(np.zeros((3, const.size), np.float32), "zero"),
+            numpy_helper.from_array(const.astype(np.float32).ravel(), "const"),
+            numpy_helper.from_array(np.array([-1, *shape], np.int64), "shape"),
+        ],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    m.metadata_props.add(key=METADATA_KEY, value=preprocess.to_json())
+    for k, v in (metadata or {}).items():
+        m.metadata_props.add(key=k, value=v)
+    onnx.save(m, str(path))
+    return path
+
+
 @pytest.fixture
 def tiny_model(tmp_path) -> Path:
     return tiny_classifier(tmp_path / "tiny.onnx")

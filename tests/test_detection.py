@@ -5,19 +5,17 @@ import json
 import shutil
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from qvision import api
 from qvision.data.coco import open_detection
-from qvision.data.preprocess import METADATA_KEY, Preprocess
+from qvision.data.preprocess import Preprocess
 from qvision.errors import QVisionError
 from qvision.tasks.detection import METADATA_KEY as DET_KEY
 from qvision.tasks.detection import coco_map, nms
 
-from conftest import SKIMAGE
+from conftest import SKIMAGE, constant_model
 
 SIZE = 64
 PRE = Preprocess(resize=(SIZE, SIZE), resize_mode="letterbox", crop=None)
@@ -34,34 +32,8 @@ BOXES = np.array(
 
 
 def constant_detector(path):
-    a, k = BOXES.shape
-    nodes = [
-        helper.make_node("GlobalAveragePool", ["input"], ["g"]),
-        helper.make_node("Flatten", ["g"], ["f"]),
-        helper.make_node("MatMul", ["f", "zero"], ["z"]),
-        helper.make_node("Add", ["z", "const"], ["flat"]),
-        helper.make_node("Reshape", ["flat", "shape"], ["out"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "det",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", a, k])],
-        [
-            numpy_helper.from_array(np.zeros((3, a * k), np.float32), "zero"),
-            numpy_helper.from_array(BOXES.ravel(), "const"),
-            numpy_helper.from_array(np.array([-1, a, k], np.int64), "shape"),
-        ],
-    )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    m.metadata_props.add(key=METADATA_KEY, value=PRE.to_json())
-    m.metadata_props.add(
-        key=DET_KEY,
-        value=json.dumps({"layout": "yolo", "category_ids": [1, 2], "transposed": False}),
-    )
-    onnx.save(m, str(path))
-    return path
+    spec = {"layout": "yolo", "category_ids": [1, 2], "transposed": False}
+    return constant_model(path, BOXES, SIZE, PRE, {DET_KEY: json.dumps(spec)})
 
 
 def _gt_box(cx, cy, w, h, r):

@@ -2,7 +2,6 @@
 through the preprocessing, VOC-layout datasets with bad pairs counted, and a tiny ONNX
 "bright pixel" segmenter evaluated FP32 and INT8 on real photos."""
 
-
 import numpy as np
 import onnx
 import pytest

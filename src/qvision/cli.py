@@ -361,11 +361,14 @@ def eval_cmd(
         help=(
             "Image folder: class sub-folders for labels, or flat; labels.txt for ocr-rec; "
             "annotations.json (COCO) or names.txt + labels/ (YOLO) for detection; "
-            "JPEGImages/ + SegmentationClass/ (VOC) or images/ + masks/ for segmentation."
+            "JPEGImages/ + SegmentationClass/ (VOC) or images/ + masks/ for segmentation; "
+            "labels.txt with PaddleOCR regions for ocr-det."
         ),
     ),
     task: str = typer.Option(
-        "classification", "--task", help="classification | ocr-rec | detection | segmentation."
+        "classification",
+        "--task",
+        help="classification | detection | segmentation | ocr-rec | ocr-det.",
     ),
     decoder: str | None = typer.Option(
         None,
@@ -608,19 +611,20 @@ def data_manifest(
 @data_app.command("synth-text")
 def data_synth_text(
     output: Path = typer.Option(..., "-o", "--output", help="New folder to write."),
-    kind: str = typer.Option("lines", "--kind", help="lines (OCR recognition)."),
+    kind: str = typer.Option(
+        "lines", "--kind", help="lines (OCR recognition) | pages (OCR detection)."
+    ),
     count: int = typer.Option(100, "--count", min=1, help="Number of images."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same images."),
 ):
-    """Render text-line images with exact labels (images/*.png + labels.txt)."""
-    from qvision.data.synth_text import synth_lines
+    """Render text images with exact labels (images/*.png + labels.txt)."""
+    from qvision.data.synth_text import synth_lines, synth_pages
 
-    if kind != "lines":
-        raise QVisionError(
-            f"--kind {kind}: only 'lines' is available so far (pages come with OCR detection)"
-        )
-    rows = synth_lines(output, count, seed)
-    out.print(f"wrote {len(rows)} lines with labels to {output}")
+    makers = {"lines": synth_lines, "pages": synth_pages}
+    if kind not in makers:
+        raise QVisionError(f"--kind {kind}: choose lines or pages")
+    rows = makers[kind](output, count, seed)
+    out.print(f"wrote {len(rows)} {kind} with labels to {output}")
 
 
 @app.command("demo")

@@ -125,30 +125,35 @@ TEXT_LABELS = "labels.txt"
 
 
 def text_lines(root: str | Path) -> Dataset:
-    """OCR recognition layout: ``root/labels.txt`` lists ``relative/path<TAB>text``.
+    """OCR recognition layout: ``root/labels.txt`` lists ``relative/path<TAB>text``."""
+    root = _existing_dir(root)
+    samples = [Sample(file, text=text) for _, file, text in label_lines(root, "text")]
+    if not samples:
+        raise QVisionError("no labelled lines", root / TEXT_LABELS)
+    return Dataset(root, samples)
+
+
+def label_lines(root: Path, what: str) -> Iterator[tuple[int, Path, str]]:
+    """(line number, image path, rest) for each ``relative/path<TAB>rest`` line of labels.txt.
 
     Paths must stay inside ``root``; a listed file that does not exist is an error naming
-    the line, so a mistyped label file never silently shrinks the set.
-    """
-    root = _existing_dir(root)
+    the line, so a mistyped label file never silently shrinks the set."""
     path = root / TEXT_LABELS
-    samples = []
+    if not path.is_file():
+        raise QVisionError(f"no {TEXT_LABELS}", root)
     base = root.resolve()
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        rel, tab, text = line.partition("\t")
+        rel, tab, rest = line.partition("\t")
         if not tab:
-            raise QVisionError(f"line {n} has no TAB between path and text", path)
+            raise QVisionError(f"line {n} has no TAB between path and {what}", path)
         file = (root / rel).resolve()
         if base not in file.parents:
             raise QVisionError(f"line {n} points outside the dataset folder: {rel}", path)
         if not file.is_file():
             raise QVisionError(f"line {n}: image not found: {rel}", path)
-        samples.append(Sample(root / rel, text=text))
-    if not samples:
-        raise QVisionError("no labelled lines", path)
-    return Dataset(root, samples)
+        yield n, root / rel, rest
 
 
 def open_dataset(root: str | Path, labels: bool | None = None) -> Dataset:

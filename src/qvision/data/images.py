@@ -53,6 +53,19 @@ def load_image(path: str | Path, mode: str = "RGB", max_pixels: int = MAX_PIXELS
     )
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """Width and height as ``load_image`` returns the picture (EXIF rotation applied),
+    from the header alone."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # orientation tag
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise QVisionError(f"not a readable image ({exc})", path) from None
+    return (h, w) if rotated else (w, h)
+
+
 def load_mask(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A class-index mask (palette or grayscale PNG, VOC style) as an int32 [H, W] array.
 

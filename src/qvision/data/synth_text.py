@@ -1,13 +1,24 @@
-"""Synthetic text-line images with exact labels, rendered with Pillow's built-in font.
+"""Synthetic text images with exact labels, rendered with Pillow's built-in font.
 
-Deterministic by seed: line i draws from its own generator seeded with (seed, i), so any
+Deterministic by seed: image i draws from its own generator seeded with (seed, i), so any
 subset can be regenerated. Variation: font size, letter spacing, ink/background contrast,
-background gradient, blur and pixel noise. Output is the OCR recognition layout that
-``qvision eval --task ocr-rec`` reads: ``images/*.png`` and ``labels.txt`` with one
-``relative/path<TAB>text`` per line.
+background gradient, blur and pixel noise.
+
+- ``lines`` (OCR recognition): one cropped line per image; ``labels.txt`` holds
+  ``relative/path<TAB>text``, as ``qvision eval --task ocr-rec`` reads.
+- ``pages`` (OCR detection): several horizontal lines placed apart on a page, plus a few
+  non-text strokes; ``labels.txt`` holds ``relative/path<TAB>JSON`` with PaddleOCR's
+  detection label format, ``[{"transcription": ..., "points": [[x, y] x 4]}]`` (the ink box
+  of each line grown by 3 pixels), as ``qvision eval --task ocr-det`` reads.
 """
 
 from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -76,6 +87,7 @@ WORDS = [
     "open",
 ]
 LABELS = "labels.txt"
+PAD = 3  # pixels around the ink of a page's text line in its ground-truth box
 
 
 def _text(rng: np.random.Generator) -> str:
@@ -123,13 +135,67 @@ def render_line(text: str, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def synth_lines(out_dir, count: int, seed: int) -> list[tuple[str, str]]:
-    """Write ``count`` line images and labels.txt into the new folder ``out_dir``
-    (built beside it and renamed, so a failure leaves nothing half-written)."""
-    import shutil
-    import tempfile
-    from pathlib import Path
+def _page_colours(rng: np.random.Generator) -> tuple[int, int]:
+    paper = int(rng.integers(150, 256))
+    ink = int(rng.integers(0, paper - 89))
+    return (paper, ink) if rng.random() >= 0.2 else (ink, paper)
 
+
+def render_page(
+    rng: np.random.Generator, width: int = 640, height: int = 480
+) -> tuple[Image.Image, list[dict]]:
+    """A page with 2-8 non-overlapping text lines and up to 3 strokes; PaddleOCR-style regions."""
+    paper, ink = _page_colours(rng)
+    grad = np.linspace(0, float(rng.uniform(-40, 40)), height)[:, None]
+    bg = np.clip(paper + grad + np.zeros((1, width)), 0, 255).astype(np.uint8)
+    img = Image.fromarray(np.stack([bg] * 3, axis=-1))
+    draw = ImageDraw.Draw(img)
+    taken: list[tuple[float, float, float, float]] = []
+
+    def free(box, margin):
+        x0, y0, x1, y1 = box
+        return all(
+            x1 + margin < a or b + margin < x0 or y1 + margin < c or d + margin < y0
+            for a, c, b, d in taken
+        )
+
+    regions = []
+    for _ in range(int(rng.integers(2, 9))):
+        text = _text(rng)
+        font = ImageFont.load_default(size=int(rng.integers(16, 41)))
+        for _try in range(30):
+            x, y = float(rng.uniform(4, width - 4)), float(rng.uniform(4, height - 4))
+            box = draw.textbbox((x, y), text, font=font)
+            inside = box[2] <= width - 4 and box[3] <= height - 4
+            if inside and free(box, 12):
+                draw.text((x, y), text, font=font, fill=(ink, ink, ink))
+                taken.append(box)
+                # annotators draw a little outside the ink; a tight box makes small words
+                # hinge on a pixel or two of IoU
+                x0, y0 = max(0, int(box[0]) - PAD), max(0, int(box[1]) - PAD)
+                x1, y1 = min(width, int(box[2]) + PAD), min(height, int(box[3]) + PAD)
+                regions.append(
+                    {"transcription": text, "points": [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]}
+                )
+                break
+    for _ in range(int(rng.integers(0, 4))):  # strokes: rules and boxes, not text
+        x0, y0 = float(rng.uniform(0, width - 40)), float(rng.uniform(0, height - 40))
+        box = (x0, y0, x0 + float(rng.uniform(30, 200)), y0 + float(rng.uniform(2, 60)))
+        if free(box, 8):
+            tone = int((paper + ink) / 2)
+            draw.rectangle(box, outline=(tone,) * 3, width=int(rng.integers(1, 4)))
+            taken.append(box)
+    blur = float(rng.uniform(0, 1.0))
+    if blur > 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(blur))
+    noise = rng.normal(0, float(rng.uniform(0, 6)), (height, width, 1))
+    arr = np.clip(np.asarray(img, np.float32) + noise, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr), regions
+
+
+def _write_set(out_dir, count: int, make: Callable[[int, Path], tuple[str, str]]) -> list:
+    """Build ``count`` rows with ``make(i, folder)`` beside ``out_dir``, write labels.txt and
+    rename into place, so a failure leaves nothing half-written."""
     from qvision.errors import QVisionError
 
     root = Path(out_dir)
@@ -141,13 +207,7 @@ def synth_lines(out_dir, count: int, seed: int) -> list[tuple[str, str]]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
         (tmp / "images").mkdir()
-        rows = []
-        for i in range(count):
-            rng = np.random.default_rng([seed, i])
-            text = _text(rng)
-            rel = f"images/line_{i:05d}.png"
-            render_line(text, rng).save(tmp / rel)
-            rows.append((rel, text))
+        rows = [make(i, tmp) for i in range(count)]
         (tmp / LABELS).write_text("".join(f"{p}\t{t}\n" for p, t in rows), encoding="utf-8")
         if root.exists():
             root.rmdir()
@@ -156,3 +216,30 @@ def synth_lines(out_dir, count: int, seed: int) -> list[tuple[str, str]]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return rows
+
+
+def synth_lines(out_dir, count: int, seed: int) -> list[tuple[str, str]]:
+    """``count`` line images and labels.txt in the new folder ``out_dir``."""
+
+    def make(i: int, folder: Path) -> tuple[str, str]:
+        rng = np.random.default_rng([seed, i])
+        text = _text(rng)
+        rel = f"images/line_{i:05d}.png"
+        render_line(text, rng).save(folder / rel)
+        return rel, text
+
+    return _write_set(out_dir, count, make)
+
+
+def synth_pages(
+    out_dir, count: int, seed: int, width: int = 640, height: int = 480
+) -> list[tuple[str, str]]:
+    """``count`` pages and labels.txt (PaddleOCR detection labels) in the new folder ``out_dir``."""
+
+    def make(i: int, folder: Path) -> tuple[str, str]:
+        img, regions = render_page(np.random.default_rng([seed, i]), width, height)
+        rel = f"images/page_{i:05d}.png"
+        img.save(folder / rel)
+        return rel, json.dumps(regions, ensure_ascii=False)
+
+    return _write_set(out_dir, count, make)

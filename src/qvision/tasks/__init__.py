@@ -2,11 +2,7 @@
 
 from qvision.tasks.classification import FidelityMeter, TopKMeter, as_logits
 
-TASKS = (
-    "classification",
-    "ocr-rec",
-    "detection",
-    "segmentation",
-)  # keys of tasks.adapters.ADAPTERS
+# keys of tasks.adapters.ADAPTERS
+TASKS = ("classification", "detection", "segmentation", "ocr-rec", "ocr-det")
 
 __all__ = ["TASKS", "FidelityMeter", "TopKMeter", "as_logits"]

@@ -11,9 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from qvision.errors import QVisionError
+from qvision.tasks import ocr_det
 from qvision.tasks.classification import FidelityMeter, TopKMeter, as_logits
 from qvision.tasks.detection import DecodeSpec, box_agreement, coco_map, decode, to_original
 from qvision.tasks.ocr import TextMeter, alphabet, ctc_greedy
+from qvision.tasks.ocr_det import DbSpec, HmeanMeter, db_boxes
 from qvision.tasks.segmentation import ConfusionMeter, label_maps
 from qvision.tasks.segmentation import to_original as mask_to_original
 
@@ -248,9 +250,73 @@ class Segmentation:
         return metrics, agreement, fidelity
 
 
+class OcrDetection:
+    """Precision, recall and hmean (IoU 0.5, ICDAR style) of DB boxes mapped back to each
+    original image; with a reference, the hmean of the model's boxes against the
+    reference's (agreement) and per-image probability-map fidelity."""
+
+    truth = "no labels.txt with PaddleOCR detection regions"
+
+    @staticmethod
+    def open(data):
+        from qvision.data.text_regions import open_text_regions
+
+        return open_text_regions(data)
+
+    def __init__(
+        self, metadata, names, source, keep=False, dataset=None, preprocess=None, decoder=None, **_
+    ):
+        self.spec = DbSpec.from_options(decoder)
+        self.preprocess, self.regions = preprocess, dataset.annotations
+        self.hw = preprocess.output_hw()
+        self.meter, self.agree = HmeanMeter(), HmeanMeter()
+        self.fid = FidelityMeter()
+        self.predictions: list = []
+
+    @staticmethod
+    def has_truth(dataset) -> bool:
+        return bool(getattr(dataset, "annotations", None))
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.regions.warnings()
+
+    def _boxes(self, prob: np.ndarray, sample) -> np.ndarray:
+        from qvision.data.images import image_size
+
+        boxes, _ = db_boxes(prob, self.spec)
+        if self.hw is not None:  # maps smaller than the input (strided heads)
+            sy, sx = self.hw[0] / prob.shape[0], self.hw[1] / prob.shape[1]
+            boxes = boxes * np.array([sx, sy, sx, sy])
+        w, h = image_size(sample.path)
+        return to_original(boxes, self.preprocess, w, h)
+
+    def update(self, outs: list[np.ndarray], samples, refs: list | None) -> None:
+        maps = ocr_det.prob_maps(outs[0])
+        ref_maps = None if refs is None else ocr_det.prob_maps(refs[0])
+        for i, sample in enumerate(samples):
+            boxes = self._boxes(maps[i], sample)
+            self.meter.update(self.regions.regions[sample.image_id], boxes)
+            if ref_maps is not None:
+                ref = self._boxes(ref_maps[i], sample)
+                self.agree.update([(ocr_det.rect_polygon(b), False) for b in ref], boxes)
+        if ref_maps is not None:
+            step = max(1, int(np.sqrt(maps[0].size / 4096)))
+            self.fid.update(
+                maps[:, ::step, ::step].reshape(len(maps), -1).astype(np.float64),
+                ref_maps[:, ::step, ::step].reshape(len(maps), -1).astype(np.float64),
+            )
+
+    def result(self, with_reference: bool):
+        metrics = self.meter.result() if self.meter.truths else {}
+        agreement = self.agree.result()["hmean"] if with_reference else None
+        return metrics, agreement, (self.fid.result() if with_reference else None)
+
+
 ADAPTERS = {
     "classification": Classification,
     "ocr-rec": OcrRecognition,
     "detection": Detection,
     "segmentation": Segmentation,
+    "ocr-det": OcrDetection,
 }
