@@ -108,6 +108,38 @@ def op_zoo(seed: int = 1) -> onnx.ModelProto:
     return _model(nodes, inits, None, outputs=outputs)
 
 
+def lcnet_block(seed: int = 2, spelled: bool = True) -> onnx.ModelProto:
+    """PP-LCNet style: Conv, a scalar affine (Mul, Add), HardSwish (float on ONNX Runtime
+    CPU; ``spelled`` as x * clip(x + 3, 0, 6) / 6, as Paddle exports it), then a Conv."""
+    r = np.random.default_rng(seed)
+    f = np.float32
+    inits = {
+        "w1": (r.standard_normal((8, 3, 3, 3)) * 0.4).astype(f),
+        "b1": (r.standard_normal(8) * 0.1).astype(f),
+        "a": np.array([1.3], f),
+        "c": np.array([-0.2], f),
+        "three": np.array(3.0, f),
+        "zero": np.array(0.0, f),
+        "six": np.array(6.0, f),
+        "w2": (r.standard_normal((4, 8, 1, 1)) * 0.4).astype(f),
+    }
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Mul", ["a", "c1"], ["m1"], name="scale"),
+        helper.make_node("Add", ["m1", "c"], ["y"], name="shift"),
+        helper.make_node("Add", ["y", "three"], ["y3"], name="hs_add"),
+        helper.make_node("Clip", ["y3", "zero", "six"], ["yc"], name="hs_clip"),
+        helper.make_node("Mul", ["y", "yc"], ["ym"], name="hs_mul"),
+        helper.make_node("Div", ["ym", "six"], ["h"], name="hs_div"),
+        helper.make_node("Conv", ["h", "w2"], ["out"], name="conv2"),
+    ]
+    if not spelled:
+        nodes[3:7] = [helper.make_node("HardSwish", ["y"], ["h"], name="hardswish")]
+        for k in ("three", "zero", "six"):
+            del inits[k]
+    return _model(nodes, inits, ["N", 4, 16, 16])
+
+
 def plan_context(model, flat_dir, weight_bits):
     """An algorithm Context over a min-max plan with ``weight_bits`` weights (VNNI grids)."""
     from qvision.algorithms import Context

@@ -18,7 +18,7 @@ from qvision.qmath import dequantize, fake_quantize, quantize_bias
 from qvision.targets import TARGETS, detect
 
 from conftest import run_cli
-from qdq_models import PRE16, mobile_block, op_zoo
+from qdq_models import PRE16, lcnet_block, mobile_block, op_zoo
 
 
 @pytest.fixture
@@ -145,6 +145,76 @@ def test_every_op_in_the_table_is_written_and_fused(tmp_path, calib_dir):
         "QGemm",
     ):
         assert ops[fused] >= 1, (fused, ops)
+
+
+@pytest.mark.parametrize("spelled", [True, False])
+def test_conv_before_float_ops_still_runs_integer(tmp_path, calib_dir, spelled):
+    """The scalar affine folds into conv1 and the spelled-out HardSwish becomes one op
+    (both exact), and conv1's output gets a Q so ONNX Runtime runs it as QLinearConv
+    although HardSwish, which reads it, stays float."""
+    from qvision.model.rewrite import prepare_for_quantization
+
+    model = lcnet_block(spelled=spelled)
+    prepared = prepare_for_quantization(model)
+    assert [n.op_type for n in prepared.graph.node] == ["Conv", "HardSwish", "Conv"]
+    x = _inputs(calib_dir)
+    src, folded = _save(model, tmp_path / "m.onnx"), _save(prepared, tmp_path / "f.onnx")
+    np.testing.assert_allclose(_ort(folded, x)[0], _ort(src, x)[0], rtol=1e-5, atol=1e-5)
+    out = tmp_path / "q.onnx"
+    api.quantize(src, out, calib_dir, method="minmax")
+    f, q = _ort(src, x)[0], _ort(out, x, optimized=tmp_path / "opt.onnx")[0]
+    assert np.abs(q - f).max() < 0.1 * np.abs(f).max()
+    ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
+    assert ops["QLinearConv"] == 1 and ops["Conv"] == 1, ops  # conv2 makes the float output
+
+
+def test_only_per_channel_affines_fold_into_convs(tmp_path, calib_dir):
+    from onnx import numpy_helper
+
+    from qvision.model.rewrite import fold_conv_affines
+
+    model = lcnet_block(spelled=False)
+    inits = {t.name: t for t in model.graph.initializer}
+    per_channel = np.linspace(0.5, 2, 8, dtype=np.float32).reshape(1, 8, 1, 1)
+    inits["a"].CopyFrom(numpy_helper.from_array(per_channel, "a"))
+    spatial = np.linspace(-1, 1, 256, dtype=np.float32).reshape(1, 1, 16, 16)
+    inits["c"].CopyFrom(numpy_helper.from_array(spatial, "c"))  # varies over H, W: stays
+    x = _inputs(calib_dir)
+    before = _ort(model.SerializeToString(), x)[0]
+    stats = {"c1": (np.zeros(8, np.float32), np.ones(8, np.float32))}
+    assert fold_conv_affines(model, stats) == 1
+    assert [n.op_type for n in model.graph.node] == ["Conv", "Add", "HardSwish", "Conv"]
+    np.testing.assert_allclose(_ort(model.SerializeToString(), x)[0], before, rtol=1e-5, atol=1e-5)
+    (name,) = stats  # the statistics moved to the folded output, scaled per channel
+    assert name == "m1" and np.allclose(stats[name][1], per_channel.ravel())
+
+
+@pytest.mark.parametrize("pads", [0, 1])
+def test_affine_folds_into_the_next_conv_only_without_padding(calib_dir, pads):
+    from onnx import helper
+
+    from qvision.model.rewrite import fold_affines_into_next_conv
+
+    from qdq_models import _model
+
+    r = np.random.default_rng(3)
+    inits = {
+        "a": r.uniform(0.5, 2, (1, 3, 1, 1)).astype(np.float32),
+        "c": r.uniform(-1, 1, (1, 3, 1, 1)).astype(np.float32),
+        "w": r.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        "b": r.standard_normal(4).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Mul", ["input", "a"], ["m"], name="scale"),
+        helper.make_node("Add", ["m", "c"], ["y"], name="shift"),
+        helper.make_node("Conv", ["y", "w", "b"], ["out"], pads=[pads] * 4, name="conv"),
+    ]
+    model = _model(nodes, inits, ["N", 4, 14 + 2 * pads, 14 + 2 * pads])
+    x = _inputs(calib_dir)
+    before = _ort(model.SerializeToString(), x)[0]
+    assert fold_affines_into_next_conv(model) == (1 - pads)  # padding would see c, not 0
+    assert len(model.graph.node) == (1 if not pads else 3)
+    np.testing.assert_allclose(_ort(model.SerializeToString(), x)[0], before, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("target", ["tensorrt", "openvino"])

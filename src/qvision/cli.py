@@ -284,8 +284,9 @@ def quantize_cmd(
         for k, v in fp32.metrics.items():
             q = int8.metrics[k]
             table.add_row(k, _pct(v), _pct(q), f"{100 * (q - v):+.2f} pts")
+        if int8.agreement is not None:
+            table.add_row(_agreement_label(task), "", _pct(int8.agreement), "")
         if int8.fidelity:
-            table.add_row("top-1 agreement", "", _pct(int8.fidelity.top1_agreement), "")
             table.add_row(
                 "SQNR",
                 "",
@@ -295,6 +296,12 @@ def quantize_cmd(
         out.print(table)
         result = QuantizeEvalResult(quantize=res, fp32=fp32, int8=int8)
     _save_json(result, json_out, [*inputs, output])
+
+
+def _agreement_label(task: str) -> str:
+    from qvision.tasks.adapters import ADAPTERS
+
+    return ADAPTERS[task].agreement if task in ADAPTERS else "agreement"
 
 
 @app.command("analyze")
@@ -416,9 +423,10 @@ def eval_cmd(
     table.add_column("value", justify="right")
     for k, v in res.metrics.items():
         table.add_row(k, _pct(v))
+    if res.agreement is not None:
+        table.add_row(_agreement_label(task), _pct(res.agreement))
     if res.fidelity:
         f = res.fidelity
-        table.add_row("top-1 agreement", _pct(f.top1_agreement))
         table.add_row("cosine", f"{f.cosine:.5f}")
         table.add_row("SQNR", "identical" if f.sqnr_db is None else f"{f.sqnr_db:.2f} dB")
         table.add_row("KL divergence", f"{f.kl_div:.5f}")

@@ -30,6 +30,9 @@ _ACTIVATION_INPUTS = {
     "concat": None,  # all inputs
 }
 WEIGHT_INPUT = {"conv": 1, "gemm": 1, "matmul": 1}
+# Kinds whose ONNX Runtime integer kernel needs its output quantized (QLinearConv,
+# QLinearGlobalAveragePool, QLinearSigmoid...); see quantized_outputs.
+OUTPUT_Q_KINDS = ("conv", "pool", "unary")
 
 
 def node_attr(node: onnx.NodeProto, name: str, default=None):
@@ -176,7 +179,8 @@ def decide_nodes(
 
 
 def activation_tensors(model: onnx.ModelProto, decisions: dict[str, NodePlan]) -> list[str]:
-    """Tensors that need a Q/DQ pair: activation inputs of quantized nodes."""
+    """Tensors that need a Q/DQ pair: activation inputs of quantized nodes, and outputs of
+    quantized nodes read by float ones (see ``quantized_outputs``)."""
     view = GraphView(model)
     out: list[str] = []
     for node in model.graph.node:
@@ -192,6 +196,38 @@ def activation_tensors(model: onnx.ModelProto, decisions: dict[str, NodePlan]) -
         for t in names:
             if t and not view.is_constant(t) and t not in out:
                 out.append(t)
+    return out + [t for t in quantized_outputs(model, decisions) if t not in out]
+
+
+def quantized_outputs(model: onnx.ModelProto, decisions: dict[str, NodePlan]) -> list[str]:
+    """Outputs of quantized nodes (after any folded Relu/Clip) that float nodes read.
+
+    ONNX Runtime fuses DQ -> op -> Q into an integer kernel only when the op's output is
+    quantized; without a Q there (a quantized Conv feeding a float HardSwish) the Conv
+    runs in float on dequantized weights, slower than the float model. So such outputs
+    get a Q/DQ pair too, and the float readers read its DQ. Graph outputs stay exact.
+    Add/Mul and MatMul are left alone: their float versions cost about as much as the
+    integer ones plus a Q, and PP-OCR's recognizer lost half its exactly-read lines when
+    residual sums feeding LayerNorm were rounded to 8 bits."""
+    view = GraphView(model)
+    graph_outputs = {o.name for o in model.graph.output}
+    out = []
+    for node in model.graph.node:
+        d = decisions.get(node.name)
+        if d is None or d.action != "quantize" or d.kind not in OUTPUT_Q_KINDS:
+            continue
+        t = node.output[0]
+        readers = view.consumers.get(t, [])
+        while len(readers) == 1 and decisions[readers[0].name].action == "fold":
+            t = readers[0].output[0]
+            readers = view.consumers.get(t, [])
+        floats = [r for r in readers if decisions[r.name].action == "float"]
+        if (
+            floats
+            and t not in graph_outputs
+            and view.elem_type(t) in (None, onnx.TensorProto.FLOAT)
+        ):
+            out.append(t)
     return out
 
 

@@ -99,18 +99,85 @@ def prepare_for_quantization(
 ) -> onnx.ModelProto:
     """A copy with unique node names and quantization-friendly patterns, shapes re-inferred.
 
-    BatchNormalization after Conv is folded; its statistics go into ``bn_stats`` if given.
+    BatchNormalization after Conv is folded, then constant Mul/Add after Conv (or before a
+    Conv without padding); the BN statistics go into ``bn_stats`` if given. HardSwish
+    spelled as x * clip(x + 3, 0, 6) / 6 becomes one HardSwish (opset raised to 14).
     """
     m = onnx.ModelProto()
     m.CopyFrom(model)
     name_nodes(m)
     stats = fold_batch_norms(m)
+    affines = fold_conv_affines(m, stats) + fold_affines_into_next_conv(m)
     if bn_stats is not None:
         bn_stats.update(stats)
-    if reduce_mean_to_global_pool(m) or stats:
+    swishes = 0
+    if hardswish_chains(m, dry_run=True):
+        m = _with_opset(m, 14)  # before the rewrite: the converter has no HardSwish-13
+        swishes = hardswish_chains(m)
+    if reduce_mean_to_global_pool(m) or stats or affines or swishes:
         name_nodes(m)
         m = onnx.shape_inference.infer_shapes(m, strict_mode=False)
     return m
+
+
+def _channel_vector(value: np.ndarray | None, channels: int, rank: int) -> np.ndarray | None:
+    """A constant that broadcasts along axis 1 only (scalar, [1, C, 1, 1], [C, 1, 1]...) as [C]."""
+    if value is None or value.ndim > rank:
+        return None
+    shape = (1,) * (rank - value.ndim) + value.shape
+    if any(d != 1 for i, d in enumerate(shape) if i != 1) or shape[1] not in (1, channels):
+        return None
+    return np.broadcast_to(value.reshape(-1), (channels,)).astype(np.float64)
+
+
+def _foldable_conv(view: GraphView, tensor: str, inits: dict, uses: dict) -> onnx.NodeProto | None:
+    """The Conv producing ``tensor`` if it can absorb a per-channel affine: only one reader,
+    weight and bias initializers used by it alone."""
+    conv = view.producer.get(tensor)
+    if (
+        conv is None
+        or conv.op_type != "Conv"
+        or len(view.consumers.get(tensor, [])) != 1
+        or tensor in {o.name for o in view.model.graph.output}
+        or conv.input[1] not in inits
+        or uses.get(conv.input[1], 0) != 1
+    ):
+        return None
+    if (
+        len(conv.input) > 2
+        and conv.input[2]
+        and (conv.input[2] not in inits or uses[conv.input[2]] != 1)
+    ):
+        return None
+    return conv
+
+
+def _fold_into(model, conv, inits, k: np.ndarray, c: np.ndarray, output: str, tag: str) -> None:
+    """Conv output y becomes k * y + c per channel: W <- k W, b <- k b + c."""
+    w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
+    b = (
+        numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
+        if len(conv.input) > 2 and conv.input[2]
+        else np.zeros(w.shape[0])
+    )
+    w_name, b_name = f"{conv.name}__w_{tag}", f"{conv.name}__b_{tag}"
+    for name, value in ((w_name, w * k.reshape(-1, *[1] * (w.ndim - 1))), (b_name, b * k + c)):
+        t = numpy_helper.from_array(value.astype(np.float32), name)
+        model.graph.initializer.append(t)
+        inits[name] = t
+    del conv.input[1:]
+    conv.input.extend([w_name, b_name])
+    conv.output[0] = output
+
+
+def _drop(model: onnx.ModelProto, removed: set[str]) -> None:
+    """Remove nodes by name (the rewrites run after ``name_nodes``) and orphaned weights."""
+    keep = [n for n in model.graph.node if n.name not in removed]
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    used = {i for n in model.graph.node for i in n.input}
+    for t in [t for t in model.graph.initializer if t.name not in used]:
+        model.graph.initializer.remove(t)
 
 
 def fold_batch_norms(model: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -122,60 +189,244 @@ def fold_batch_norms(model: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.n
     """
     view = GraphView(model)
     inits = {t.name: t for t in model.graph.initializer}
-    uses: dict[str, int] = {}
-    for node in model.graph.node:
-        for i in node.input:
-            uses[i] = uses.get(i, 0) + 1
+    uses = _uses(model)
     stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     removed: set[str] = set()
     for bn in list(model.graph.node):
         if bn.op_type != "BatchNormalization" or any(o for o in bn.output[1:]):
             continue
-        conv = view.producer.get(bn.input[0])
+        conv = _foldable_conv(view, bn.input[0], inits, uses)
         params = [view.weight(n) for n in bn.input[1:5]]
-        if (
-            conv is None
-            or conv.op_type != "Conv"
-            or len(view.consumers.get(bn.input[0], [])) != 1
-            or any(p is None for p in params)
-            or conv.input[1] not in inits
-            or uses.get(conv.input[1], 0) != 1
-            or (
-                len(conv.input) > 2
-                and conv.input[2]
-                and (conv.input[2] not in inits or uses[conv.input[2]] != 1)
-            )
-        ):
+        if conv is None or any(p is None for p in params):
             continue
         gamma, beta, mean, var = (np.asarray(p, np.float64) for p in params)
         eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
         k = gamma / np.sqrt(var + eps)
+        _fold_into(model, conv, inits, k, beta - mean * k, bn.output[0], "bn")
+        stats[bn.output[0]] = (beta.astype(np.float32), np.abs(gamma).astype(np.float32))
+        removed.add(bn.name)
+    if removed:
+        _drop(model, removed)
+    return stats
+
+
+def _uses(model: onnx.ModelProto) -> dict[str, int]:
+    uses: dict[str, int] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            uses[i] = uses.get(i, 0) + 1
+    return uses
+
+
+def fold_conv_affines(model: onnx.ModelProto, bn_stats: dict | None = None) -> int:
+    """Fold Mul/Add by per-channel or scalar constants that follow a Conv into its weights
+    and bias (PP-LCNet's learnable affine blocks, exporters' separate bias Adds). One
+    quantized Conv instead of a Conv and float element-wise ops the runtime cannot fuse.
+    Keeps ``bn_stats`` (the pre-activation's mean and std) in step. Returns how many."""
+    folded = 0
+    while True:
+        view = GraphView(model)
+        inits = {t.name: t for t in model.graph.initializer}
+        uses = _uses(model)
+        node = next((n for n in model.graph.node if _affine_of(n, view, inits, uses)), None)
+        if node is None:
+            return folded
+        x, k, c = _affine_of(node, view, inits, uses)
+        conv = view.producer[x]
+        _fold_into(model, conv, inits, k, c, node.output[0], f"{node.op_type.lower()}{folded}")
+        if bn_stats is not None and x in bn_stats:
+            mean, std = bn_stats.pop(x)
+            bn_stats[node.output[0]] = (
+                (mean * k + c).astype(np.float32),
+                (std * np.abs(k)).astype(np.float32),
+            )
+        _drop(model, {node.name})
+        folded += 1
+
+
+def _affine_of(node, view: GraphView, inits: dict, uses: dict):
+    """(conv output, k, c) when ``node`` is Conv-output * const or + const, foldable."""
+    if node.op_type not in ("Mul", "Add") or len(node.input) != 2:
+        return None
+    for x, const in (node.input, node.input[::-1]):
+        conv = _foldable_conv(view, x, inits, uses)
+        value = view.weight(const)
+        if conv is None or value is None:
+            continue
+        w = view.weight(conv.input[1])
+        channels = w.shape[0]
+        vec = _channel_vector(np.asarray(value, np.float64), channels, w.ndim)
+        if vec is None or view.is_constant(x):
+            continue
+        if node.op_type == "Mul":
+            return x, vec, np.zeros(channels)
+        return x, np.ones(channels), vec
+    return None
+
+
+def fold_affines_into_next_conv(model: onnx.ModelProto) -> int:
+    """Fold ``x * a + c`` (per-channel or scalar constants; either op alone too) into the
+    Conv that alone reads it, when that Conv pads nothing: W[:, i] <- a_i W[:, i],
+    b <- b + sum_i c_i W[:, i]. With padding the border would see c instead of zeros,
+    so those stay. Returns how many."""
+    folded = 0
+    while True:
+        view = GraphView(model)
+        inits = {t.name: t for t in model.graph.initializer}
+        uses = _uses(model)
+        found = next(
+            (f for n in model.graph.node if (f := _affine_before(n, view, inits, uses))), None
+        )
+        if found is None:
+            return folded
+        conv, x, a, c, removed = found
         w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
         b = (
             numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
             if len(conv.input) > 2 and conv.input[2]
-            else np.zeros_like(k)
+            else np.zeros(w.shape[0])
         )
-        w_name, b_name = f"{conv.name}__w_bn", f"{conv.name}__b_bn"
-        model.graph.initializer.append(
-            numpy_helper.from_array(
-                (w * k.reshape(-1, *[1] * (w.ndim - 1))).astype(np.float32), w_name
-            )
+        b = b + (w.sum(axis=tuple(range(2, w.ndim))) * c).sum(axis=1)
+        w = w * a.reshape(1, -1, *[1] * (w.ndim - 2))
+        tag = f"pre{folded}"
+        for name, value in ((f"{conv.name}__w_{tag}", w), (f"{conv.name}__b_{tag}", b)):
+            model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
+        del conv.input[:]
+        conv.input.extend([x, f"{conv.name}__w_{tag}", f"{conv.name}__b_{tag}"])
+        _drop(model, removed)
+        folded += 1
+
+
+def _affine_before(conv, view: GraphView, inits: dict, uses: dict):
+    """(conv, x, a, c, nodes to drop) when ``conv`` reads x * a + c and can absorb it."""
+    if (
+        conv.op_type != "Conv"
+        or int(_attr(conv, "group", 1)) != 1
+        or any(_attr(conv, "pads", [0]))
+        or _attr(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID")
+        or conv.input[1] not in inits
+        or uses.get(conv.input[1], 0) != 1
+        or (len(conv.input) > 2 and conv.input[2] and uses.get(conv.input[2], 0) != 1)
+    ):
+        return None
+    w = view.weight(conv.input[1])
+    channels, rank = w.shape[1], w.ndim
+    a, c = np.ones(channels), np.zeros(channels)
+    t, removed = conv.input[0], set()
+    graph_outputs = {o.name for o in view.model.graph.output}
+    for op in ("Add", "Mul"):  # walk back: the Add (if any) comes last
+        node = view.producer.get(t)
+        if (
+            node is None
+            or node.op_type != op
+            or len(view.consumers.get(t, [])) != 1
+            or t in graph_outputs
+        ):
+            continue
+        pair = [(i, view.weight(k)) for i, k in enumerate(node.input)]
+        consts = [(i, v) for i, v in pair if v is not None]
+        if len(consts) != 1:
+            continue
+        vec = _channel_vector(np.asarray(consts[0][1], np.float64), channels, rank)
+        if vec is None:
+            continue
+        if op == "Add":
+            c = vec
+        else:
+            a = vec
+        removed.add(node.name)
+        t = node.input[1 - consts[0][0]]
+    if not removed or view.is_constant(t):
+        return None
+    return conv, t, a, c, removed
+
+
+def _attr(node: onnx.NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _with_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if current >= version:
+        return model
+    from onnx import version_converter
+
+    return version_converter.convert_version(model, version)
+
+
+def _scalar(view: GraphView, name: str) -> float | None:
+    v = view.weight(name) if name else None
+    return (
+        float(np.asarray(v).reshape(-1)[0]) if v is not None and np.asarray(v).size == 1 else None
+    )
+
+
+def hardswish_chains(model: onnx.ModelProto, dry_run: bool = False) -> int:
+    """x * clip(x + 3, 0, 6) / 6 (Paddle's and some exporters' HardSwish: four float ops
+    that ONNX Runtime runs one by one) -> HardSwish(x), which needs opset 14. Returns how
+    many; ``dry_run`` only counts."""
+    view = GraphView(model)
+    graph_outputs = {o.name for o in model.graph.output}
+
+    def only(t: str, op: str) -> onnx.NodeProto | None:
+        readers = view.consumers.get(t, [])
+        if len(readers) == 1 and readers[0].op_type == op and t not in graph_outputs:
+            return readers[0]
+        return None
+
+    def is_sixth(node) -> str | None:  # the other input when node divides by 6 / multiplies by 1/6
+        for i, k in enumerate(node.input):
+            v = _scalar(view, k)
+            if v is not None and (
+                (node.op_type == "Div" and i == 1 and v == 6.0)
+                or (node.op_type == "Mul" and abs(v - 1 / 6) < 1e-7)
+            ):
+                return node.input[1 - i]
+        return None
+
+    removed: set[str] = set()
+    count = 0
+    for add in list(model.graph.node):
+        if add.op_type != "Add" or add.name in removed:
+            continue
+        x = next(
+            (add.input[1 - i] for i, k in enumerate(add.input) if _scalar(view, k) == 3.0), None
         )
-        model.graph.initializer.append(
-            numpy_helper.from_array(((b - mean) * k + beta).astype(np.float32), b_name)
-        )
-        del conv.input[1:]
-        conv.input.extend([w_name, b_name])
-        conv.output[0] = bn.output[0]
-        stats[bn.output[0]] = (beta.astype(np.float32), np.abs(gamma).astype(np.float32))
-        removed.add(bn.name)
+        clip = only(add.output[0], "Clip")
+        if x is None or clip is None:
+            continue
+        lo = _scalar(view, clip.input[1]) if len(clip.input) > 1 else _attr(clip, "min")
+        hi = _scalar(view, clip.input[2]) if len(clip.input) > 2 else _attr(clip, "max")
+        if (lo, hi) != (0.0, 6.0):
+            continue
+        chain = [add, clip]
+        nxt = view.consumers.get(clip.output[0], [])
+        if len(nxt) != 1 or clip.output[0] in graph_outputs:
+            continue
+        n1 = nxt[0]
+        if n1.op_type == "Mul" and x in n1.input and clip.output[0] in n1.input:  # (x * c) / 6
+            n2 = only(n1.output[0], "Div") or only(n1.output[0], "Mul")
+            if n2 is None or is_sixth(n2) != n1.output[0]:
+                continue
+        elif n1.op_type in ("Div", "Mul") and is_sixth(n1) == clip.output[0]:  # x * (c / 6)
+            n2 = only(n1.output[0], "Mul")
+            if n2 is None or set(n2.input) != {x, n1.output[0]}:
+                continue
+        else:
+            continue
+        chain += [n1, n2]
+        count += 1
+        if dry_run:
+            continue
+        out = n2.output[0]
+        for n in chain:
+            removed.add(n.name)
+        hs = onnx.helper.make_node("HardSwish", [x], [out], name=f"{add.name}__hardswish")
+        idx = list(model.graph.node).index(n2)
+        model.graph.node.insert(idx, hs)
     if removed:
-        keep = [n for n in model.graph.node if n.name not in removed]
-        del model.graph.node[:]
-        model.graph.node.extend(keep)
-        used = {i for n in model.graph.node for i in n.input}
-        unused = [t for t in model.graph.initializer if t.name not in used]
-        for t in unused:
-            model.graph.initializer.remove(t)
-    return stats
+        _drop(model, removed)
+    return count

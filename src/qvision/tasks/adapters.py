@@ -35,6 +35,7 @@ def _top5(logits: np.ndarray) -> list[list[tuple[int, float]]]:
 
 
 class Classification:
+    agreement = "top-1 agreement"  # what ``result``'s agreement figure measures
     truth = "labels (no class folders)"
 
     @staticmethod
@@ -82,6 +83,7 @@ class OcrRecognition:
     """CER and exact match of CTC-decoded lines; with a reference, the share of lines read
     identically, the CER against the reference's reading and per-step score fidelity."""
 
+    agreement = "line agreement"  # what ``result``'s agreement figure measures
     truth = "no labels.txt of text lines"
     open = Classification.open
 
@@ -123,6 +125,7 @@ class OcrRecognition:
 class Detection:
     """COCO mAP of decoded, NMS-filtered boxes mapped back to each original image."""
 
+    agreement = "box agreement"  # what ``result``'s agreement figure measures
     truth = "no annotations.json (COCO) or names.txt (YOLO)"
 
     @staticmethod
@@ -194,6 +197,7 @@ class Segmentation:
     """mIoU, pixel accuracy and IoU per class at each original mask's size; with a reference,
     the share of pixels labelled alike (at the model's output size) and per-pixel score fidelity."""
 
+    agreement = "pixel agreement"  # what ``result``'s agreement figure measures
     truth = "no masks (JPEGImages/ + SegmentationClass/, or images/ + masks/)"
 
     @staticmethod
@@ -255,6 +259,7 @@ class OcrDetection:
     original image; with a reference, the hmean of the model's boxes against the
     reference's (agreement) and per-image probability-map fidelity."""
 
+    agreement = "box agreement (hmean)"  # what ``result``'s agreement figure measures
     truth = "no labels.txt with PaddleOCR detection regions"
 
     @staticmethod

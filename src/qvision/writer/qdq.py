@@ -1,7 +1,8 @@
 """Write a QuantPlan as QuantizeLinear/DequantizeLinear pairs in the float graph.
 
-- Each activation with a spec gets one Q -> DQ after its producer; only the consumers the
-  plan quantizes read the DQ output, float consumers keep the float tensor.
+- Each activation with a spec gets one Q -> DQ after its producer; the consumers the plan
+  quantizes read the DQ output; float consumers do too when the producer is quantized
+  (its output is integer in the runtime), else they keep the float tensor.
 - Each quantized weight becomes an integer initializer with a (per-channel) DQ.
 - Each bias of a quantized Conv/Gemm becomes int32 with scale = input scale x weight scale.
 The writer decides nothing: every number comes from the plan, through qvision.qmath.
@@ -146,6 +147,17 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
             )
         )
         wdq_of[wname] = d_name
+
+    # Outputs of integer kernels (quantized or folded producers) exist only dequantized in
+    # the runtime, so float readers read the DQ too; that lets ONNX Runtime fuse the producer.
+    integer = quantized | {n for n, d in plan.nodes.items() if d.action == "fold"}
+    for node in g.node:
+        if node.name in quantized:
+            continue
+        for i, name in enumerate(node.input):
+            prod = view.producer.get(name)
+            if name in dq_of and prod is not None and prod.name in integer:
+                node.input[i] = dq_of[name]
 
     # Rewire quantized nodes; int32 biases need the input and weight scales.
     for node in g.node:
