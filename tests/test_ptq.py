@@ -217,6 +217,41 @@ def test_affine_folds_into_the_next_conv_only_without_padding(calib_dir, pads):
     np.testing.assert_allclose(_ort(model.SerializeToString(), x)[0], before, rtol=1e-4, atol=1e-4)
 
 
+def test_concat_of_boxes_and_scores_keeps_the_scores(tmp_path, calib_dir):
+    """A YOLO-style head joins pixel boxes (hundreds) with 0-1 scores; a shared Concat scale
+    would leave the scores ~3 levels, so that Concat stays float."""
+    from onnx import helper
+
+    from qdq_models import _model
+
+    r = np.random.default_rng(4)
+    inits = {
+        "w": (r.standard_normal((8, 3, 3, 3)) * 0.4).astype(np.float32),
+        "wb": (r.standard_normal((4, 8, 1, 1)) * 100).astype(np.float32),
+        "ws": r.standard_normal((2, 8, 1, 1)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["f"], pads=[1, 1, 1, 1], name="stem"),
+        helper.make_node("Relu", ["f"], ["fr"], name="relu"),
+        helper.make_node("Conv", ["fr", "wb"], ["boxes"], name="box_head"),
+        helper.make_node("Conv", ["fr", "ws"], ["logits"], name="cls_head"),
+        helper.make_node("Sigmoid", ["logits"], ["scores"], name="sigmoid"),
+        helper.make_node("Concat", ["boxes", "scores"], ["out"], axis=1, name="concat"),
+    ]
+    src = _save(_model(nodes, inits, ["N", 6, 16, 16]), tmp_path / "head.onnx")
+    out, plan_path = tmp_path / "q.onnx", tmp_path / "p.json"
+    # min/max: no clipping of the shared stem, so the error left is the Concat's
+    api.quantize(src, out, calib_dir, method="minmax", plan_out=plan_path)
+    plan = QuantPlan.load(plan_path)
+    d = plan.nodes["concat"]
+    assert d.action == "float" and "ranges differ" in d.reason
+    assert plan.ranges["scores"] == (0.0, 1.0)  # a sigmoid's grid spans its whole range
+    x = _inputs(calib_dir)
+    f, q = _ort(src, x)[0], _ort(out, x)[0]
+    assert np.abs(q[:, 4:] - f[:, 4:]).max() < 0.06  # scores (shared scale: ~8 per step)
+    assert np.abs(q[:, :4] - f[:, :4]).max() < 0.02 * np.abs(f[:, :4]).max()  # boxes
+
+
 @pytest.mark.parametrize("target", ["tensorrt", "openvino"])
 def test_other_targets_write_valid_models(tmp_path, calib_dir, target):
     src = _save(mobile_block(), tmp_path / "b.onnx")

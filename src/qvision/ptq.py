@@ -18,7 +18,7 @@ from qvision.fileio import atomic_path, check_output_path, sha256_file
 from qvision.model import image_input, load_model
 from qvision.model.rewrite import prepare_for_quantization
 from qvision.plan import QuantPlan
-from qvision.planner import activation_tensors, build_plan, decide_nodes
+from qvision.planner import activation_tensors, bounded_inputs, build_plan, decide_nodes
 from qvision.report.schema import QuantizeResult, SkippedFile
 from qvision.runtime.session import make_session
 from qvision.targets import Target, resolve
@@ -154,7 +154,11 @@ def make_plan(
         )
         skipped = report.skipped
     act_fmt = prof.activation.q()
-    ranges = {t: o.range(act_fmt) for t, o in stats.items()}
+    full = bounded_inputs(prepared)
+    ranges = {
+        t: (o.for_method("minmax") if t in full and o.serves("minmax") else o).range(act_fmt)
+        for t, o in stats.items()
+    }
     t1 = time.perf_counter()
     plan = build_plan(
         prepared,
