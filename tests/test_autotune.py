@@ -117,3 +117,46 @@ def test_cli_max_drop_on_unlabelled_images(tmp_path, flat_dir):
 
     data = json.loads(js.read_text())
     assert data["quantize"]["tuning"]["trials"][0]["met"] is True
+
+
+def test_tune_other_tasks_budget_their_own_metric(tmp_path, flat_dir):
+    """Segmentation budgets mIoU; the figure equals an independent evaluation."""
+    from test_segmentation import bright_segmenter, voc_folder
+
+    src = bright_segmenter(tmp_path / "seg.onnx")
+    data = voc_folder(tmp_path / "voc")
+    out = tmp_path / "q.onnx"
+    res = api.quantize(src, out, flat_dir, max_drop=2.0, tune_data=data, task="segmentation")
+    t = res.tuning
+    assert t.metric == "miou" and t.images == 3
+    _check_choice(t)
+    e = api.evaluate(out, data, task="segmentation")
+    assert e.metrics["miou"] == pytest.approx(t.trials[t.chosen].metric)
+    fp32 = api.evaluate(src, data, task="segmentation").metrics["miou"]
+    assert t.trials[t.chosen].drop == pytest.approx(100 * (fp32 - e.metrics["miou"]))
+
+
+@pytest.mark.slow
+def test_tune_counts_a_rising_error_rate_as_a_drop(tmp_path):
+    """OCR recognition budgets CER, where lower is better."""
+    from qvision.data.synth_text import synth_lines
+
+    rec = tmp_path / "rec.onnx"
+    api.export_zoo_model("ppocr-rec", rec)
+    lines, calib = synth_lines(tmp_path / "l", 10, 7), synth_lines(tmp_path / "c", 8, 8)
+    assert lines and calib
+    res = api.quantize(
+        rec,
+        tmp_path / "q.onnx",
+        tmp_path / "c",
+        max_drop=50,
+        tune_data=tmp_path / "l",
+        task="ocr-rec",
+        algos="none",
+    )
+    t = res.tuning
+    assert t.metric == "cer" and t.met and t.chosen == 0
+    fp32 = api.evaluate(rec, tmp_path / "l", task="ocr-rec").metrics["cer"]
+    q = api.evaluate(tmp_path / "q.onnx", tmp_path / "l", task="ocr-rec").metrics["cer"]
+    assert t.fp32_metric == pytest.approx(fp32)
+    assert t.trials[0].drop == pytest.approx(100 * (q - fp32))

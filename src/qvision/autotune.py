@@ -24,7 +24,7 @@ import onnx
 
 from qvision.analysis.sensitivity import keep_float_sqnr, weight_layers
 from qvision.config import QuantConfig
-from qvision.data import Preprocess, image_folder, iter_batches, open_dataset
+from qvision.data import Preprocess, image_folder, iter_batches
 from qvision.errors import QVisionError
 from qvision.fileio import check_output_path
 from qvision.model.graph import GraphView
@@ -39,38 +39,57 @@ SENSITIVITY_IMAGES = 16
 
 
 class _Scorer:
-    """Top-1 (or agreement, without labels) of a model on the tuning images vs FP32."""
+    """A model's task metric on the tuning images (agreement with FP32 when unlabelled),
+    through the task's adapter, as ``evaluate`` computes it."""
 
-    def __init__(self, fp32: bytes, data, preprocess: Preprocess, input_name: str, limit, threads):
-        self.dataset = open_dataset(data)
+    REF_CACHE_BYTES = 512 * 2**20  # FP32 outputs kept between trials up to this size
+
+    def __init__(
+        self, fp32: bytes, data, preprocess: Preprocess, input_name: str, limit, threads, task
+    ):
+        from qvision.tasks.adapters import ADAPTERS
+
+        self.adapter = ADAPTERS[task]
+        self.dataset = self.adapter.open(data)
         if limit:
             self.dataset.samples = self.dataset.samples[:limit]
-        self.pre, self.input, self.threads = preprocess, input_name, threads
-        self.labels: list[int] = []
-        self.ref = self._predict(fp32, keep_labels=True)
-        if len(self.ref) == 0:
+        self.pre, self.input, self.threads, self.source = preprocess, input_name, threads, data
+        self.metadata = {p.key: p.value for p in onnx.load_from_string(fp32).metadata_props}
+        dim = onnx.load_from_string(fp32).graph.input[0].type.tensor_type.shape.dim
+        self.batch = dim[0].dim_value if dim and dim[0].dim_value > 0 else 32
+        self.labelled = self.adapter.has_truth(self.dataset)
+        self.key, self.sign = self.adapter.primary if self.labelled else ("agreement", 1)
+        self.fp32_sess = make_session(fp32, threads)
+        self.refs: list | None = None  # cached FP32 outputs per batch
+        self.fp32_metric, _ = self.score(fp32)
+        self.images = self.seen
+        if not self.images:
             raise QVisionError("none of the tuning images could be read", data)
-        self.labelled = bool(self.dataset.labelled)
         self.sample = next(iter_batches(self.dataset, preprocess, 1)).inputs
 
-    def _predict(self, data: bytes, keep_labels: bool = False) -> np.ndarray:
+    def score(self, data: bytes) -> tuple[float, float | None]:
+        """(metric, agreement with FP32)."""
         sess = make_session(data, self.threads)
-        preds = []
-        for batch in iter_batches(self.dataset, self.pre, 32):
-            out = sess.run(None, {self.input: batch.inputs})[0]
-            preds.append(out.reshape(out.shape[0], -1).argmax(axis=1))
-            if keep_labels and self.dataset.labelled:
-                self.labels.extend(s.label for s in batch.samples)
-        return np.concatenate(preds) if preds else np.zeros(0, np.int64)
+        adapter = self.adapter(
+            self.metadata, [], self.source, dataset=self.dataset, preprocess=self.pre
+        )
+        cache, size, self.seen = [], 0, 0
+        for i, batch in enumerate(iter_batches(self.dataset, self.pre, self.batch)):
+            feed = {self.input: batch.inputs}
+            refs = self.refs[i] if self.refs is not None else self.fp32_sess.run(None, feed)
+            if self.refs is None:
+                cache.append(refs)
+                size += sum(r.nbytes for r in refs)
+            adapter.update(sess.run(None, feed), batch.samples, refs)
+            self.seen += len(batch.samples)
+        if self.refs is None and size <= self.REF_CACHE_BYTES:
+            self.refs = cache
+        metrics, agreement, _ = adapter.result(True)
+        return (agreement if self.key == "agreement" else metrics[self.key]), agreement
 
-    def metric(self, preds: np.ndarray) -> float:
-        if self.labelled:
-            return float((preds == np.asarray(self.labels)).mean())
-        return float((preds == self.ref).mean())
-
-    def score(self, data: bytes) -> tuple[float, float]:
-        preds = self._predict(data)
-        return self.metric(preds), float((preds == self.ref).mean())
+    def drop(self, metric: float) -> float:
+        """Points lost against FP32 (CER rising counts as a drop)."""
+        return 100 * self.sign * (self.fp32_metric - metric)
 
     def latency_ms(self, data: bytes, runs: int = 50) -> float:
         sess = make_session(data, self.threads)
@@ -145,13 +164,10 @@ def tune(
 ) -> QuantizeResult:
     """Quantize ``model`` with the fastest configuration found whose metric on ``data``
     drops at most ``max_drop`` points; if none does, the most accurate one, and say so."""
-    if task != "classification":
-        raise QVisionError(f"--max-drop supports the classification task for now, not '{task}'")
     if max_drop < 0:
         raise QVisionError("--max-drop must be >= 0 points")
     t0 = time.perf_counter()
     check_output_path(output, [model, calib, data])
-    budget = max_drop / 100.0
     planned = make_plan(
         model,
         calib,
@@ -163,8 +179,8 @@ def tune(
         histograms=True,
     )
     fp32_bytes = planned.prepared.SerializeToString()
-    scorer = _Scorer(fp32_bytes, data, preprocess, planned.input_name, images, threads)
-    fp32 = scorer.metric(scorer.ref)
+    scorer = _Scorer(fp32_bytes, data, preprocess, planned.input_name, images, threads, task)
+    fp32 = scorer.fp32_metric
     fp32_ms = scorer.latency_ms(fp32_bytes)
     trials: list[TuneTrial] = []
     variants: list[Planned] = []
@@ -175,7 +191,7 @@ def tune(
         p = build()
         data_bytes = write_model(p, threads)
         metric, agree = scorer.score(data_bytes)
-        met = fp32 - metric <= budget + 1e-12
+        met = scorer.drop(metric) <= max_drop + 1e-10
         trials.append(
             TuneTrial(
                 name=name,
@@ -183,7 +199,7 @@ def tune(
                 float_layers=list(floats),
                 wide_layers=dict(wide or {}),
                 metric=metric,
-                drop=100 * (fp32 - metric),
+                drop=scorer.drop(metric),
                 agreement=agree,
                 latency_ms=scorer.latency_ms(data_bytes),
                 seconds=time.perf_counter() - started,
@@ -208,27 +224,31 @@ def tune(
         if met or out_of_time() or other == method:
             continue
         met = trial(f"{other} ranges, {algos}", plan_with(other, algos))
-    method = variants[int(np.argmax([t.metric for t in trials]))].plan.method
+
+    def best(first: int = 0) -> int:
+        return max(range(first, len(trials)), key=lambda j: -trials[j].drop)
+
+    method = variants[best()].plan.method
     for more in _more_algos(algos):
         if met or out_of_time():
             break
         met = trial(f"{method} ranges, {more}", plan_with(method, more))
-    best_i = int(np.argmax([t.metric for t in trials]))
-    best = variants[best_i]
+    best_i = best()
+    top = variants[best_i]
 
     if not met and not out_of_time():
         calib_ds = image_folder(calib)
         calib_ds.samples = calib_ds.samples[:SENSITIVITY_IMAGES]
         batches = [b.inputs for b in iter_batches(calib_ds, preprocess, 8)]
-        gains = keep_float_sqnr(best.prepared, best.plan, best.input_name, batches, threads)
+        gains = keep_float_sqnr(top.prepared, top.plan, top.input_name, batches, threads)
         ranked = sorted(gains, key=lambda n: -(gains[n] if gains[n] is not None else np.inf))
-        view = GraphView(best.prepared)
-        nodes = {n.name: n for n in weight_layers(best.prepared, best.plan)}
+        view = GraphView(top.prepared)
+        nodes = {n.name: n for n in weight_layers(top.prepared, top.plan)}
         native = {}
         for name in ranked:
-            d = best.plan.nodes[name]
-            bits = best.target.weight_format(d.kind, is_depthwise(nodes[name], view)).bits
-            if bits > best.plan.weights[nodes[name].input[1]].bits:
+            d = top.plan.nodes[name]
+            bits = top.target.weight_format(d.kind, is_depthwise(nodes[name], view)).bits
+            if bits > top.plan.weights[nodes[name].input[1]].bits:
                 native[name] = bits
         wide: dict[str, int] = {}
         order = [n for n in ranked if n in native]
@@ -238,26 +258,26 @@ def tune(
             wide = {n: native[n] for n in order[:k]}
             met = trial(
                 f"{k} most sensitive layers at native weight bits",
-                lambda w=wide: _variant(best, [], w),
+                lambda w=wide: _variant(top, [], w),
                 wide=wide,
             )
         if wide:
-            wi = max(range(best_i, len(trials)), key=lambda j: trials[j].metric)
-            wide = trials[wi].wide_layers if trials[wi].metric >= trials[best_i].metric else {}
+            wi = best(best_i)
+            wide = trials[wi].wide_layers if trials[wi].drop <= trials[best_i].drop else {}
         for k in _steps(len(ranked), max(1, len(ranked) // 2)):
             if met or out_of_time():
                 break
             floats = ranked[:k]
             met = trial(
                 f"{k} most sensitive layers kept float",
-                lambda f=floats: _variant(best, f, wide),
+                lambda f=floats: _variant(top, f, wide),
                 floats=floats,
                 wide=wide,
             )
 
     chosen = next((i for i, t in enumerate(trials) if t.met), None)
     if chosen is None:
-        chosen = int(np.argmax([t.metric for t in trials]))
+        chosen = best()
         c = trials[chosen]
         message = (
             f"budget of {max_drop:g} points not met in {len(trials)} trials"
@@ -272,8 +292,8 @@ def tune(
     )
     result.tuning = TuneResult(
         task=task,
-        metric="top1" if scorer.labelled else "top1_agreement",
-        images=len(scorer.ref),
+        metric=scorer.key if scorer.labelled else scorer.adapter.agreement_key(),
+        images=scorer.images,
         max_drop=max_drop,
         fp32_metric=fp32,
         fp32_latency_ms=fp32_ms,

@@ -34,7 +34,17 @@ def _top5(logits: np.ndarray) -> list[list[tuple[int, float]]]:
     return [[(int(i), float(row[i])) for i in ids] for ids, row in zip(idx, p, strict=True)]
 
 
-class Classification:
+class _Adapter:
+    agreement = "agreement"
+
+    @classmethod
+    def agreement_key(cls) -> str:
+        """The agreement label as a JSON-friendly name: 'top-1 agreement' -> top1_agreement."""
+        return cls.agreement.replace("-", "").replace(" ", "_")
+
+
+class Classification(_Adapter):
+    primary = ("top1", 1)  # the metric autotune budgets, and +1 if higher is better
     agreement = "top-1 agreement"  # what ``result``'s agreement figure measures
     truth = "labels (no class folders)"
 
@@ -79,10 +89,11 @@ class Classification:
         return metrics, (fidelity["top1_agreement"] if fidelity else None), fidelity
 
 
-class OcrRecognition:
+class OcrRecognition(_Adapter):
     """CER and exact match of CTC-decoded lines; with a reference, the share of lines read
     identically, the CER against the reference's reading and per-step score fidelity."""
 
+    primary = ("cer", -1)  # the metric autotune budgets, and +1 if higher is better
     agreement = "line agreement"  # what ``result``'s agreement figure measures
     truth = "no labels.txt of text lines"
     open = Classification.open
@@ -122,9 +133,10 @@ class OcrRecognition:
         return metrics, agreement, (self.fid.result() if with_reference else None)
 
 
-class Detection:
+class Detection(_Adapter):
     """COCO mAP of decoded, NMS-filtered boxes mapped back to each original image."""
 
+    primary = ("map", 1)  # the metric autotune budgets, and +1 if higher is better
     agreement = "box agreement"  # what ``result``'s agreement figure measures
     truth = "no annotations.json (COCO) or names.txt (YOLO)"
 
@@ -193,10 +205,11 @@ class Detection:
         return metrics, agreement, (self.fid.result() if with_reference else None)
 
 
-class Segmentation:
+class Segmentation(_Adapter):
     """mIoU, pixel accuracy and IoU per class at each original mask's size; with a reference,
     the share of pixels labelled alike (at the model's output size) and per-pixel score fidelity."""
 
+    primary = ("miou", 1)  # the metric autotune budgets, and +1 if higher is better
     agreement = "pixel agreement"  # what ``result``'s agreement figure measures
     truth = "no masks (JPEGImages/ + SegmentationClass/, or images/ + masks/)"
 
@@ -254,12 +267,13 @@ class Segmentation:
         return metrics, agreement, fidelity
 
 
-class OcrDetection:
+class OcrDetection(_Adapter):
     """Precision, recall and hmean (IoU 0.5, ICDAR style) of DB boxes mapped back to each
     original image; with a reference, the hmean of the model's boxes against the
     reference's (agreement) and per-image probability-map fidelity."""
 
-    agreement = "box agreement (hmean)"  # what ``result``'s agreement figure measures
+    primary = ("hmean", 1)  # the metric autotune budgets, and +1 if higher is better
+    agreement = "box agreement"  # what ``result``'s agreement figure measures
     truth = "no labels.txt with PaddleOCR detection regions"
 
     @staticmethod
