@@ -13,12 +13,14 @@ from qvision.calibrate import HistogramObserver, collect
 from qvision.config import QuantConfig
 from qvision.data import Preprocess, open_dataset
 from qvision.data.datasets import image_folder
+from qvision.data.manifest import build_manifest
 from qvision.errors import QVisionError
 from qvision.fileio import atomic_path, check_output_path, sha256_file
 from qvision.model import image_input, load_model
 from qvision.model.rewrite import prepare_for_quantization
 from qvision.plan import QuantPlan
 from qvision.planner import activation_tensors, bounded_inputs, build_plan, decide_nodes
+from qvision.report import provenance
 from qvision.report.schema import QuantizeResult, SkippedFile
 from qvision.runtime.session import make_session
 from qvision.targets import Target, resolve
@@ -44,6 +46,8 @@ class Planned:
     input_name: str
     skipped: list[SkippedFile] = field(default_factory=list)
     calib_images: int = 0
+    calibration: tuple[str, int, str] | None = None  # (root, images, dataset sha256)
+    started: str = ""
     observers: tuple[str, dict] | None = None  # (model-changing algorithms, statistics), for reuse
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -87,7 +91,7 @@ def make_plan(
     model_hash = sha256_file(model)
     bn_stats: dict = {}
     prepared = prepare_for_quantization(proto, bn_stats)
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), provenance.now()
     if plan_in is not None:
         plan = QuantPlan.load(plan_in)
         if plan.model_sha256 != model_hash:
@@ -106,6 +110,7 @@ def make_plan(
             reason,
             model_hash,
             inp.name,
+            started=started,
             seconds={"calibrate": 0.0, "plan": 0.0},
         )
     if calib is None:
@@ -186,6 +191,8 @@ def make_plan(
         inp.name,
         skipped=[SkippedFile(path=p, reason=r) for p, r in skipped],
         calib_images=len(dataset) - len(skipped),
+        calibration=(str(dataset.root), len(dataset), build_manifest(dataset).sha256),
+        started=started,
         observers=(key, stats),
         seconds={"calibrate": t1 - t0, "plan": time.perf_counter() - t1},
     )
@@ -245,6 +252,7 @@ def finish(
         tmp.write_bytes(data)
     if plan_out is not None:
         plan.save(plan_out)
+    manifest = _manifest(planned, model, output, plan_in, plan_out, config, environment)
     t_end = time.perf_counter()
     floats: dict[str, int] = {}
     for d in plan.nodes.values():
@@ -267,5 +275,30 @@ def finish(
         size_bytes={"input": Path(model).stat().st_size, "output": Path(output).stat().st_size},
         seconds={**planned.seconds, "write": t_end - t_write, "total": t_end - t0},
         warnings=plan.warnings,
+        manifest=str(manifest),
         env=environment,
     )
+
+
+def _manifest(planned, model, output, plan_in, plan_out, config, environment) -> Path:
+    from dataclasses import asdict
+
+    from qvision.runtime.machine import cpu_info, versions
+
+    root, n, digest = planned.calibration or (None, 0, None)
+    record = provenance.Provenance(
+        command=provenance.command_line(),
+        started=planned.started or provenance.now(),
+        finished=provenance.now(),
+        input_model=provenance.FileRecord.of(model),
+        output_model=provenance.FileRecord.of(output),
+        plan=provenance.FileRecord.of(plan_out) if plan_out else None,
+        plan_in=provenance.FileRecord.of(plan_in) if plan_in else None,
+        calibration=provenance.DataRecord(root=root, images=n, sha256=digest) if root else None,
+        target=planned.target.name,
+        target_reason=planned.reason,
+        config=asdict(config),
+        versions=environment.versions if environment else versions(),
+        cpu=environment.cpu if environment else cpu_info(),
+    )
+    return provenance.write_manifest(record, output)

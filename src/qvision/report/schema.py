@@ -185,6 +185,7 @@ class QuantizeResult(BaseModel):
     seconds: dict[str, float]  # calibrate, plan, write, total
     warnings: list[str] = []
     tuning: TuneResult | None = None  # set by --max-drop
+    manifest: str | None = None  # provenance record beside the output (<stem>.manifest.json)
     env: Environment
 
 

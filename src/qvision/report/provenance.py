@@ -1,0 +1,67 @@
+"""Provenance: ``<output stem>.manifest.json`` beside every quantized model, saying exactly
+what went in and came out (SHA-256 of model, plan and calibration set), with which
+versions, on which machine and target, by which command, and when."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from qvision.fileio import sha256_file, write_text_atomic
+
+
+class FileRecord(BaseModel):
+    path: str
+    sha256: str
+    size_bytes: int
+
+    @classmethod
+    def of(cls, path: str | Path) -> FileRecord:
+        p = Path(path)
+        return cls(path=str(p), sha256=sha256_file(p), size_bytes=p.stat().st_size)
+
+
+class DataRecord(BaseModel):
+    root: str
+    images: int
+    sha256: str  # DatasetManifest.sha256: one digest over every file's path, hash and label
+
+
+class Provenance(BaseModel):
+    kind: str = "qvision-manifest"
+    command: list[str]
+    started: str
+    finished: str
+    input_model: FileRecord
+    output_model: FileRecord
+    plan: FileRecord | None = None
+    plan_in: FileRecord | None = None
+    calibration: DataRecord | None = None
+    target: str
+    target_reason: str
+    config: dict
+    versions: dict[str, str]
+    cpu: dict
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def manifest_path(output: str | Path) -> Path:
+    out = Path(output)
+    return out.with_name(f"{out.stem}.manifest.json")
+
+
+def write_manifest(record: Provenance, output: str | Path) -> Path:
+    """Written atomically beside ``output``: an interrupted run keeps the previous one."""
+    path = manifest_path(output)
+    write_text_atomic(path, record.model_dump_json(indent=1))
+    return path
+
+
+def command_line() -> list[str]:
+    return [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]

@@ -1,0 +1,36 @@
+"""Provenance: the manifest beside a quantized model names exactly what went in and out."""
+
+import hashlib
+import json
+
+from qvision import api
+from qvision.data import build_manifest, image_folder
+from qvision.plan import QuantPlan
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_manifest_records_inputs_outputs_and_run(tmp_path, tiny_model, flat_dir):
+    out, plan = tmp_path / "q.onnx", tmp_path / "plan.json"
+    res = api.quantize(tiny_model, out, flat_dir, plan_out=plan)
+    path = tmp_path / "q.manifest.json"
+    assert res.manifest == str(path)
+    m = json.loads(path.read_text())
+    assert m["input_model"]["sha256"] == _sha(tiny_model)  # as sha256sum gives it
+    assert m["output_model"]["sha256"] == _sha(out) == res.output_sha256
+    assert m["plan"]["sha256"] == _sha(plan)
+    assert m["calibration"] == {
+        "root": str(flat_dir),
+        "images": 4,
+        "sha256": build_manifest(image_folder(flat_dir)).sha256,
+    }
+    assert {"qvision", "onnx", "onnxruntime", "numpy"} <= set(m["versions"])
+    assert m["target"] == res.target and m["config"]["weights"] == "int8"
+    assert m["started"] <= m["finished"] and m["command"]
+    # a rerun from the plan records the plan it read and no calibration set
+    again = api.quantize(tiny_model, tmp_path / "r.onnx", plan=plan)
+    m2 = json.loads((tmp_path / "r.manifest.json").read_text())
+    assert again.manifest and m2["plan_in"]["sha256"] == _sha(plan) and m2["calibration"] is None
+    assert QuantPlan.load(plan).model_sha256 == m2["input_model"]["sha256"]
