@@ -479,3 +479,29 @@ def analyze(
         environment(),
         proto,
     )
+
+
+def check_data(folder: str | Path, against: str | Path | None = None, progress=None):
+    """Data checks of ``folder`` (and leakage into ``against``): a DataCheck record."""
+    from qvision.data import open_dataset
+    from qvision.data.checks import check_dataset
+
+    ds = open_dataset(folder)
+    other = open_dataset(against) if against is not None else None
+    if progress:
+        progress(0, len(ds) + (len(other) if other else 0))
+    return check_dataset(ds, other)
+
+
+def leakage_warning(calib: str | Path, eval_dir: str | Path) -> list[str]:
+    """A warning when calibration images also appear (byte-identical) in the evaluation set."""
+    from qvision.data import open_dataset
+    from qvision.data.checks import overlap
+
+    n = overlap(open_dataset(calib), open_dataset(eval_dir))
+    if not n:
+        return []
+    return [
+        f"{n} calibration image(s) also in the evaluation set {eval_dir}: the measured accuracy "
+        "is optimistic (qvision check-data CALIB --against EVAL lists them)"
+    ]

@@ -244,6 +244,8 @@ def quantize_cmd(
     )
     if res.float_nodes:
         out.print("kept float: " + ", ".join(f"{k}×{v}" for k, v in res.float_nodes.items()))
+    if eval_dir is not None and calib is not None:
+        res.warnings.extend(api.leakage_warning(calib, eval_dir))
     for w in res.warnings:
         err.print(f"warning: {w}")
     out.print(
@@ -614,6 +616,70 @@ def data_manifest(
     out.print(f"{man.n} files, {len(man.classes)} classes, dataset sha256 {man.sha256}")
     if output:
         _save_json(man, output, [])
+
+
+@app.command("check-data")
+def check_data_cmd(
+    folder: Path = typer.Argument(..., help="Image folder (plain, class sub-folders, labels.txt)."),
+    against: Path | None = typer.Option(
+        None, "--against", help="Another set (e.g. evaluation) to check for leaked images."
+    ),
+    json_out: Path | None = JsonOpt,
+):
+    """Unreadable files, exact and near duplicates, leakage, class balance, sizes, modes."""
+    from qvision import api
+
+    _check_json_path(json_out, [folder, against])
+    with _progress("checking") as cb:
+        res = api.check_data(folder, against, progress=cb)
+    table = Table(title=f"{res.root} ({res.files} files)")
+    table.add_column("check")
+    table.add_column("result", justify="right")
+    table.add_column("example")
+    rows = [
+        ("unreadable", len(res.unreadable), res.unreadable[0] if res.unreadable else ""),
+        (
+            "exact duplicates",
+            sum(len(g) - 1 for g in res.exact_duplicates),
+            res.exact_duplicates[0] if res.exact_duplicates else "",
+        ),
+        (
+            "near duplicates",
+            len(res.near_duplicates),
+            res.near_duplicates[0][:2] if res.near_duplicates else "",
+        ),
+    ]
+    if res.against:
+        rows.append(
+            (
+                "same file in --against",
+                len(res.leaked_exact),
+                res.leaked_exact[0] if res.leaked_exact else "",
+            )
+        )
+        rows.append(
+            (
+                "near copy in --against",
+                len(res.leaked_near),
+                res.leaked_near[0][:2] if res.leaked_near else "",
+            )
+        )
+    for name, n, ex in rows:
+        table.add_row(
+            name, str(n), " ~ ".join(map(str, ex)) if isinstance(ex, list | tuple) else str(ex)
+        )
+    if res.classes:
+        table.add_row("classes", str(len(res.classes)), f"largest/smallest {res.imbalance:.1f}x")
+    if res.sizes:
+        w, h = res.sizes["width"], res.sizes["height"]
+        table.add_row(
+            "width / height", "", f"{w[0]}-{w[2]} (median {w[1]}) / {h[0]}-{h[2]} (median {h[1]})"
+        )
+    table.add_row("modes", "", ", ".join(f"{k}×{v}" for k, v in res.modes.items()))
+    out.print(table)
+    if res.problems:
+        err.print(f"warning: {res.problems} problem(s) found")
+    _save_json(res, json_out, [folder, against])
 
 
 @data_app.command("synth-text")
