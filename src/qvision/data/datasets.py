@@ -198,16 +198,21 @@ def iter_batches(
     strict: bool = False,
     report: LoadReport | None = None,
     workers: int = 2,
+    transform=None,
 ) -> Iterator[Batch]:
     """Decode and preprocess in a small thread pool (Pillow releases the GIL), in order.
 
     Unreadable files are skipped and recorded in ``report``, or raise with ``strict``.
+    ``transform(image, index)`` (robustness corruptions) runs between decoding and
+    preprocessing; ``index`` is the sample's position in the dataset.
     """
     report = report if report is not None else LoadReport()
 
-    def work(sample: Sample):
+    def work(item: tuple[int, Sample]):
+        index, sample = item
         try:
-            return preprocess.apply(load_image(sample.path))
+            img = load_image(sample.path)
+            return preprocess.apply(transform(img, index) if transform else img)
         except QVisionError as exc:
             if strict:
                 raise
@@ -220,7 +225,8 @@ def iter_batches(
         window = max(batch_size * 2, 8)
         for start in range(0, len(dataset.samples), window):
             chunk = dataset.samples[start : start + window]
-            for sample, result in zip(chunk, pool.map(work, chunk), strict=True):
+            items = list(enumerate(chunk, start))
+            for sample, result in zip(chunk, pool.map(work, items), strict=True):
                 if isinstance(result, QVisionError):
                     report.skipped.append((str(sample.path), result.problem))
                     continue

@@ -189,6 +189,28 @@ class QuantizeResult(BaseModel):
     env: Environment
 
 
+class RobustnessRow(BaseModel):
+    corruption: str  # "clean" for the unmodified images
+    severity: int
+    fp32: float  # the task metric (fraction; CER for ocr-rec)
+    int8: float
+    gap: float  # points lost by INT8 relative to FP32 (a CER rise counts as lost)
+    agreement: float | None  # INT8 agreeing with FP32 on the same corrupted images
+
+
+class RobustnessResult(BaseModel):
+    kind: Literal["robustness"] = "robustness"
+    task: str
+    metric: str
+    fp32_model: str
+    int8_model: str
+    data: str
+    images: int
+    rows: list[RobustnessRow]
+    seconds: float
+    env: Environment
+
+
 class QuantizeEvalResult(BaseModel):
     kind: Literal["quantize-eval"] = "quantize-eval"
     quantize: QuantizeResult

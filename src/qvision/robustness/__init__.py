@@ -1,0 +1,102 @@
+"""Robustness: the task metric of a float and a quantized model on corrupted images."""
+
+from __future__ import annotations
+
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from qvision.errors import QVisionError
+from qvision.robustness.corruptions import CORRUPTIONS, SEVERITIES
+
+
+def corrupt(name: str, severity: int, seed: int = 0):
+    """``transform(image, index)`` for iter_batches: deterministic per image and setting."""
+    fn = CORRUPTIONS[name]
+    key = zlib.crc32(name.encode())
+
+    def transform(img, index: int):
+        return fn(img, severity, np.random.default_rng([seed, key, severity, index]))
+
+    return transform
+
+
+def run_corruptions(
+    fp32: str | Path,
+    int8: str | Path,
+    data: str | Path,
+    task: str = "classification",
+    preprocess=None,
+    corruptions: list[str] | None = None,
+    severities: tuple[int, ...] = SEVERITIES,
+    limit: int | None = None,
+    threads: int | None = None,
+    progress=None,
+):
+    """Both models on the clean images, then on each corruption and severity, in one pass
+    per setting (the same corrupted images for both); INT8 also scored against FP32."""
+    from qvision.api import _open_model, _Runner, environment, metadata, resolve_preprocess
+    from qvision.data import iter_batches
+    from qvision.report.schema import RobustnessResult, RobustnessRow
+    from qvision.tasks.adapters import ADAPTERS
+
+    names = list(corruptions or CORRUPTIONS)
+    unknown = [n for n in names if n not in CORRUPTIONS]
+    if unknown:
+        raise QVisionError(
+            f"unknown corruption '{unknown[0]}'; available: {', '.join(CORRUPTIONS)}"
+        )
+    if any(s not in SEVERITIES for s in severities):
+        raise QVisionError(f"severities are {', '.join(map(str, SEVERITIES))}")
+    t0 = time.perf_counter()
+    proto, inp = _open_model(fp32)
+    pre = resolve_preprocess(proto, preprocess, inp, fp32)
+    adapter_cls = ADAPTERS[task]
+    dataset = adapter_cls.open(data)
+    if limit:
+        dataset.samples = dataset.samples[:limit]
+    if not adapter_cls.has_truth(dataset):
+        raise QVisionError(f"images have {adapter_cls.truth}; robustness needs labels", data)
+    key, sign = adapter_cls.primary
+    run_f, run_q = _Runner(fp32, inp, threads), _Runner(int8, inp, threads)
+    meta = metadata(proto)
+    settings = [("clean", 0)] + [(n, s) for n in names for s in severities]
+    rows = []
+    for k, (name, severity) in enumerate(settings):
+        a_f = adapter_cls(meta, [], fp32, dataset=dataset, preprocess=pre)
+        a_q = adapter_cls(meta, [], int8, dataset=dataset, preprocess=pre)
+        transform = None if name == "clean" else corrupt(name, severity)
+        for batch in iter_batches(dataset, pre, inp.batch or 32, transform=transform):
+            outs_f = run_f(batch.inputs)
+            a_f.update(outs_f, batch.samples, None)
+            a_q.update(run_q(batch.inputs), batch.samples, outs_f)
+        mf, _, _ = a_f.result(False)
+        mq, agreement, _ = a_q.result(True)
+        rows.append(
+            RobustnessRow(
+                corruption=name,
+                severity=severity,
+                fp32=mf[key],
+                int8=mq[key],
+                gap=100 * sign * (mf[key] - mq[key]),
+                agreement=agreement,
+            )
+        )
+        if progress:
+            progress(k + 1, len(settings))
+    return RobustnessResult(
+        task=task,
+        metric=key,
+        fp32_model=str(fp32),
+        int8_model=str(int8),
+        data=str(data),
+        images=len(dataset),
+        rows=rows,
+        seconds=time.perf_counter() - t0,
+        env=environment(),
+    )
+
+
+__all__ = ["CORRUPTIONS", "SEVERITIES", "corrupt", "run_corruptions"]
