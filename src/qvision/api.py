@@ -120,6 +120,19 @@ class _Runner:
         return [o[:n] for o in outs]
 
 
+def open_task(model, data, task: str, preprocess, limit: int | None):
+    """The model, its input, the preprocessing, the task's adapter class and its dataset."""
+    if task not in TASKS:
+        raise QVisionError(f"unknown task '{task}'; available: {', '.join(TASKS)}")
+    proto, inp = _open_model(model)
+    pre = resolve_preprocess(proto, preprocess, inp, model)
+    adapter_cls = ADAPTERS[task]
+    dataset = adapter_cls.open(data)
+    if limit:
+        dataset.samples = dataset.samples[:limit]
+    return proto, inp, pre, adapter_cls, dataset
+
+
 def evaluate(
     model: str | Path,
     data: str | Path,
@@ -135,15 +148,8 @@ def evaluate(
     decoder: dict | None = None,
 ) -> EvalResult:
     """Score ``model`` on the images in ``data``: task metrics if labelled, fidelity to ``reference``."""
-    if task not in TASKS:
-        raise QVisionError(f"unknown task '{task}'; available: {', '.join(TASKS)}")
     start = time.perf_counter()
-    proto, inp = _open_model(model)
-    pre = resolve_preprocess(proto, preprocess, inp, model)
-    adapter_cls = ADAPTERS[task]
-    dataset = adapter_cls.open(data)
-    if limit:
-        dataset.samples = dataset.samples[:limit]
+    proto, inp, pre, adapter_cls, dataset = open_task(model, data, task, preprocess, limit)
     has_truth = adapter_cls.has_truth(dataset)
     if not has_truth and reference is None and not keep_predictions:
         raise QVisionError(
@@ -522,8 +528,6 @@ def robustness(
     """FP32 vs INT8 task metric under each corruption and severity (RobustnessResult)."""
     from qvision.robustness import run_corruptions
 
-    if task not in TASKS:
-        raise QVisionError(f"unknown task '{task}'; available: {', '.join(TASKS)}")
     return run_corruptions(
         fp32, int8, data, task, preprocess, corruptions, severities, limit, threads, progress
     )

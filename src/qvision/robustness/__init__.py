@@ -37,10 +37,9 @@ def run_corruptions(
 ):
     """Both models on the clean images, then on each corruption and severity, in one pass
     per setting (the same corrupted images for both); INT8 also scored against FP32."""
-    from qvision.api import _open_model, _Runner, environment, metadata, resolve_preprocess
+    from qvision.api import _Runner, environment, metadata, open_task
     from qvision.data import iter_batches
     from qvision.report.schema import RobustnessResult, RobustnessRow
-    from qvision.tasks.adapters import ADAPTERS
 
     names = list(corruptions or CORRUPTIONS)
     unknown = [n for n in names if n not in CORRUPTIONS]
@@ -51,12 +50,7 @@ def run_corruptions(
     if any(s not in SEVERITIES for s in severities):
         raise QVisionError(f"severities are {', '.join(map(str, SEVERITIES))}")
     t0 = time.perf_counter()
-    proto, inp = _open_model(fp32)
-    pre = resolve_preprocess(proto, preprocess, inp, fp32)
-    adapter_cls = ADAPTERS[task]
-    dataset = adapter_cls.open(data)
-    if limit:
-        dataset.samples = dataset.samples[:limit]
+    proto, inp, pre, adapter_cls, dataset = open_task(fp32, data, task, preprocess, limit)
     if not adapter_cls.has_truth(dataset):
         raise QVisionError(f"images have {adapter_cls.truth}; robustness needs labels", data)
     key, sign = adapter_cls.primary
