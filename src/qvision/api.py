@@ -300,9 +300,17 @@ def benchmark(
                 batch_n=bn,
             )
         )
+        energy = energy_per_inference(p, hws[p], threads)
+        results[-1].energy_j, results[-1].energy_method = energy.joules, energy.method
     return BenchResult(
         models=results, threads=threads, batch=batch, rounds=rounds, env=environment()
     )
+
+
+def energy_per_inference(path, hw, threads=None):
+    from qvision.runtime.energy import energy_per_inference as measure
+
+    return measure(path, hw, threads)
 
 
 def inspect_model(path: str | Path) -> ModelInfo:

@@ -496,7 +496,9 @@ def bench_cmd(
 
 def _print_bench(res) -> None:
     table = Table(title=f"latency, {res.threads} thread(s), {res.rounds} interleaved rounds")
-    for col in ("model", "size", "median ms", "p90 ms", "img/s", "speedup", "peak RSS"):
+    estimated = any(m.energy_method == "estimate" for m in res.models)
+    energy_col = "mJ/img (estimate)" if estimated else "mJ/img"
+    for col in ("model", "size", "median ms", "p90 ms", "img/s", "speedup", "peak RSS", energy_col):
         table.add_column(col, justify="left" if col == "model" else "right", overflow="fold")
     if res.batch > 1:
         table.add_column(f"b{res.batch} median ms", justify="right")
@@ -510,6 +512,7 @@ def _print_bench(res) -> None:
             f"{m.throughput_ips:.1f}",
             f"{m.speedup:.2f}×",
             "—" if m.peak_rss_bytes is None else f"{m.peak_rss_bytes / 2**20:.0f} MiB",
+            "—" if m.energy_j is None else f"{m.energy_j * 1e3:.2f}",
         ]
         if m.batch_n:
             row += [f"{m.batch_n.median_ms:.3f}", f"{m.batch_n.throughput_ips:.1f}"]

@@ -90,6 +90,8 @@ class ModelBench(BaseModel):
     speedup: float  # median latency of the first model / this model's, batch 1
     peak_rss_bytes: int | None = None
     batch_n: BatchBench | None = None
+    energy_j: float | None = None  # per batch-1 inference
+    energy_method: str | None = None  # "rapl" (measured) or "estimate" (see runtime/energy.py)
 
 
 class BenchResult(BaseModel):
