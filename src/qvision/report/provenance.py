@@ -63,5 +63,14 @@ def write_manifest(record: Provenance, output: str | Path) -> Path:
     return path
 
 
+def read_manifest(path: str | Path | None) -> dict | None:
+    """A manifest written by ``write_manifest``, or None when there is none."""
+    if not path or not Path(path).is_file():
+        return None
+    import json
+
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
 def command_line() -> list[str]:
     return [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]

@@ -1,0 +1,130 @@
+"""Gather the evidence for a report: latency and energy, sensitivity, activation ranges of
+the worst layers, robustness, data checks and provenance, around a quantize + eval run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from qvision.report.html import ReportInputs
+from qvision.report.provenance import read_manifest
+
+WORST_LAYERS = 4
+
+
+def activation_ranges(
+    qdq_model: str | Path, nodes: list[str], calib, preprocess, threads=None, images: int = 8
+) -> list[dict]:
+    """For each named layer of the QDQ model: a histogram of the float values its input
+    quantizer sees on a few calibration images, and the range the grid covers."""
+    from qvision.data import image_folder, iter_batches
+    from qvision.model.rewrite import expose_tensors
+    from qvision.runtime.session import make_session
+
+    model = onnx.load(str(qdq_model))
+    by_name = {n.name: n for n in model.graph.node}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    found = []
+    for name in nodes:
+        node = by_name.get(name)
+        dq = producer.get(node.input[0]) if node is not None else None
+        q = (
+            producer.get(dq.input[0])
+            if dq is not None and dq.op_type == "DequantizeLinear"
+            else None
+        )
+        if q is None or q.op_type != "QuantizeLinear":
+            continue
+        scale, zp = float(inits[q.input[1]]), inits[q.input[2]]
+        info = np.iinfo(zp.dtype)
+        lo, hi = (info.min - int(zp)) * scale, (info.max - int(zp)) * scale
+        found.append((name, q.input[0], lo, hi))
+    if not found:
+        return []
+    sess = make_session(
+        expose_tensors(model, [t for _, t, _, _ in found]).SerializeToString(),
+        threads,
+        optimize=False,
+    )
+    names = [o.name for o in sess.get_outputs()]
+    ds = image_folder(calib)
+    ds.samples = ds.samples[:images]
+    values: dict[str, list[np.ndarray]] = {t: [] for _, t, _, _ in found}
+    for batch in iter_batches(ds, preprocess, 1):
+        feed = {sess.get_inputs()[0].name: batch.inputs}  # a graph input is no output
+        outs = {**feed, **dict(zip(names, sess.run(None, feed), strict=True))}
+        for t in values:
+            v = outs[t].ravel()
+            values[t].append(v[:: max(1, v.size // 20000)])
+    result = []
+    for name, t, lo, hi in found:
+        v = np.concatenate(values[t])
+        edges = np.linspace(min(float(v.min()), lo), max(float(v.max()), hi), 61)
+        counts, _ = np.histogram(v, edges)
+        result.append(
+            {"name": f"{name} input", "counts": counts, "edges": edges, "lo": lo, "hi": hi}
+        )
+    return result
+
+
+def gather(
+    model: str | Path,
+    quantize_result,
+    fp32_eval,
+    int8_eval,
+    calib: str | Path,
+    eval_dir: str | Path,
+    task: str,
+    preprocess=None,
+    threads: int | None = None,
+    max_drop: float | None = None,
+    robustness_images: int = 200,
+    progress=None,
+) -> ReportInputs:
+    from qvision import api
+
+    out = quantize_result.output
+    bench = api.benchmark([model, out], threads=threads, rounds=5, seconds=1.0, memory=False)
+    q = quantize_result
+    analysis = api.analyze(
+        model,
+        calib,
+        preprocess=preprocess,
+        target=q.target,
+        method=q.method,
+        limit=16,
+        threads=threads,
+    )
+    proto, inp = api._open_model(model)
+    pre = api.resolve_preprocess(proto, preprocess, inp, model)
+    acts = activation_ranges(out, analysis.ranking[:WORST_LAYERS], calib, pre, threads)
+    robust = None
+    if fp32_eval is not None and fp32_eval.metrics:
+        robust = api.robustness(
+            model,
+            out,
+            eval_dir,
+            task,
+            preprocess,
+            limit=robustness_images,
+            threads=threads,
+            progress=progress,
+        )
+    check = api.check_data(calib, eval_dir)
+    manifest = read_manifest(quantize_result.manifest)
+    return ReportInputs(
+        quantize=quantize_result,
+        fp32_eval=fp32_eval,
+        int8_eval=int8_eval,
+        bench=bench,
+        analysis=analysis,
+        activations=acts,
+        robustness=robust,
+        data_check=check,
+        manifest=manifest,
+        max_drop=max_drop,
+    )

@@ -1,0 +1,323 @@
+"""The evidence page: one self-contained HTML file (Jinja2, charts inline as SVG, no
+network) and a plain-words MODEL_CARD.md, written atomically into a report folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qvision.errors import MissingExtraError, QVisionError
+from qvision.fileio import write_text_atomic
+from qvision.report import charts
+from qvision.report.template import PAGE
+
+DEFAULT_BUDGET = 1.0  # points, when the run had no --max-drop
+
+
+@dataclass
+class ReportInputs:
+    quantize: object | None = None  # QuantizeResult
+    fp32_eval: object | None = None  # EvalResult
+    int8_eval: object | None = None
+    bench: object | None = None  # BenchResult: FP32 first, then INT8
+    analysis: object | None = None  # AnalyzeResult
+    activations: list[dict] = field(default_factory=list)  # name, counts, edges, lo, hi
+    robustness: object | None = None  # RobustnessResult
+    data_check: object | None = None  # DataCheck
+    manifest: dict | None = None
+    max_drop: float | None = None
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.2f} %"
+
+
+def _metric(task: str):
+    from qvision.tasks.adapters import ADAPTERS
+
+    return ADAPTERS[task].primary if task in ADAPTERS else ("top1", 1)
+
+
+def verdict(r: ReportInputs) -> dict:
+    if r.fp32_eval is None or r.int8_eval is None or not r.fp32_eval.metrics:
+        return {
+            "ok": None,
+            "text": "No labelled evaluation: accuracy against a budget not measured.",
+        }
+    key, sign = _metric(r.int8_eval.task)
+    f, q = r.fp32_eval.metrics.get(key), r.int8_eval.metrics.get(key)
+    if f is None or q is None:
+        return {"ok": None, "text": f"{key} missing from the evaluation."}
+    budget = r.max_drop if r.max_drop is not None else DEFAULT_BUDGET
+    drop = 100 * sign * (f - q)
+    ok = drop <= budget + 1e-9
+    text = (
+        f"INT8 {key} {100 * q:.2f} % vs FP32 {100 * f:.2f} %: "
+        f"{'loses' if drop > 0 else 'gains'} {abs(drop):.2f} points, "
+        f"{'within' if ok else 'outside'} the {budget:g}-point budget"
+        f"{'' if r.max_drop is not None else ' (default)'}"
+    )
+    if r.bench is not None and len(r.bench.models) > 1:
+        b0, b1 = r.bench.models[0], r.bench.models[1]
+        text += f"; {b1.speedup:.2f}× the FP32 speed, {b0.size_bytes / b1.size_bytes:.1f}× smaller"
+    return {"ok": ok, "text": text + "."}
+
+
+def _accuracy_rows(r: ReportInputs) -> list[list[str]]:
+    if r.fp32_eval is None or r.int8_eval is None:
+        return []
+    rows = []
+    for k, v in r.fp32_eval.metrics.items():
+        q = r.int8_eval.metrics.get(k)
+        rows.append([k, _pct(v), _pct(q), "" if q is None else f"{100 * (q - v):+.2f}"])
+    if r.int8_eval.agreement is not None:
+        rows.append(["agreement with FP32", "", _pct(r.int8_eval.agreement), ""])
+    f = r.int8_eval.fidelity
+    if f is not None:
+        rows.append(
+            ["output SQNR", "", "identical" if f.sqnr_db is None else f"{f.sqnr_db:.2f} dB", ""]
+        )
+        rows.append(["output cosine", "", f"{f.cosine:.5f}", ""])
+    return rows
+
+
+def _latency_rows(r: ReportInputs) -> list[list[str]]:
+    if r.bench is None:
+        return []
+    rows = []
+    for label, m in zip(
+        ["FP32", "INT8", *[f"model {i}" for i in range(3, 9)]], r.bench.models, strict=False
+    ):
+        energy = "—" if m.energy_j is None else f"{m.energy_j * 1e3:.2f} mJ ({m.energy_method})"
+        rows.append(
+            [
+                label,
+                f"{m.median_ms:.2f}",
+                f"{m.p90_ms:.2f}",
+                f"{m.speedup:.2f}×",
+                f"{m.size_bytes / 1e6:.2f} MB",
+                energy,
+            ]
+        )
+    return rows
+
+
+def _tradeoff_chart(r: ReportInputs) -> str | None:
+    key = _metric(r.int8_eval.task)[0] if r.int8_eval else "metric"
+    points = []
+    measured = r.bench is not None and r.fp32_eval is not None and r.int8_eval is not None
+    if measured and key in r.fp32_eval.metrics and key in r.int8_eval.metrics:
+        points.append(("FP32", r.bench.models[0].median_ms, 100 * r.fp32_eval.metrics[key]))
+        points.append(("INT8", r.bench.models[1].median_ms, 100 * r.int8_eval.metrics[key]))
+    tuning = getattr(r.quantize, "tuning", None)
+    if tuning is not None:
+        for i, t in enumerate(tuning.trials):
+            if t.latency_ms:
+                points.append((f"trial {i}", t.latency_ms, 100 * t.metric))
+    return charts.accuracy_latency(points, f"{key} (%)") if len(points) > 1 else None
+
+
+def _sensitivity(r: ReportInputs, top: int = 15):
+    a = r.analysis
+    if a is None:
+        return None, []
+    gains = {lay.node: lay for lay in a.layers}
+    ranked = [gains[n] for n in a.ranking if n in gains and gains[n].gain_db is not None][:top]
+    rows = [
+        [
+            x.node,
+            x.op_type,
+            str(x.weight_bits or ""),
+            f"{x.sqnr_db:.1f}" if x.sqnr_db else "—",
+            f"{x.gain_db:+.2f}",
+        ]
+        for x in ranked
+    ]
+    chart = charts.sensitivity([(x.node, x.gain_db) for x in ranked]) if ranked else None
+    return chart, rows
+
+
+def _robustness(r: ReportInputs):
+    rob = r.robustness
+    if rob is None:
+        return None, [], ""
+    rows = [
+        [
+            x.corruption,
+            str(x.severity or ""),
+            _pct(x.fp32),
+            _pct(x.int8),
+            f"{x.gap:+.2f}",
+            _pct(x.agreement),
+        ]
+        for x in rob.rows
+    ]
+    corrupted = [x for x in rob.rows if x.corruption != "clean"]
+    summary = ""
+    if corrupted:
+        mean_gap = sum(x.gap for x in corrupted) / len(corrupted)
+        worst = max(corrupted, key=lambda x: x.gap)
+        summary = (
+            f"Clean gap {rob.rows[0].gap:+.2f} points; mean gap over {len(corrupted)} corrupted "
+            f"settings {mean_gap:+.2f}; largest {worst.gap:+.2f} ({worst.corruption}, severity "
+            f"{worst.severity}). {rob.images} images."
+        )
+    chart = charts.robustness(
+        [
+            (f"{x.corruption} {x.severity or ''}".strip(), 100 * x.fp32, 100 * x.int8)
+            for x in rob.rows
+        ],
+        f"{rob.metric} (%)",
+    )
+    return chart, rows, summary
+
+
+def _data_rows(r: ReportInputs) -> list[list[str]]:
+    c = r.data_check
+    if c is None:
+        return []
+    rows = [
+        ["images", str(c.files)],
+        ["unreadable", str(len(c.unreadable))],
+        ["exact duplicates", str(sum(len(g) - 1 for g in c.exact_duplicates))],
+        ["near duplicates", str(len(c.near_duplicates))],
+    ]
+    if c.against:
+        rows.append([f"same file in {c.against}", str(len(c.leaked_exact))])
+        rows.append([f"near copy in {c.against}", str(len(c.leaked_near))])
+    if c.classes:
+        rows.append(["classes (largest/smallest)", f"{len(c.classes)} ({c.imbalance:.1f}×)"])
+    if c.sizes:
+        w, h = c.sizes["width"], c.sizes["height"]
+        rows.append(["width, height (median)", f"{w[1]} × {h[1]}"])
+    rows.append(["modes", ", ".join(f"{k} {v}" for k, v in c.modes.items())])
+    return rows
+
+
+def _provenance_rows(r: ReportInputs) -> list[list[str]]:
+    m = r.manifest
+    if not m:
+        return []
+    rows = [
+        ["input model", f"{m['input_model']['path']} — sha256 {m['input_model']['sha256']}"],
+        ["output model", f"{m['output_model']['path']} — sha256 {m['output_model']['sha256']}"],
+    ]
+    if m.get("calibration"):
+        c = m["calibration"]
+        rows.append(
+            ["calibration set", f"{c['root']} ({c['images']} images) — sha256 {c['sha256']}"]
+        )
+    if m.get("plan"):
+        rows.append(["plan", f"{m['plan']['path']} — sha256 {m['plan']['sha256']}"])
+    rows += [
+        ["target", f"{m['target']} ({m['target_reason']})"],
+        ["versions", ", ".join(f"{k} {v}" for k, v in m["versions"].items())],
+        ["CPU", f"{m['cpu'].get('name', '')} — {', '.join(m['cpu'].get('int8_flags', []))}"],
+        ["command", " ".join(m["command"])],
+        ["started / finished", f"{m['started']} / {m['finished']}"],
+    ]
+    return rows
+
+
+def render(r: ReportInputs) -> str:
+    try:
+        import jinja2
+    except ImportError:
+        raise MissingExtraError("jinja2", "report", "the HTML report") from None
+    sens_chart, sens_rows = _sensitivity(r)
+    rob_chart, rob_rows, rob_summary = _robustness(r)
+    hists = [
+        charts.histogram(a["name"], a["counts"], a["edges"], a["lo"], a["hi"])
+        for a in r.activations
+    ]
+    env = jinja2.Environment(autoescape=True)
+    model = r.quantize.model if r.quantize else (r.int8_eval.model if r.int8_eval else "")
+    return env.from_string(PAGE).render(
+        title=f"qvision report — {Path(model).name}",
+        verdict=verdict(r),
+        accuracy=_accuracy_rows(r),
+        eval_info=(
+            f"{r.int8_eval.task} on {r.int8_eval.dataset.root} ({r.int8_eval.n} images)"
+            if r.int8_eval
+            else ""
+        ),
+        latency=_latency_rows(r),
+        bench_info=(
+            f"batch 1, median of {r.bench.rounds} interleaved rounds, {r.bench.threads} thread(s)"
+            if r.bench
+            else ""
+        ),
+        tradeoff=_tradeoff_chart(r),
+        quantize=r.quantize,
+        sensitivity_chart=sens_chart,
+        sensitivity=sens_rows,
+        histograms=hists,
+        robustness_chart=rob_chart,
+        robustness=rob_rows,
+        robustness_summary=rob_summary,
+        data=_data_rows(r),
+        provenance=_provenance_rows(r),
+    )
+
+
+def model_card(r: ReportInputs) -> str:
+    v = verdict(r)
+    q = r.quantize
+    lines = [f"# Model card: {Path(q.output).name if q else 'quantized model'}", ""]
+    lines += ["## What it is", ""]
+    if q:
+        lines.append(
+            f"An INT8 version of `{Path(q.model).name}` made by qvision for the `{q.target}` "
+            f"target ({q.target_reason}); {q.quantized_nodes} operations run in integer, "
+            f"weights {q.weights}, calibrated on {q.calib_images} images with the "
+            f"{q.method} method."
+        )
+    lines += ["", "## Intended use", ""]
+    lines.append(
+        "The same inputs and task as the float model, on the target above, where its speed "
+        "or size matters more than the small accuracy change measured below. Check the "
+        "figures on your own data before relying on it."
+    )
+    lines += ["", "## Measured", "", v["text"], ""]
+    for row in _accuracy_rows(r):
+        lines.append(f"- {row[0]}: FP32 {row[1] or '—'}, INT8 {row[2]}")
+    for row in _latency_rows(r):
+        lines.append(f"- {row[0]}: {row[1]} ms median, {row[4]}, energy {row[5]}")
+    _, _, rob_summary = _robustness(r)
+    lines += ["", "## Robustness", "", rob_summary or "Not measured."]
+    lines += ["", "## Known limits", ""]
+    limits = [
+        "Accuracy was measured on the evaluation images named above only.",
+        "Operations without an integer kernel on the target stay float: "
+        + (
+            ", ".join(f"{k}×{n}" for k, n in q.float_nodes.items())
+            if q and q.float_nodes
+            else "none"
+        )
+        + ".",
+    ]
+    if r.data_check is not None and (r.data_check.leaked_exact or r.data_check.leaked_near):
+        limits.append(
+            "Some calibration images also appear in the evaluation set: accuracy is optimistic."
+        )
+    if q:
+        limits += [w for w in q.warnings]
+    lines += [f"- {x}" for x in limits]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(r: ReportInputs, out_dir: str | Path) -> Path:
+    """report.html and MODEL_CARD.md (and manifest.json when known), each written atomically,
+    so an interrupted run leaves the previous report whole."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise QVisionError("report path exists and is not a folder", out)
+    out.mkdir(parents=True, exist_ok=True)
+    page = render(r)
+    card = model_card(r)
+    if r.manifest:
+        write_text_atomic(out / "manifest.json", json.dumps(r.manifest, indent=1))
+    write_text_atomic(out / "MODEL_CARD.md", card)
+    write_text_atomic(out / "report.html", page)
+    return out / "report.html"

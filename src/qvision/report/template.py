@@ -1,0 +1,67 @@
+"""The report page's Jinja2 template: plain HTML and CSS, nothing fetched from a network."""
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; margin-top: 1.8em; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+td:first-child, th:first-child { text-align: left; }
+.verdict { padding: 0.8em 1em; border-radius: 4px; font-size: 1.05em; }
+.ok { background: #e3f4e3; border: 1px solid #6a6; } .bad { background: #fbe3e3; border: 1px solid #c66; }
+.unknown { background: #eee; border: 1px solid #aaa; }
+.grid { display: flex; flex-wrap: wrap; gap: 0.5em; } .note { color: #555; font-size: 0.9em; }
+.prov td { text-align: left; font-family: monospace; font-size: 0.85em; word-break: break-all; }
+</style></head><body>
+<h1>{{ title }}</h1>
+<div class="verdict {{ 'unknown' if verdict.ok is none else ('ok' if verdict.ok else 'bad') }}">
+<strong>Verdict:</strong> {{ verdict.text }}</div>
+
+<h2>Accuracy</h2>
+{% if accuracy %}<p class="note">{{ eval_info }}</p>
+<table><tr><th>metric</th><th>FP32</th><th>INT8</th><th>change (points)</th></tr>
+{% for r in accuracy %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
+{% else %}<p class="note">Not measured.</p>{% endif %}
+
+<h2>Latency</h2>
+{% if latency %}<p class="note">{{ bench_info }}</p>
+<table><tr><th>model</th><th>median ms</th><th>p90 ms</th><th>speed vs FP32</th><th>size</th><th>energy / inference</th></tr>
+{% for r in latency %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
+{% else %}<p class="note">Not measured.</p>{% endif %}
+{% if tradeoff %}<h3>Accuracy vs latency</h3>{{ tradeoff | safe }}{% endif %}
+{% if quantize and quantize.tuning %}<p class="note">{{ quantize.tuning.message }}</p>
+<table><tr><th>#</th><th>trial</th><th>{{ quantize.tuning.metric }}</th><th>drop</th><th>ms</th></tr>
+{% for t in quantize.tuning.trials %}<tr><td>{{ loop.index0 }}</td><td>{{ t.name }}</td>
+<td>{{ '%.2f' % (100 * t.metric) }}</td><td>{{ '%.2f' % t.drop }}</td><td>{{ '%.2f' % t.latency_ms if t.latency_ms else '—' }}</td></tr>{% endfor %}</table>{% endif %}
+
+<h2>Sensitivity</h2>
+{% if sensitivity %}<p class="note">Model output SQNR gained when only this layer stays float
+(most sensitive first); SQNR: the error accumulated at the layer's output.</p>
+{{ sensitivity_chart | safe }}
+<table><tr><th>layer</th><th>op</th><th>weight bits</th><th>SQNR dB</th><th>gain dB</th></tr>
+{% for r in sensitivity %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
+{% else %}<p class="note">Not measured.</p>{% endif %}
+
+<h2>Activation ranges</h2>
+{% if histograms %}<p class="note">Float values reaching the most sensitive layers (log scale);
+dashed: the range the INT8 grid covers.</p><div class="grid">{% for h in histograms %}{{ h | safe }}{% endfor %}</div>
+{% else %}<p class="note">Not measured.</p>{% endif %}
+
+<h2>Robustness</h2>
+{% if robustness %}<p class="note">{{ robustness_summary }}</p>{{ robustness_chart | safe }}
+<table><tr><th>corruption</th><th>severity</th><th>FP32</th><th>INT8</th><th>gap (points)</th><th>agreement</th></tr>
+{% for r in robustness %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
+{% else %}<p class="note">Not measured.</p>{% endif %}
+
+<h2>Data checks</h2>
+{% if data %}<table>{% for r in data %}<tr><td>{{ r[0] }}</td><td>{{ r[1] }}</td></tr>{% endfor %}</table>
+{% else %}<p class="note">Not run.</p>{% endif %}
+
+<h2>Provenance</h2>
+{% if provenance %}<table class="prov">{% for r in provenance %}<tr><td>{{ r[0] }}</td><td>{{ r[1] }}</td></tr>{% endfor %}</table>
+{% else %}<p class="note">No manifest.</p>{% endif %}
+<p class="note">Written by qvision. Every figure on this page was measured in this run, except
+energy marked "estimate".</p>
+</body></html>
+"""
