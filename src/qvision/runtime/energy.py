@@ -79,11 +79,11 @@ def measure_rapl(run: Callable[[], object], seconds: float = 2.0) -> Energy | No
     )
 
 
-def _shapes(model: onnx.ModelProto, hw: tuple[int, int]) -> dict[str, list[int]]:
+def _shapes(model: onnx.ModelProto, hw: tuple[int, int] | None) -> dict[str, list[int]]:
     m = onnx.ModelProto()
     m.CopyFrom(model)
     dims = m.graph.input[0].type.tensor_type.shape.dim
-    for d, v in zip(dims, [1, None, *hw], strict=False):
+    for d, v in zip(dims, [1, None, *(hw or (None, None))], strict=False):
         if v is not None and not d.dim_value:
             d.ClearField("dim_param")
             d.dim_value = v
