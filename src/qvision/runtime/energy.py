@@ -96,7 +96,7 @@ def _shapes(model: onnx.ModelProto, hw: tuple[int, int] | None) -> dict[str, lis
     return out
 
 
-def estimate(model: onnx.ModelProto | str | Path, hw: tuple[int, int]) -> Energy:
+def estimate(model: onnx.ModelProto | str | Path, hw: tuple[int, int] | None) -> Energy:
     """Analytical energy per batch-1 inference of a float or QDQ model."""
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
@@ -150,7 +150,7 @@ def energy_per_inference(
     path: str | Path, hw: tuple[int, int], threads: int | None = None
 ) -> Energy:
     """Measured with RAPL where readable, else the analytical estimate."""
-    if _rapl_files():
+    if hw is not None and _rapl_files():
         from qvision.runtime.session import make_session
 
         sess = make_session(str(path), threads)
