@@ -43,6 +43,7 @@ def report_dir(tmp_path_factory):
 
 def test_report_sections_charts_and_manifest(report_dir):
     page = (report_dir / "report" / "report.html").read_text()
+    assert "Adversarial attacks" in page  # FGSM/PGD with the torch extra
     for heading in (
         "Verdict",
         "Accuracy",

@@ -532,10 +532,22 @@ def robustness(
     limit: int | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    adversarial_images: int = 0,
 ):
-    """FP32 vs INT8 task metric under each corruption and severity (RobustnessResult)."""
+    """FP32 vs INT8 task metric under each corruption and severity, and (classification,
+    ``adversarial_images`` > 0) FGSM/PGD success rates (RobustnessResult)."""
     from qvision.robustness import run_corruptions
 
     return run_corruptions(
-        fp32, int8, data, task, preprocess, corruptions, severities, limit, threads, progress
+        fp32,
+        int8,
+        data,
+        task,
+        preprocess,
+        corruptions,
+        severities,
+        limit,
+        threads,
+        progress,
+        adversarial_images,
     )

@@ -680,10 +680,18 @@ def robustness_cmd(
         None, "--preprocess", help="imagenet | tf | FILE.json/yaml."
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Use the first N images."),
+    adversarial: int = typer.Option(
+        0,
+        "--adversarial",
+        min=0,
+        help="Also attack the first N images with FGSM and PGD (eps 1, 2, 4 /255), crafted on "
+        "FP32 and through INT8 (classification; needs the torch extra).",
+    ),
     threads: int | None = ThreadsOpt,
     json_out: Path | None = JsonOpt,
 ):
-    """FP32 vs INT8 on corrupted images: lighting, contrast, noise, blur, JPEG, occlusion, fog."""
+    """FP32 vs INT8 on corrupted images (lighting, contrast, noise, blur, JPEG, occlusion,
+    fog) and, with --adversarial N, under FGSM/PGD attacks."""
     from qvision import api
 
     _check_json_path(json_out, [fp32, int8, data])
@@ -694,7 +702,17 @@ def robustness_cmd(
     names = [c.strip() for c in corruptions.split(",") if c.strip()] if corruptions else None
     with _progress("corruptions") as cb:
         res = api.robustness(
-            fp32, int8, data, task, preprocess, names, sev, limit, threads, progress=cb
+            fp32,
+            int8,
+            data,
+            task,
+            preprocess,
+            names,
+            sev,
+            limit,
+            threads,
+            progress=cb,
+            adversarial_images=adversarial,
         )
     table = Table(title=f"{res.metric} on {res.images} images, FP32 vs INT8")
     for col in ("corruption", "severity", "FP32", "INT8", "gap pts", "agreement"):
@@ -709,6 +727,19 @@ def robustness_cmd(
             _pct(r.agreement),
         )
     out.print(table)
+    if res.adversarial:
+        adv = Table(title="attack success rate (share of correctly classified images fooled)")
+        for col in ("attack", "crafted on", "eps", "FP32", "INT8"):
+            adv.add_column(col, justify="left" if col in ("attack", "crafted on") else "right")
+        for a in res.adversarial:
+            adv.add_row(
+                a.attack,
+                a.crafted_on,
+                f"{a.eps * 255:.0f}/255",
+                _pct(a.fp32_success),
+                _pct(a.int8_success),
+            )
+        out.print(adv)
     _save_json(res, json_out, [fp32, int8, data])
 
 

@@ -71,6 +71,12 @@ def activation_ranges(
     return result
 
 
+def _has_torch() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 def gather(
     model: str | Path,
     quantize_result,
@@ -83,6 +89,7 @@ def gather(
     threads: int | None = None,
     max_drop: float | None = None,
     robustness_images: int = 200,
+    adversarial_images: int = 16,
     progress=None,
 ) -> ReportInputs:
     from qvision import api
@@ -104,6 +111,7 @@ def gather(
     acts = activation_ranges(out, analysis.ranking[:WORST_LAYERS], calib, pre, threads)
     robust = None
     if fp32_eval is not None and fp32_eval.metrics:
+        attack = adversarial_images if task == "classification" and _has_torch() else 0
         robust = api.robustness(
             model,
             out,
@@ -113,6 +121,7 @@ def gather(
             limit=robustness_images,
             threads=threads,
             progress=progress,
+            adversarial_images=attack,
         )
     check = api.check_data(calib, eval_dir)
     manifest = read_manifest(quantize_result.manifest)

@@ -173,6 +173,31 @@ def _robustness(r: ReportInputs):
     return chart, rows, summary
 
 
+def _adversarial(r: ReportInputs) -> tuple[list[list[str]], str]:
+    rob = r.robustness
+    if rob is None or not getattr(rob, "adversarial", None):
+        return [], ""
+    rows = [
+        [
+            a.attack.upper(),
+            a.crafted_on,
+            f"{a.eps * 255:.0f}/255",
+            _pct(a.fp32_success),
+            _pct(a.int8_success),
+        ]
+        for a in rob.adversarial
+    ]
+    pgd = [a for a in rob.adversarial if a.attack == "pgd"]
+    worst = max(pgd or rob.adversarial, key=lambda a: a.int8_success - a.fp32_success)
+    summary = (
+        f"Largest INT8-minus-FP32 success gap: {100 * (worst.int8_success - worst.fp32_success):+.1f} "
+        f"points ({worst.attack.upper()} crafted on {worst.crafted_on}, eps {worst.eps * 255:.0f}/255); "
+        f"{rob.adversarial[0].fp32_correct} / {rob.adversarial[0].int8_correct} images correctly "
+        "classified before the attack (FP32 / INT8)."
+    )
+    return rows, summary
+
+
 def _data_rows(r: ReportInputs) -> list[list[str]]:
     c = r.data_check
     if c is None:
@@ -256,6 +281,8 @@ def render(r: ReportInputs) -> str:
         robustness_chart=rob_chart,
         robustness=rob_rows,
         robustness_summary=rob_summary,
+        adversarial=_adversarial(r)[0],
+        adversarial_summary=_adversarial(r)[1],
         data=_data_rows(r),
         provenance=_provenance_rows(r),
     )
@@ -286,6 +313,10 @@ def model_card(r: ReportInputs) -> str:
         lines.append(f"- {row[0]}: {row[1]} ms median, {row[4]}, energy {row[5]}")
     _, _, rob_summary = _robustness(r)
     lines += ["", "## Robustness", "", rob_summary or "Not measured."]
+    adv_rows, adv_summary = _adversarial(r)
+    if adv_rows:
+        lines += ["", "Adversarial (share of correctly classified images fooled): " + adv_summary]
+        lines += [f"- {a[0]} on {a[1]}, eps {a[2]}: FP32 {a[3]}, INT8 {a[4]}" for a in adv_rows]
     lines += ["", "## Known limits", ""]
     limits = [
         "Accuracy was measured on the evaluation images named above only.",

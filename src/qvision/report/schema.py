@@ -200,6 +200,16 @@ class RobustnessRow(BaseModel):
     agreement: float | None  # INT8 agreeing with FP32 on the same corrupted images
 
 
+class AdversarialRow(BaseModel):
+    attack: str  # fgsm | pgd
+    crafted_on: str  # fp32 | int8 (STE)
+    eps: float  # L-infinity bound on [0, 1] pixels
+    fp32_success: float  # share of the images FP32 classified right that it now gets wrong
+    int8_success: float
+    fp32_correct: int
+    int8_correct: int
+
+
 class RobustnessResult(BaseModel):
     kind: Literal["robustness"] = "robustness"
     task: str
@@ -209,6 +219,7 @@ class RobustnessResult(BaseModel):
     data: str
     images: int
     rows: list[RobustnessRow]
+    adversarial: list[AdversarialRow] = []
     seconds: float
     env: Environment
 

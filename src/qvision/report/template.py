@@ -53,6 +53,11 @@ dashed: the range the INT8 grid covers.</p><div class="grid">{% for h in histogr
 <table><tr><th>corruption</th><th>severity</th><th>FP32</th><th>INT8</th><th>gap (points)</th><th>agreement</th></tr>
 {% for r in robustness %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
 {% else %}<p class="note">Not measured.</p>{% endif %}
+{% if adversarial %}<h3>Adversarial attacks</h3><p class="note">L-infinity attacks on [0, 1]
+pixels; success: share of the images a model classified correctly that it gets wrong.
+{{ adversarial_summary }}</p>
+<table><tr><th>attack</th><th>crafted on</th><th>eps</th><th>FP32 fooled</th><th>INT8 fooled</th></tr>
+{% for r in adversarial %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
 
 <h2>Data checks</h2>
 {% if data %}<table>{% for r in data %}<tr><td>{{ r[0] }}</td><td>{{ r[1] }}</td></tr>{% endfor %}</table>

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 import zlib
 from pathlib import Path
@@ -34,6 +35,7 @@ def run_corruptions(
     limit: int | None = None,
     threads: int | None = None,
     progress=None,
+    adversarial_images: int = 0,
 ):
     """Both models on the clean images, then on each corruption and severity, in one pass
     per setting (the same corrupted images for both); INT8 also scored against FP32."""
@@ -41,7 +43,7 @@ def run_corruptions(
     from qvision.data import iter_batches
     from qvision.report.schema import RobustnessResult, RobustnessRow
 
-    names = list(corruptions or CORRUPTIONS)
+    names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
     unknown = [n for n in names if n not in CORRUPTIONS]
     if unknown:
         raise QVisionError(
@@ -80,6 +82,9 @@ def run_corruptions(
         )
         if progress:
             progress(k + 1, len(settings))
+    adversarial = []
+    if adversarial_images:
+        adversarial = _adversarial(fp32, int8, dataset, pre, task, run_f, run_q, adversarial_images)
     return RobustnessResult(
         task=task,
         metric=key,
@@ -88,9 +93,43 @@ def run_corruptions(
         data=str(data),
         images=len(dataset),
         rows=rows,
+        adversarial=adversarial,
         seconds=time.perf_counter() - t0,
         env=environment(),
     )
+
+
+def _adversarial(fp32, int8, dataset, pre, task, run_f, run_q, images: int):
+    from qvision.data import iter_batches
+    from qvision.model import load_model
+    from qvision.report.schema import AdversarialRow
+    from qvision.robustness.adversarial import attack
+
+    if task != "classification":
+        raise QVisionError(f"adversarial attacks are implemented for classification, not {task}")
+    subset = copy.copy(dataset)
+    subset.samples = dataset.samples[:images]
+    batches = (
+        (b.inputs, np.array([s.label for s in b.samples])) for b in iter_batches(subset, pre, 16)
+    )
+    rows = attack(
+        load_model(fp32),
+        load_model(int8),
+        lambda x: run_f(x)[0],
+        lambda x: run_q(x)[0],
+        batches,
+        pre,
+    )
+    keys = (
+        "attack",
+        "crafted_on",
+        "eps",
+        "fp32_success",
+        "int8_success",
+        "fp32_correct",
+        "int8_correct",
+    )
+    return [AdversarialRow(**dict(zip(keys, r, strict=True))) for r in rows]
 
 
 __all__ = ["CORRUPTIONS", "SEVERITIES", "corrupt", "run_corruptions"]

@@ -1,0 +1,158 @@
+"""Run an ONNX graph in PyTorch, differentiably: the float model as it is, and a QDQ model
+with straight-through rounding in QuantizeLinear, which is the INT8 model's arithmetic
+with gradients (for attacks crafted through the quantized model). Covers the ops of the
+CNNs qvision quantizes; anything else is a clear error naming the op."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from qvision.errors import MissingExtraError, QVisionError
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise MissingExtraError("torch", "torch", "adversarial attacks need gradients") from None
+    return torch
+
+
+def _attrs(node) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+class OnnxTorch:
+    """``model(x)`` -> the first graph output, as a torch tensor with gradients."""
+
+    def __init__(self, model: onnx.ModelProto):
+        torch = _torch()
+        self.torch = torch
+        self.consts = {
+            t.name: torch.from_numpy(np.array(numpy_helper.to_array(t)))
+            for t in model.graph.initializer
+        }
+        self.nodes = list(model.graph.node)
+        known = set(self.consts)
+        self.input = next(i.name for i in model.graph.input if i.name not in known)
+        self.output = model.graph.output[0].name
+        unknown = sorted({n.op_type for n in self.nodes if not hasattr(self, f"op_{n.op_type}")})
+        if unknown:
+            raise QVisionError(f"no PyTorch translation for {', '.join(unknown)} (attacks)")
+
+    def __call__(self, x):
+        env = {**self.consts, self.input: x}
+        for node in self.nodes:
+            args = [env[i] if i else None for i in node.input]
+            out = getattr(self, f"op_{node.op_type}")(node, _attrs(node), *args)
+            outs = out if isinstance(out, tuple) else (out,)
+            for name, value in zip(node.output, outs, strict=False):
+                env[name] = value
+        return env[self.output]
+
+    # -- ops ---------------------------------------------------------------------------
+    def _f(self, t):
+        return t.float() if not t.is_floating_point() else t
+
+    def op_Conv(self, node, a, x, w, b=None):
+        F = self.torch.nn.functional
+        pads = a.get("pads", [0, 0, 0, 0])
+        if pads[0] != pads[2] or pads[1] != pads[3]:
+            x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
+            pads = [0, 0]
+        return F.conv2d(
+            x,
+            self._f(w),
+            None if b is None else self._f(b),
+            stride=tuple(a.get("strides", [1, 1])),
+            padding=(pads[0], pads[1]),
+            dilation=tuple(a.get("dilations", [1, 1])),
+            groups=a.get("group", 1),
+        )
+
+    def op_Gemm(self, node, a, x, w, b=None):
+        if a.get("transA", 0):
+            x = x.t()
+        w = self._f(w)
+        y = a.get("alpha", 1.0) * (x @ (w.t() if a.get("transB", 0) else w))
+        return y if b is None else y + a.get("beta", 1.0) * self._f(b)
+
+    def op_MatMul(self, node, a, x, w):
+        return self.torch.matmul(x, self._f(w))
+
+    def op_Relu(self, node, a, x):
+        return self.torch.relu(x)
+
+    def op_Clip(self, node, a, x, lo=None, hi=None):
+        lo = a.get("min") if lo is None else float(lo)
+        hi = a.get("max") if hi is None else float(hi)
+        return self.torch.clamp(x, lo, hi)
+
+    def op_Sigmoid(self, node, a, x):
+        return self.torch.sigmoid(x)
+
+    def op_HardSigmoid(self, node, a, x):
+        return self.torch.clamp(a.get("alpha", 0.2) * x + a.get("beta", 0.5), 0, 1)
+
+    def op_HardSwish(self, node, a, x):
+        return x * self.torch.clamp(x / 6 + 0.5, 0, 1)
+
+    def op_Add(self, node, a, x, y):
+        return x + self._f(y)
+
+    def op_Sub(self, node, a, x, y):
+        return x - self._f(y)
+
+    def op_Mul(self, node, a, x, y):
+        return x * self._f(y)
+
+    def op_Div(self, node, a, x, y):
+        return x / self._f(y)
+
+    def op_GlobalAveragePool(self, node, a, x):
+        return x.mean(dim=(2, 3), keepdim=True)
+
+    def op_ReduceMean(self, node, a, x, axes=None):
+        axes = a.get("axes") if axes is None else [int(v) for v in axes.tolist()]
+        return x.mean(dim=tuple(axes), keepdim=bool(a.get("keepdims", 1)))
+
+    def op_Flatten(self, node, a, x):
+        return x.flatten(a.get("axis", 1))
+
+    def op_Reshape(self, node, a, x, shape):
+        dims = [int(v) for v in shape.tolist()]
+        dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
+        return x.reshape(dims)
+
+    def op_Softmax(self, node, a, x):
+        return self.torch.softmax(x, dim=a.get("axis", -1))
+
+    def op_Identity(self, node, a, x):
+        return x
+
+    def op_QuantizeLinear(self, node, a, x, scale, zp=None):
+        torch = self.torch
+        axis = a.get("axis", 1)
+        scale = self._shape(scale.float(), x, axis)
+        zpf = self._shape(zp.float(), x, axis) if zp is not None else torch.zeros(())
+        info = torch.iinfo(zp.dtype) if zp is not None else torch.iinfo(torch.uint8)
+        v = x / scale
+        v = v + (torch.round(v) - v).detach()  # straight-through rounding
+        return torch.clamp(v + zpf, info.min, info.max)
+
+    def op_DequantizeLinear(self, node, a, q, scale, zp=None):
+        axis = a.get("axis", 1)
+        q = q.float()
+        scale = self._shape(scale.float(), q, axis)
+        zpf = self._shape(zp.float(), q, axis) if zp is not None else 0.0
+        return (q - zpf) * scale
+
+    def _shape(self, v, x, axis):
+        """Per-axis parameters broadcast along ``axis``; scalars as they are."""
+        if v.ndim == 0 or v.numel() == 1:
+            return v.reshape(())
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        return v.reshape(shape)
