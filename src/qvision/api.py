@@ -93,12 +93,12 @@ def resolve_preprocess(
     return pre
 
 
-def _open_model(path: str | Path) -> tuple[onnx.ModelProto, ImageInput]:
+def open_model(path: str | Path) -> tuple[onnx.ModelProto, ImageInput]:
     model = load_model(path)
     return model, image_input(model, path)
 
 
-class _Runner:
+class Runner:
     """Runs a session on batches, padding to a fixed batch size when the model demands one."""
 
     def __init__(self, path: str | Path, inp: ImageInput, threads: int | None):
@@ -124,7 +124,7 @@ def open_task(model, data, task: str, preprocess, limit: int | None):
     """The model, its input, the preprocessing, the task's adapter class and its dataset."""
     if task not in TASKS:
         raise QVisionError(f"unknown task '{task}'; available: {', '.join(TASKS)}")
-    proto, inp = _open_model(model)
+    proto, inp = open_model(model)
     pre = resolve_preprocess(proto, preprocess, inp, model)
     adapter_cls = ADAPTERS[task]
     dataset = adapter_cls.open(data)
@@ -156,10 +156,10 @@ def evaluate(
             f"images have {adapter_cls.truth}; pass --reference FP32.onnx for label-free fidelity",
             data,
         )
-    run = _Runner(model, inp, threads)
+    run = Runner(model, inp, threads)
     ref_run = None
     if reference is not None:
-        ref_proto, ref_inp = _open_model(reference)
+        ref_proto, ref_inp = open_model(reference)
         if (ref_inp.channels, ref_inp.height, ref_inp.width) != (
             inp.channels,
             inp.height,
@@ -168,7 +168,7 @@ def evaluate(
             raise QVisionError(
                 "reference model takes a different input shape than the model", reference
             )
-        ref_run = _Runner(reference, ref_inp, threads)
+        ref_run = Runner(reference, ref_inp, threads)
     batch_size = inp.batch or batch_size
     names = _json_list(metadata(proto).get("qvision.labels"))
     adapter = adapter_cls(
@@ -405,7 +405,7 @@ def quantize(
     """
     from qvision import ptq
 
-    proto, inp = _open_model(model)
+    proto, inp = open_model(model)
     pre = resolve_preprocess(proto, preprocess, inp, model)
     config = QuantConfig(
         target=target,
@@ -478,7 +478,7 @@ def analyze(
     """Per-layer error of the plan for ``model`` and a ranking of the most sensitive layers."""
     from qvision.analysis import analyze as run_analysis
 
-    proto, inp = _open_model(model)
+    proto, inp = open_model(model)
     pre = resolve_preprocess(proto, preprocess, inp, model)
     return run_analysis(
         model,

@@ -106,7 +106,7 @@ def gather(
         limit=16,
         threads=threads,
     )
-    proto, inp = api._open_model(model)
+    proto, inp = api.open_model(model)
     pre = api.resolve_preprocess(proto, preprocess, inp, model)
     acts = activation_ranges(out, analysis.ranking[:WORST_LAYERS], calib, pre, threads)
     robust = None

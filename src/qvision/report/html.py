@@ -252,6 +252,7 @@ def render(r: ReportInputs) -> str:
         raise MissingExtraError("jinja2", "report", "the HTML report") from None
     sens_chart, sens_rows = _sensitivity(r)
     rob_chart, rob_rows, rob_summary = _robustness(r)
+    adv_rows, adv_summary = _adversarial(r)
     hists = [
         charts.histogram(a["name"], a["counts"], a["edges"], a["lo"], a["hi"])
         for a in r.activations
@@ -281,8 +282,8 @@ def render(r: ReportInputs) -> str:
         robustness_chart=rob_chart,
         robustness=rob_rows,
         robustness_summary=rob_summary,
-        adversarial=_adversarial(r)[0],
-        adversarial_summary=_adversarial(r)[1],
+        adversarial=adv_rows,
+        adversarial_summary=adv_summary,
         data=_data_rows(r),
         provenance=_provenance_rows(r),
     )

@@ -39,7 +39,7 @@ def run_corruptions(
 ):
     """Both models on the clean images, then on each corruption and severity, in one pass
     per setting (the same corrupted images for both); INT8 also scored against FP32."""
-    from qvision.api import _Runner, environment, metadata, open_task
+    from qvision.api import Runner, environment, metadata, open_task
     from qvision.data import iter_batches
     from qvision.report.schema import RobustnessResult, RobustnessRow
 
@@ -56,7 +56,7 @@ def run_corruptions(
     if not adapter_cls.has_truth(dataset):
         raise QVisionError(f"images have {adapter_cls.truth}; robustness needs labels", data)
     key, sign = adapter_cls.primary
-    run_f, run_q = _Runner(fp32, inp, threads), _Runner(int8, inp, threads)
+    run_f, run_q = Runner(fp32, inp, threads), Runner(int8, inp, threads)
     meta = metadata(proto)
     settings = [("clean", 0)] + [(n, s) for n in names for s in severities]
     rows = []
