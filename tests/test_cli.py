@@ -148,8 +148,9 @@ def test_normalize_and_manifest(tmp_path, tiny_model, labelled_dir):
 def test_demo_runs_offline_and_writes_results(tmp_path):
     from qvision.demo import run_demo
 
-    res, path = run_demo(tmp_path / "demo", seconds=0.2)
-    data = json.loads(path.read_text())
+    res, report = run_demo(tmp_path / "demo", seconds=0.2)
+    assert report.name == "report.html" and "Sensitivity" in report.read_text()
+    data = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert data["kind"] == "demo" and data["eval"]["n"] >= 8
     by_name = {p["path"].rsplit("/", 1)[-1]: p["labels"][0] for p in data["eval"]["predictions"]}
     # real weights on real photos

@@ -2,7 +2,9 @@
 
 Exports the EfficientNet-Lite0 zoo model, quantizes it to INT8 calibrating on real
 photos that pip packages ship, compares FP32 and INT8 on those photos (predictions,
-agreement, SQNR), benchmarks both interleaved, and writes every result as JSON.
+agreement, SQNR), benchmarks both interleaved, writes every result as JSON and the
+evidence page (report/report.html: fidelity, latency, sensitivity, activation ranges,
+data checks, provenance; the photos carry no labels, so no accuracy or robustness).
 With ten photos this shows the workflow, not an accuracy figure: see BENCHMARKS.md.
 """
 
@@ -46,4 +48,28 @@ def run_demo(
     result = DemoResult(
         model=exported, quantize=quantized, eval=evaluated, int8_eval=int8_eval, bench=bench
     )
-    return result, write_json(result, out / "results.json")
+    write_json(result, out / "results.json")
+    return result, _report(out, model_path, photos, result)
+
+
+def _report(out: Path, model_path: Path, photos: Path, result: DemoResult) -> Path:
+    """The evidence page for the demo run (photos are unlabelled: fidelity, no accuracy)."""
+    from qvision.report.build import WORST_LAYERS, activation_ranges
+    from qvision.report.html import ReportInputs, write_report
+    from qvision.report.provenance import read_manifest
+
+    analysis = api.analyze(model_path, photos, limit=10)
+    proto, inp = api.open_model(model_path)
+    pre = api.resolve_preprocess(proto, None, inp, model_path)
+    q = result.quantize
+    inputs = ReportInputs(
+        quantize=q,
+        fp32_eval=result.eval,
+        int8_eval=result.int8_eval,
+        bench=result.bench,
+        analysis=analysis,
+        activations=activation_ranges(q.output, analysis.ranking[:WORST_LAYERS], photos, pre),
+        data_check=api.check_data(photos),
+        manifest=read_manifest(q.manifest),
+    )
+    return write_report(inputs, out / "report")
