@@ -110,3 +110,27 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     img = np.asarray(Image.open(shot).convert("L"), np.float32)
     dark = (img < 128).mean()  # text, table lines and chart marks
     assert img.std() > 10 and 0.005 < dark < 0.5, (img.std(), dark)
+
+
+def test_verdict_and_card_name_a_large_robustness_gap(report_dir):
+    from qvision.report.html import model_card, verdict
+    from qvision.report.schema import RobustnessResult, RobustnessRow
+
+    r = inputs_from_json([report_dir / "qe.json"])
+    rows = [
+        RobustnessRow(corruption="clean", severity=0, fp32=0.9, int8=0.9, gap=0.0, agreement=1),
+        RobustnessRow(corruption="dark", severity=3, fp32=0.92, int8=0.0, gap=92.0, agreement=0),
+    ]
+    r.robustness = RobustnessResult(
+        task="classification",
+        metric="top1",
+        fp32_model="a",
+        int8_model="b",
+        data="d",
+        images=12,
+        rows=rows,
+        seconds=1.0,
+        env=r.quantize.env,
+    )
+    assert "loses up to 92.0 points more than FP32 (dark, severity 3" in verdict(r)["text"]
+    assert "Under dark (severity 3) INT8 scores 0.0 %" in model_card(r)

@@ -13,6 +13,7 @@ from qvision.report import charts
 from qvision.report.template import PAGE
 
 DEFAULT_BUDGET = 1.0  # points, when the run had no --max-drop
+ROBUSTNESS_WARN = 5.0  # points of extra loss under one corruption that the verdict names
 
 
 @dataclass
@@ -61,7 +62,19 @@ def verdict(r: ReportInputs) -> dict:
     if r.bench is not None and len(r.bench.models) > 1:
         b0, b1 = r.bench.models[0], r.bench.models[1]
         text += f"; {b1.speedup:.2f}× the FP32 speed, {b0.size_bytes / b1.size_bytes:.1f}× smaller"
+    worst = _worst_corruption(r)
+    if worst is not None and worst.gap > ROBUSTNESS_WARN:
+        text += (
+            f". But under corruption INT8 loses up to {worst.gap:.1f} points more than FP32 "
+            f"({worst.corruption}, severity {worst.severity}: {100 * worst.int8:.1f} vs "
+            f"{100 * worst.fp32:.1f} %); see Robustness"
+        )
     return {"ok": ok, "text": text + "."}
+
+
+def _worst_corruption(r: ReportInputs):
+    rows = [x for x in getattr(r.robustness, "rows", []) if x.corruption != "clean"]
+    return max(rows, key=lambda x: x.gap) if rows else None
 
 
 def _accuracy_rows(r: ReportInputs) -> list[list[str]]:
@@ -329,6 +342,13 @@ def model_card(r: ReportInputs) -> str:
         )
         + ".",
     ]
+    worst = _worst_corruption(r)
+    if worst is not None and worst.gap > ROBUSTNESS_WARN:
+        limits.append(
+            f"Under {worst.corruption} (severity {worst.severity}) INT8 scores "
+            f"{100 * worst.int8:.1f} % against FP32's {100 * worst.fp32:.1f} %: calibrate on "
+            "images like the ones it will see, or try --method minmax."
+        )
     if r.data_check is not None and (r.data_check.leaked_exact or r.data_check.leaked_near):
         limits.append(
             "Some calibration images also appear in the evaluation set: accuracy is optimistic."
