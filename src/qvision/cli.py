@@ -25,7 +25,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Dataset utilities.")
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(data_app, name="data")
 
-out = Console()
+# Piped or logged output gets 120 columns: the tables fold model names at rich's default 80.
+out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, soft_wrap=True)
 
 JsonOpt = typer.Option(None, "--json", help="Also write the result as JSON to this file.")
