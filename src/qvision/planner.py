@@ -13,7 +13,7 @@ from collections import defaultdict
 import numpy as np
 import onnx
 
-from qvision.model.graph import GraphView
+from qvision.model.graph import GraphView, clip_bounds, node_attr
 from qvision.plan import NodePlan, QuantPlan, QuantSpec
 from qvision.qmath import QFormat, qparams, weight_ranges
 from qvision.targets import Target
@@ -33,13 +33,6 @@ WEIGHT_INPUT = {"conv": 1, "gemm": 1, "matmul": 1}
 # Kinds whose ONNX Runtime integer kernel needs its output quantized (QLinearConv,
 # QLinearGlobalAveragePool, QLinearSigmoid...); see quantized_outputs.
 OUTPUT_Q_KINDS = ("conv", "pool", "unary")
-
-
-def node_attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
 
 
 def weight_axis(node: onnx.NodeProto, kind: str) -> int:
@@ -107,18 +100,6 @@ class _Groups:
 
     def union(self, a: str, b: str) -> None:
         self.parent[self.find(a)] = self.find(b)
-
-
-def clip_bounds(node: onnx.NodeProto, view: GraphView) -> tuple[float, float] | None:
-    """A Clip's constant (min, max), +-inf where absent; None if a bound is computed."""
-    lo, hi = node_attr(node, "min"), node_attr(node, "max")
-    for i in (1, 2):
-        if len(node.input) > i and node.input[i]:
-            w = view.weight(node.input[i])
-            if w is None:
-                return None
-            lo, hi = (float(w), hi) if i == 1 else (lo, float(w))
-    return (lo if lo is not None else -np.inf, hi if hi is not None else np.inf)
 
 
 def decide_nodes(

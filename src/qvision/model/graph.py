@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -109,3 +110,22 @@ class GraphView:
         for node in self.graph.node:
             counts[node.op_type] += 1
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def node_attr(node: onnx.NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def clip_bounds(node: onnx.NodeProto, view: GraphView) -> tuple[float, float] | None:
+    """A Clip's constant (min, max), +-inf where absent; None if a bound is computed."""
+    lo, hi = node_attr(node, "min"), node_attr(node, "max")
+    for i in (1, 2):
+        if len(node.input) > i and node.input[i]:
+            w = view.weight(node.input[i])
+            if w is None:
+                return None
+            lo, hi = (float(w), hi) if i == 1 else (lo, float(w))
+    return (lo if lo is not None else -np.inf, hi if hi is not None else np.inf)

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from qvision.model.graph import GraphView
+from qvision.model.graph import GraphView, clip_bounds, node_attr
 
 
 def _reduce_axes(node: onnx.NodeProto, view: GraphView) -> list[int] | None:
@@ -130,6 +130,12 @@ def _channel_vector(value: np.ndarray | None, channels: int, rank: int) -> np.nd
     return np.broadcast_to(value.reshape(-1), (channels,)).astype(np.float64)
 
 
+def _owns_params(conv: onnx.NodeProto, inits: dict, uses: dict) -> bool:
+    """Weight and bias (if any) are initializers that only this Conv reads: safe to rewrite."""
+    params = [conv.input[1]] + ([conv.input[2]] if len(conv.input) > 2 and conv.input[2] else [])
+    return all(n in inits and uses.get(n, 0) == 1 for n in params)
+
+
 def _foldable_conv(view: GraphView, tensor: str, inits: dict, uses: dict) -> onnx.NodeProto | None:
     """The Conv producing ``tensor`` if it can absorb a per-channel affine: only one reader,
     weight and bias initializers used by it alone."""
@@ -139,34 +145,38 @@ def _foldable_conv(view: GraphView, tensor: str, inits: dict, uses: dict) -> onn
         or conv.op_type != "Conv"
         or len(view.consumers.get(tensor, [])) != 1
         or tensor in {o.name for o in view.model.graph.output}
-        or conv.input[1] not in inits
-        or uses.get(conv.input[1], 0) != 1
-    ):
-        return None
-    if (
-        len(conv.input) > 2
-        and conv.input[2]
-        and (conv.input[2] not in inits or uses[conv.input[2]] != 1)
+        or not _owns_params(conv, inits, uses)
     ):
         return None
     return conv
 
 
-def _fold_into(model, conv, inits, k: np.ndarray, c: np.ndarray, output: str, tag: str) -> None:
-    """Conv output y becomes k * y + c per channel: W <- k W, b <- k b + c."""
+def _conv_params(conv: onnx.NodeProto, inits: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Weight and bias (zeros when absent) in float64."""
     w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
     b = (
         numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
         if len(conv.input) > 2 and conv.input[2]
         else np.zeros(w.shape[0])
     )
-    w_name, b_name = f"{conv.name}__w_{tag}", f"{conv.name}__b_{tag}"
-    for name, value in ((w_name, w * k.reshape(-1, *[1] * (w.ndim - 1))), (b_name, b * k + c)):
+    return w, b
+
+
+def _set_conv_params(model, conv, inits, w: np.ndarray, b: np.ndarray, tag: str) -> None:
+    """New initializers for the Conv's weight and bias (the old ones go with ``_drop``)."""
+    names = [f"{conv.name}__w_{tag}", f"{conv.name}__b_{tag}"]
+    for name, value in zip(names, (w, b), strict=True):
         t = numpy_helper.from_array(value.astype(np.float32), name)
         model.graph.initializer.append(t)
         inits[name] = t
     del conv.input[1:]
-    conv.input.extend([w_name, b_name])
+    conv.input.extend(names)
+
+
+def _fold_into(model, conv, inits, k: np.ndarray, c: np.ndarray, output: str, tag: str) -> None:
+    """Conv output y becomes k * y + c per channel: W <- k W, b <- k b + c."""
+    w, b = _conv_params(conv, inits)
+    _set_conv_params(model, conv, inits, w * k.reshape(-1, *[1] * (w.ndim - 1)), b * k + c, tag)
     conv.output[0] = output
 
 
@@ -280,19 +290,12 @@ def fold_affines_into_next_conv(model: onnx.ModelProto) -> int:
         if found is None:
             return folded
         conv, x, a, c, removed = found
-        w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
-        b = (
-            numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
-            if len(conv.input) > 2 and conv.input[2]
-            else np.zeros(w.shape[0])
-        )
+        w, b = _conv_params(conv, inits)
         b = b + (w.sum(axis=tuple(range(2, w.ndim))) * c).sum(axis=1)
-        w = w * a.reshape(1, -1, *[1] * (w.ndim - 2))
-        tag = f"pre{folded}"
-        for name, value in ((f"{conv.name}__w_{tag}", w), (f"{conv.name}__b_{tag}", b)):
-            model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
-        del conv.input[:]
-        conv.input.extend([x, f"{conv.name}__w_{tag}", f"{conv.name}__b_{tag}"])
+        _set_conv_params(
+            model, conv, inits, w * a.reshape(1, -1, *[1] * (w.ndim - 2)), b, f"pre{folded}"
+        )
+        conv.input[0] = x
         _drop(model, removed)
         folded += 1
 
@@ -301,12 +304,10 @@ def _affine_before(conv, view: GraphView, inits: dict, uses: dict):
     """(conv, x, a, c, nodes to drop) when ``conv`` reads x * a + c and can absorb it."""
     if (
         conv.op_type != "Conv"
-        or int(_attr(conv, "group", 1)) != 1
-        or any(_attr(conv, "pads", [0]))
-        or _attr(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID")
-        or conv.input[1] not in inits
-        or uses.get(conv.input[1], 0) != 1
-        or (len(conv.input) > 2 and conv.input[2] and uses.get(conv.input[2], 0) != 1)
+        or int(node_attr(conv, "group", 1)) != 1
+        or any(node_attr(conv, "pads", [0]))
+        or node_attr(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID")
+        or not _owns_params(conv, inits, uses)
     ):
         return None
     w = view.weight(conv.input[1])
@@ -339,13 +340,6 @@ def _affine_before(conv, view: GraphView, inits: dict, uses: dict):
     if not removed or view.is_constant(t):
         return None
     return conv, t, a, c, removed
-
-
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
 
 
 def _with_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
@@ -398,9 +392,7 @@ def hardswish_chains(model: onnx.ModelProto, dry_run: bool = False) -> int:
         clip = only(add.output[0], "Clip")
         if x is None or clip is None:
             continue
-        lo = _scalar(view, clip.input[1]) if len(clip.input) > 1 else _attr(clip, "min")
-        hi = _scalar(view, clip.input[2]) if len(clip.input) > 2 else _attr(clip, "max")
-        if (lo, hi) != (0.0, 6.0):
+        if clip_bounds(clip, view) != (0.0, 6.0):
             continue
         chain = [add, clip]
         nxt = view.consumers.get(clip.output[0], [])
