@@ -34,6 +34,7 @@ from qvision.ptq import Planned, finish, make_plan, write_model
 from qvision.qmath import QFormat
 from qvision.report.schema import QuantizeResult, TuneResult, TuneTrial
 from qvision.runtime.session import make_session
+from qvision.tasks.adapters import ADAPTERS, points_lost
 
 SENSITIVITY_IMAGES = 16
 
@@ -47,15 +48,14 @@ class _Scorer:
     def __init__(
         self, fp32: bytes, data, preprocess: Preprocess, input_name: str, limit, threads, task
     ):
-        from qvision.tasks.adapters import ADAPTERS
-
         self.adapter = ADAPTERS[task]
         self.dataset = self.adapter.open(data)
         if limit:
             self.dataset.samples = self.dataset.samples[:limit]
         self.pre, self.input, self.threads, self.source = preprocess, input_name, threads, data
-        self.metadata = {p.key: p.value for p in onnx.load_from_string(fp32).metadata_props}
-        dim = onnx.load_from_string(fp32).graph.input[0].type.tensor_type.shape.dim
+        proto = onnx.load_from_string(fp32)
+        self.metadata = {p.key: p.value for p in proto.metadata_props}
+        dim = proto.graph.input[0].type.tensor_type.shape.dim
         self.batch = dim[0].dim_value if dim and dim[0].dim_value > 0 else 32
         self.labelled = self.adapter.has_truth(self.dataset)
         self.key, self.sign = self.adapter.primary if self.labelled else ("agreement", 1)
@@ -89,7 +89,7 @@ class _Scorer:
 
     def drop(self, metric: float) -> float:
         """Points lost against FP32 (CER rising counts as a drop)."""
-        return 100 * self.sign * (self.fp32_metric - metric)
+        return points_lost(self.fp32_metric, metric, self.sign)
 
     def latency_ms(self, data: bytes, runs: int = 50) -> float:
         sess = make_session(data, self.threads)

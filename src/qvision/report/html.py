@@ -11,6 +11,7 @@ from qvision.errors import MissingExtraError, QVisionError
 from qvision.fileio import write_text_atomic
 from qvision.report import charts
 from qvision.report.template import PAGE
+from qvision.tasks.adapters import points_lost
 
 DEFAULT_BUDGET = 1.0  # points, when the run had no --max-drop
 ROBUSTNESS_WARN = 5.0  # points of extra loss under one corruption that the verdict names
@@ -51,7 +52,7 @@ def verdict(r: ReportInputs) -> dict:
     if f is None or q is None:
         return {"ok": None, "text": f"{key} missing from the evaluation."}
     budget = r.max_drop if r.max_drop is not None else DEFAULT_BUDGET
-    drop = 100 * sign * (f - q)
+    drop = points_lost(f, q, sign)
     ok = drop <= budget + 1e-9
     text = (
         f"INT8 {key} {100 * q:.2f} % vs FP32 {100 * f:.2f} %: "

@@ -42,6 +42,7 @@ def run_corruptions(
     from qvision.api import Runner, environment, metadata, open_task
     from qvision.data import iter_batches
     from qvision.report.schema import RobustnessResult, RobustnessRow
+    from qvision.tasks.adapters import points_lost
 
     names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
     unknown = [n for n in names if n not in CORRUPTIONS]
@@ -76,7 +77,7 @@ def run_corruptions(
                 severity=severity,
                 fp32=mf[key],
                 int8=mq[key],
-                gap=100 * sign * (mf[key] - mq[key]),
+                gap=points_lost(mf[key], mq[key], sign),
                 agreement=agreement,
             )
         )

@@ -34,6 +34,12 @@ def _top5(logits: np.ndarray) -> list[list[tuple[int, float]]]:
     return [[(int(i), float(row[i])) for i in ids] for ids, row in zip(idx, p, strict=True)]
 
 
+def points_lost(reference: float, value: float, sign: int) -> float:
+    """Points ``value`` is worse than ``reference`` for a metric whose better direction is
+    ``sign`` (+1: higher is better, as top-1; -1: lower is better, as CER)."""
+    return 100 * sign * (reference - value)
+
+
 class _Adapter:
     agreement = "agreement"
 
