@@ -26,21 +26,14 @@ from qvision.runtime.bench import time_interleaved
 from qvision.runtime.inputs import model_hw
 from qvision.runtime.machine import cpu_info
 from qvision.targets import detect
-from qvision.zoo.registry import build_model, set_metadata
+from qvision.zoo.registry import OCR_NORM, build_model, set_metadata
 
 from baselines import ort_quantize
 from common import OUT, write_section
 
 # The detector's zoo preprocessing letterboxes to 960x960; the pages are 640x480, so the
 # bench feeds them at their own size (a multiple of 32, as DB needs).
-PAGE_PRE = Preprocess(
-    resize=(480, 640),
-    resize_mode="letterbox",
-    crop=None,
-    mean=[0.5] * 3,
-    std=[0.5] * 3,
-    channel_order="bgr",
-)
+PAGE_PRE = Preprocess(resize=(480, 640), resize_mode="letterbox", crop=None, **OCR_NORM)
 
 
 def _quantize_all(fp32, calib) -> tuple[dict, dict]:

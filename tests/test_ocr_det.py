@@ -15,6 +15,7 @@ from qvision.data.synth_text import synth_pages
 from qvision.data.text_regions import open_text_regions
 from qvision.errors import QVisionError
 from qvision.tasks.ocr_det import DbSpec, HmeanMeter, components, db_boxes, iou, rect_polygon
+from qvision.zoo.registry import OCR_NORM
 
 from conftest import SKIMAGE, constant_model, run_cli
 
@@ -150,13 +151,6 @@ def test_ppocr_detector_finds_rendered_lines_fp32(tmp_path):
         "data", "synth-text", "--kind", "pages", "--count", "4", "--seed", "7", "-o", str(pages)
     )
     assert r.returncode == 0, r.stderr
-    pre = Preprocess(
-        resize=(480, 640),
-        resize_mode="letterbox",
-        crop=None,
-        mean=[0.5] * 3,
-        std=[0.5] * 3,
-        channel_order="bgr",
-    )
+    pre = Preprocess(resize=(480, 640), resize_mode="letterbox", crop=None, **OCR_NORM)
     res = api.evaluate(det, pages, task="ocr-det", preprocess=pre)
     assert res.metrics["hmean"] > 0.9, res.metrics

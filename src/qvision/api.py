@@ -495,16 +495,14 @@ def analyze(
     )
 
 
-def check_data(folder: str | Path, against: str | Path | None = None, progress=None):
+def check_data(folder: str | Path, against: str | Path | None = None):
     """Data checks of ``folder`` (and leakage into ``against``): a DataCheck record."""
     from qvision.data import open_dataset
     from qvision.data.checks import check_dataset
 
-    ds = open_dataset(folder)
-    other = open_dataset(against) if against is not None else None
-    if progress:
-        progress(0, len(ds) + (len(other) if other else 0))
-    return check_dataset(ds, other)
+    return check_dataset(
+        open_dataset(folder), open_dataset(against) if against is not None else None
+    )
 
 
 def leakage_warning(calib: str | Path, eval_dir: str | Path) -> list[str]:

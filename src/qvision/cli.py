@@ -756,8 +756,7 @@ def check_data_cmd(
     from qvision import api
 
     _check_json_path(json_out, [folder, against])
-    with _progress("checking") as cb:
-        res = api.check_data(folder, against, progress=cb)
+    res = api.check_data(folder, against)
     table = Table(title=f"{res.root} ({res.files} files)")
     table.add_column("check")
     table.add_column("result", justify="right")

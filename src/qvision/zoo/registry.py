@@ -57,7 +57,7 @@ def _build_ppocr(kind: str) -> Callable[[], onnx.ModelProto]:
 
 
 # PP-OCR feeds BGR pixels scaled to [-1, 1] (RapidOCR's det/rec settings).
-_OCR_NORM = {"scale": 1 / 255, "mean": [0.5] * 3, "std": [0.5] * 3, "channel_order": "bgr"}
+OCR_NORM = {"scale": 1 / 255, "mean": [0.5] * 3, "std": [0.5] * 3, "channel_order": "bgr"}
 
 ZOO: dict[str, ZooEntry] = {
     e.name: e
@@ -85,7 +85,7 @@ ZOO: dict[str, ZooEntry] = {
             "ocr-det",
             "PP-OCRv4 mobile text detector (DB), probability map output",
             "rapidocr-onnxruntime",
-            Preprocess(resize=(960, 960), resize_mode="letterbox", crop=None, **_OCR_NORM),
+            Preprocess(resize=(960, 960), resize_mode="letterbox", crop=None, **OCR_NORM),
             _build_ppocr("det"),
         ),
         ZooEntry(
@@ -93,7 +93,7 @@ ZOO: dict[str, ZooEntry] = {
             "ocr-rec",
             "PP-OCRv4 mobile text recognizer (CTC), 48-pixel lines, alphabet in metadata 'character'",
             "rapidocr-onnxruntime",
-            Preprocess(resize=(48, 320), resize_mode="height", crop=None, **_OCR_NORM),
+            Preprocess(resize=(48, 320), resize_mode="height", crop=None, **OCR_NORM),
             _build_ppocr("rec"),
         ),
     ]
