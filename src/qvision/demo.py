@@ -53,23 +53,19 @@ def run_demo(
 
 
 def _report(out: Path, model_path: Path, photos: Path, result: DemoResult) -> Path:
-    """The evidence page for the demo run (photos are unlabelled: fidelity, no accuracy)."""
-    from qvision.report.build import WORST_LAYERS, activation_ranges
-    from qvision.report.html import ReportInputs, write_report
-    from qvision.report.provenance import read_manifest
+    """The evidence page for the demo run. The photos are unlabelled, so it shows fidelity,
+    not accuracy or robustness; calibrating and evaluating on the same photos is flagged."""
+    from qvision.report.build import gather
+    from qvision.report.html import write_report
 
-    analysis = api.analyze(model_path, photos, limit=10)
-    proto, inp = api.open_model(model_path)
-    pre = api.resolve_preprocess(proto, None, inp, model_path)
-    q = result.quantize
-    inputs = ReportInputs(
-        quantize=q,
-        fp32_eval=result.eval,
-        int8_eval=result.int8_eval,
+    evidence = gather(
+        model_path,
+        result.quantize,
+        result.eval,
+        result.int8_eval,
+        photos,
+        photos,
+        "classification",
         bench=result.bench,
-        analysis=analysis,
-        activations=activation_ranges(q.output, analysis.ranking[:WORST_LAYERS], photos, pre),
-        data_check=api.check_data(photos),
-        manifest=read_manifest(q.manifest),
     )
-    return write_report(inputs, out / "report")
+    return write_report(evidence, out / "report")

@@ -91,11 +91,15 @@ def gather(
     robustness_images: int = 200,
     adversarial_images: int = 16,
     progress=None,
+    bench=None,
 ) -> ReportInputs:
+    """Everything the report shows beyond the quantize and eval results; ``bench`` (FP32,
+    INT8) is measured unless a run already has it."""
     from qvision import api
 
     out = quantize_result.output
-    bench = api.benchmark([model, out], threads=threads, rounds=5, seconds=1.0, memory=False)
+    if bench is None:
+        bench = api.benchmark([model, out], threads=threads, rounds=5, seconds=1.0, memory=False)
     q = quantize_result
     analysis = api.analyze(
         model,
