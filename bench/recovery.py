@@ -26,7 +26,13 @@ from common import OUT, require_imagenet, write_section
 
 PIPELINES = {
     "int8": ["none", "bias-correction", "cle,bias-correction", "cle,bias-correction,adaround"],
-    "int4": ["none", "bias-correction", "cle,bias-correction", "cle,bias-correction,adaround"],
+    "int4": [
+        "none",
+        "bias-correction",
+        "cle,bias-correction",
+        "cle,bias-correction,adaround",
+        "bias-correction,brecq",
+    ],
 }
 
 

@@ -14,6 +14,7 @@ from qvision.model.rewrite import prepare_for_quantization
 from qvision.qmath import QFormat, fake_quantize, qparams, weight_ranges
 from qvision.writer import write_qdq
 
+from conftest import tiny_classifier
 from qdq_models import PRE16, mobile_block, plan_context
 
 
@@ -106,3 +107,53 @@ def test_adaround_beats_nearest_rounding_at_4_bits(flat_dir):
             name, w
         ).astype(int)
         assert np.abs(diff).max() <= 1
+
+
+def test_brecq_blocks_follow_the_graph(tmp_path, flat_dir):
+    from qvision.algorithms import brecq
+
+    model = prepare_for_quantization(mobile_block())
+    ctx = plan_context(model, flat_dir, weight_bits=4)
+    # a block per weighted chain link: conv1 ends where only its output is live
+    _, blocks, _ = brecq.split(ctx, min_layers=1)
+    assert [(b.input, b.output, len(b.softs)) for b in blocks] == [
+        ("input", "r1", 1),
+        ("r1", "out", 2),  # the residual block (dw, pw, Add) cannot be cut; the pool joins it
+    ]
+    _, blocks, _ = brecq.split(ctx, min_layers=3)
+    assert [(b.input, b.output, len(b.softs)) for b in blocks] == [("input", "out", 3)]
+    # a block ends before global pooling, whatever its size: the conv is fitted on its
+    # feature map, not through the pooled logits
+    clf = prepare_for_quantization(onnx.load(str(tiny_classifier(tmp_path / "c.onnx", size=16))))
+    _, blocks, _ = brecq.split(plan_context(clf, flat_dir, weight_bits=4), min_layers=3)
+    assert [(b.input, b.output, len(b.softs)) for b in blocks] == [
+        ("input", "r", 1),
+        ("r", "logits", 1),
+    ]
+
+
+def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir):
+    from qvision.algorithms import brecq
+
+    model = prepare_for_quantization(mobile_block())
+    x = next(iter_batches(image_folder(flat_dir), PRE16, batch_size=4)).inputs
+    ref = _run(model, x)
+    nearest = plan_context(model, flat_dir, weight_bits=4)
+    ctx = plan_context(model, flat_dir, weight_bits=4)
+    ctx.options = {"brecq": {"iters": 200, "batch": 4, "crop": 8}}
+    learned = brecq.apply(ctx)
+    assert set(learned.plan.weight_rounding) == {"w1", "w2", "w3"}
+    assert "brecq: 1 blocks, 1 improved" in learned.log[-1]
+    err_nearest = float(((_run(write_qdq(model, nearest.plan), x) - ref) ** 2).mean())
+    err_learned = float(((_run(write_qdq(model, learned.plan), x) - ref) ** 2).mean())
+    assert err_learned < 0.9 * err_nearest, (err_nearest, err_learned)
+    # from bias correction's result: the targets stay the float model's, not the plan's biases
+    corrected = bias_correction.apply(plan_context(model, flat_dir, weight_bits=4))
+    err_bc = float(((_run(write_qdq(model, corrected.plan), x) - ref) ** 2).mean())
+    corrected.options = ctx.options
+    both = brecq.apply(corrected)
+    err_both = float(((_run(write_qdq(model, both.plan), x) - ref) ** 2).mean())
+    assert err_both < err_bc, (err_bc, err_both)
+    ctx.options = {"brecq": {"iterations": 5}}
+    with pytest.raises(QVisionError, match="unknown brecq option 'iterations'"):
+        brecq.apply(ctx)

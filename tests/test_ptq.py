@@ -352,7 +352,20 @@ def test_int4_weights_are_carried_in_int8(tmp_path, calib_dir):
     )
     plan = QuantPlan.load(tmp_path / "p.json")
     assert plan.weights_dtype == "int4" and res.weights == "int4"
-    assert {s.bits for s in plan.weights.values()} == {4}
+    # the first and last weighted layers keep the target's bits (the published W4 convention)
+    bits = {n: s.bits for n, s in plan.weights.items()}
+    assert bits["w2"] == 4 and bits["w1"] > 4 and bits["w3"] > 4, bits
+    assert any("first and last weighted layers (conv1, pw)" in w for w in res.warnings)
+    api.quantize(
+        src,
+        out,
+        calib_dir,
+        weights="int4",
+        plan_out=tmp_path / "p.json",
+        algos="none",
+        layer_bits={"conv1": 4, "pw": 4},
+    )
+    assert {s.bits for s in QuantPlan.load(tmp_path / "p.json").weights.values()} == {4}
     q = onnx.load(str(out))
     weights = [
         t for t in q.graph.initializer if t.name.startswith("w") and t.name.endswith("_quantized")
@@ -372,8 +385,9 @@ def test_int4_weights_are_carried_in_int8(tmp_path, calib_dir):
 def test_int4_packed_stores_true_int4_with_the_same_values(tmp_path, calib_dir):
     src = _save(mobile_block(), tmp_path / "b.onnx")
     carried, packed = tmp_path / "c.onnx", tmp_path / "p.onnx"
-    api.quantize(src, carried, calib_dir, weights="int4", algos="none")
-    res = api.quantize(src, packed, calib_dir, weights="int4-packed", algos="none")
+    all4 = {"conv1": 4, "pw": 4}
+    api.quantize(src, carried, calib_dir, weights="int4", algos="none", layer_bits=all4)
+    res = api.quantize(src, packed, calib_dir, weights="int4-packed", algos="none", layer_bits=all4)
     assert res.weights == "int4-packed"
     q = onnx.load(str(packed))
     assert next(o.version for o in q.opset_import if o.domain == "") >= 21

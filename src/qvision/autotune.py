@@ -4,7 +4,8 @@ Trials run cheapest-at-inference first, so the first configuration within the bu
 also about the fastest one found:
 1. what costs nothing at inference: the configured (or target's default) calibration
    method and pipeline; the other histogram methods (same statistics, read differently);
-   then, with the best method, CLE, MSE weight ranges and AdaRound (when torch is there);
+   then, with the best method, CLE, MSE weight ranges and AdaRound (when torch is there;
+   for sub-8-bit weights also block reconstruction);
 2. for sub-8-bit weights, the most sensitive layers raised to the target's native weight
    bits (same kernels on INT8 runtimes; only size grows);
 3. the most sensitive layers kept in float, 1, 2, 4, ... of them (each costs speed).
@@ -129,11 +130,14 @@ def _first(config: QuantConfig, target) -> tuple[str, str]:
     return config.method or target.default_method, algos
 
 
-def _more_algos(algos: str) -> list[str]:
-    """Pipelines to try after the first, cheapest first; AdaRound only with torch."""
+def _more_algos(algos: str, weights: str = "int8") -> list[str]:
+    """Pipelines to try after the first, cheapest first; AdaRound and (for 4-bit weights,
+    where layer-wise rounding is not enough) block reconstruction only with torch."""
     out = ["cle,bias-correction", "weight-mse,bias-correction"]
     if importlib.util.find_spec("torch") is not None:
         out.append("adaround,bias-correction")
+        if weights != "int8":
+            out.append("bias-correction,brecq")
     return [a for a in out if a != algos]
 
 
@@ -229,7 +233,7 @@ def tune(
         return max(range(first, len(trials)), key=lambda j: -trials[j].drop)
 
     method = variants[best()].plan.method
-    for more in _more_algos(algos):
+    for more in _more_algos(algos, config.weights):
         if met or out_of_time():
             break
         met = trial(f"{method} ranges, {more}", plan_with(method, more))

@@ -289,21 +289,35 @@ def build_plan(
     needed = set(tensors)
     plan.activations = {k: v for k, v in plan.activations.items() if k in needed}
 
-    for node in model.graph.node:
-        d = decisions.get(node.name)
-        if not d or d.action != "quantize" or d.kind not in WEIGHT_INPUT:
-            continue
+    weighted = [
+        n
+        for n in view.topological_order()
+        if (d := decisions.get(n.name)) and d.action == "quantize" and d.kind in WEIGHT_INPUT
+    ]
+    # Capped (4-bit) weights: the first layer (raw pixels, few weights) and the last (the
+    # logits) keep the target's bits, as AdaRound, BRECQ and QDrop report W4 results.
+    edges = {weighted[0].name, weighted[-1].name} if weight_bits and weighted else set()
+    edges -= set(layer_bits or {})
+    for node in weighted:
+        d = decisions[node.name]
         wname = node.input[WEIGHT_INPUT[d.kind]]
         if wname in plan.weights:
             continue
         w = view.weight(wname)
         axis = weight_axis(node, d.kind) if target.per_channel else None
-        fmt = target.weight_format(d.kind, is_depthwise(node, view), weight_bits)
+        cap = None if node.name in edges else weight_bits
+        fmt = target.weight_format(d.kind, is_depthwise(node, view), cap)
         if layer_bits and node.name in layer_bits:
             fmt = QFormat(fmt.dtype, layer_bits[node.name], fmt.symmetric, fmt.narrow)
         if weight_dtype and fmt.bits <= 4:
             fmt = QFormat(weight_dtype, fmt.bits, fmt.symmetric, fmt.narrow)
         plan.weights[wname] = weight_spec(w, fmt, axis)
+    if edges:
+        plan.warnings.append(
+            f"first and last weighted layers ({', '.join(sorted(edges))}) keep the target's "
+            f"weight bits, as published W{weight_bits} results do; "
+            f"--layer-bits NAME={weight_bits} caps them too"
+        )
     floats = sorted(
         {
             d.op_type

@@ -49,6 +49,12 @@ def _adaround(ctx: Context) -> Context:
     return adaround.apply(ctx)
 
 
+def _brecq(ctx: Context) -> Context:
+    from qvision.algorithms import brecq
+
+    return brecq.apply(ctx)
+
+
 # name -> (stage, function); stages run in order: "pre" before calibration, "post" after planning.
 ALGORITHMS: dict[str, tuple[str, Callable[[Context], Context]]] = {
     "cle": ("pre", _cle),
@@ -59,6 +65,8 @@ ALGORITHMS: dict[str, tuple[str, Callable[[Context], Context]]] = {
     "bias-correction-analytical": ("post", _bias_correction_analytical),
     # last, so it corrects the shift of the final (possibly AdaRound) weights
     "bias-correction": ("post", _bias_correction),
+    # block reconstruction learns rounding and biases from where the others left them
+    "brecq": ("post", _brecq),
 }
 ORDER = list(ALGORITHMS)
 

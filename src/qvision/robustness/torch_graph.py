@@ -1,7 +1,8 @@
 """Run an ONNX graph in PyTorch, differentiably: the float model as it is, and a QDQ model
 with straight-through rounding in QuantizeLinear, which is the INT8 model's arithmetic
 with gradients (for attacks crafted through the quantized model). Covers the ops of the
-CNNs qvision quantizes; anything else is a clear error naming the op."""
+CNNs qvision quantizes; anything else is a clear error naming the op. Block reconstruction
+(``algorithms/brecq``) runs parts of it with learned weight rounding."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ def _torch():
     try:
         import torch
     except ImportError:
-        raise MissingExtraError("torch", "torch", "adversarial attacks need gradients") from None
+        raise MissingExtraError(
+            "torch", "torch", "attacks and block reconstruction need gradients"
+        ) from None
     return torch
 
 
@@ -40,17 +43,26 @@ class OnnxTorch:
         self.output = model.graph.output[0].name
         unknown = sorted({n.op_type for n in self.nodes if not hasattr(self, f"op_{n.op_type}")})
         if unknown:
-            raise QVisionError(f"no PyTorch translation for {', '.join(unknown)} (attacks)")
+            raise QVisionError(f"no PyTorch translation for {', '.join(unknown)}")
+        # False: QuantizeLinear passes values through unrounded and unclamped, so the QDQ
+        # graph computes its float model (the targets of block reconstruction)
+        self.quantize = True
+        # QDrop (Wei et al. 2022): while fitting, each activation element skips its
+        # quantization with this probability, which keeps block fits from overfitting
+        self.drop = 0.0
 
     def __call__(self, x):
-        env = {**self.consts, self.input: x}
-        for node in self.nodes:
+        return self.run(self.nodes, {**self.consts, self.input: x})[self.output]
+
+    def run(self, nodes, env: dict) -> dict:
+        """Run ``nodes`` (in order) over ``env`` (tensor name -> value); returns ``env``."""
+        for node in nodes:
             args = [env[i] if i else None for i in node.input]
             out = getattr(self, f"op_{node.op_type}")(node, _attrs(node), *args)
             outs = out if isinstance(out, tuple) else (out,)
             for name, value in zip(node.output, outs, strict=False):
                 env[name] = value
-        return env[self.output]
+        return env
 
     # -- ops ---------------------------------------------------------------------------
     def _f(self, t):
@@ -114,6 +126,35 @@ class OnnxTorch:
     def op_GlobalAveragePool(self, node, a, x):
         return x.mean(dim=(2, 3), keepdim=True)
 
+    def _pool(self, a, x, fn, **extra):
+        pads = a.get("pads", [0, 0, 0, 0])
+        k = tuple(a["kernel_shape"])
+        if pads[0] != pads[2] or pads[1] != pads[3]:
+            x = self.torch.nn.functional.pad(
+                x, (pads[1], pads[3], pads[0], pads[2]), value=extra.pop("fill", 0.0)
+            )
+            pads = [0, 0]
+        extra.pop("fill", None)
+        return fn(
+            x,
+            k,
+            stride=tuple(a.get("strides", [1] * len(k))),
+            padding=(pads[0], pads[1]),
+            ceil_mode=bool(a.get("ceil_mode", 0)),
+            **extra,
+        )
+
+    def op_MaxPool(self, node, a, x):
+        F = self.torch.nn.functional
+        return self._pool(a, x, F.max_pool2d, fill=float("-inf"))
+
+    def op_AveragePool(self, node, a, x):
+        F = self.torch.nn.functional
+        return self._pool(a, x, F.avg_pool2d, count_include_pad=bool(a.get("count_include_pad", 0)))
+
+    def op_Concat(self, node, a, *xs):
+        return self.torch.cat([self._f(x) for x in xs], dim=a["axis"])
+
     def op_ReduceMean(self, node, a, x, axes=None):
         axes = a.get("axes") if axes is None else [int(v) for v in axes.tolist()]
         return x.mean(dim=tuple(axes), keepdim=bool(a.get("keepdims", 1)))
@@ -139,8 +180,12 @@ class OnnxTorch:
         zpf = self._shape(zp.float(), x, axis) if zp is not None else torch.zeros(())
         info = torch.iinfo(zp.dtype) if zp is not None else torch.iinfo(torch.uint8)
         v = x / scale
-        v = v + (torch.round(v) - v).detach()  # straight-through rounding
-        return torch.clamp(v + zpf, info.min, info.max)
+        if not self.quantize:
+            return v + zpf
+        q = torch.clamp(v + (torch.round(v) - v).detach() + zpf, info.min, info.max)  # STE
+        if self.drop:
+            return torch.where(torch.rand_like(v) < self.drop, v + zpf, q)
+        return q
 
     def op_DequantizeLinear(self, node, a, q, scale, zp=None):
         axis = a.get("axis", 1)
