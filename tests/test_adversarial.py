@@ -23,7 +23,7 @@ def _ort(model, x):
 
 
 def test_torch_translation_matches_onnx_runtime(tmp_path, flat_dir):
-    from qvision.robustness.torch_graph import OnnxTorch
+    from qvision.model.torch_graph import OnnxTorch
 
     src = tiny_classifier(tmp_path / "t.onnx")
     q = tmp_path / "q.onnx"

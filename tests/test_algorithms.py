@@ -157,3 +157,13 @@ def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir):
     ctx.options = {"brecq": {"iterations": 5}}
     with pytest.raises(QVisionError, match="unknown brecq option 'iterations'"):
         brecq.apply(ctx)
+
+
+def test_default_pipeline_adds_block_reconstruction_for_4_bit_weights():
+    from qvision.ptq import default_algos
+    from qvision.targets import TARGETS
+
+    avx2 = TARGETS["ort-cpu-avx2"]
+    assert default_algos(avx2, "int8") == ["bias-correction"]
+    assert default_algos(avx2, "int4") == ["bias-correction", "brecq"]  # torch is installed
+    assert parse_algos(default_algos(avx2, "int4-packed")) == ["bias-correction", "brecq"]

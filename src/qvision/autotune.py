@@ -35,6 +35,7 @@ from qvision.ptq import Planned, finish, make_plan, write_model
 from qvision.qmath import QFormat
 from qvision.report.schema import QuantizeResult, TuneResult, TuneTrial
 from qvision.runtime.session import make_session
+from qvision.targets import resolve
 from qvision.tasks.adapters import ADAPTERS, points_lost
 
 SENSITIVITY_IMAGES = 16
@@ -172,6 +173,9 @@ def tune(
         raise QVisionError("--max-drop must be >= 0 points")
     t0 = time.perf_counter()
     check_output_path(output, [model, calib, data])
+    if config.algos is None:  # the target's cheap pipeline first; slower ones are trials
+        first = ",".join(resolve(config.target)[0].default_algos) or "none"
+        config = dataclasses.replace(config, algos=first)
     planned = make_plan(
         model,
         calib,

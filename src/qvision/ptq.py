@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,15 @@ from qvision.writer import QDQ_OPS, write_qdq
 # kernels do not fuse it for Conv, so it dequantizes to float at run time.
 WEIGHT_BITS: dict[str, int | None] = {"int8": None, "int4": 4, "int4-packed": 4}
 PACKED = {"int4-packed": "int4"}
+
+
+def default_algos(target: Target, weights: str) -> list[str]:
+    """The target's pipeline; for sub-8-bit weights block reconstruction joins it when torch
+    is there (bias correction alone loses ~15 points at 4 bits, layer-wise AdaRound ~6)."""
+    names = list(target.default_algos)
+    if WEIGHT_BITS.get(weights) and importlib.util.find_spec("torch") and "brecq" not in names:
+        names.append("brecq")
+    return names
 
 
 @dataclass
@@ -118,7 +128,9 @@ def make_plan(
     dataset = image_folder(calib) if Path(calib).is_dir() else open_dataset(calib)
     if config.limit:
         dataset.samples = dataset.samples[: config.limit]
-    names = parse_algos(prof.default_algos if config.algos is None else config.algos)
+    names = parse_algos(
+        default_algos(prof, config.weights) if config.algos is None else config.algos
+    )
     ctx = Context(
         prepared,
         None,

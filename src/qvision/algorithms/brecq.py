@@ -26,9 +26,9 @@ from qvision.algorithms.context import Context
 from qvision.data import iter_batches
 from qvision.errors import QVisionError
 from qvision.model.graph import GraphView, node_attr
+from qvision.model.torch_graph import OnnxTorch, _torch
 from qvision.plan import QuantSpec, pack_bits
 from qvision.planner import WEIGHT_INPUT
-from qvision.robustness.torch_graph import OnnxTorch, _torch
 from qvision.writer import QDQ_OPS, write_qdq
 from qvision.writer.qdq import BIAS_INPUT
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qvision.robustness.torch_graph import OnnxTorch, _torch
+from qvision.model.torch_graph import OnnxTorch, _torch
 
 EPSILONS = (1 / 255, 2 / 255, 4 / 255)
 STEPS = 10
