@@ -154,6 +154,11 @@ def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir):
     both = brecq.apply(corrected)
     err_both = float(((_run(write_qdq(model, both.plan), x) - ref) ** 2).mean())
     assert err_both < err_bc, (err_bc, err_both)
+    # extra views (random resized crops) multiply the fitted inputs
+    n = len(image_folder(flat_dir))
+    views = plan_context(model, flat_dir, weight_bits=4)
+    views.options = {"brecq": {"iters": 5, "views": 2, "crop": 8}}
+    assert f"batch 16, {3 * n} images" in brecq.apply(views).log[-1]
     ctx.options = {"brecq": {"iterations": 5}}
     with pytest.raises(QVisionError, match="unknown brecq option 'iterations'"):
         brecq.apply(ctx)

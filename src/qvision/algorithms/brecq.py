@@ -59,6 +59,7 @@ OPTIONS = (
     "bias",
     "asym",
     "drop",
+    "views",
 )
 
 
@@ -238,13 +239,14 @@ def _options(ctx: Context) -> dict:
             "bias": bool(opts.get("bias", True)),
             "asym": bool(opts.get("asym", True)),
             "drop": float(opts.get("drop", 0.0)),
+            "views": int(opts.get("views", 0)),
         }
     except (TypeError, ValueError):
         raise QVisionError("brecq options take numbers (flip: true/false)") from None
 
 
 def apply(ctx: Context) -> Context:
-    """``ctx.options['brecq']`` may set iters, batch, lr, reg, seed, flip, min_layers."""
+    """``ctx.options["brecq"]`` may set any of OPTIONS (``--algo-option brecq.KEY=VALUE``)."""
     torch = _torch()
     opts = _options(ctx)
     t0 = time.perf_counter()
@@ -253,12 +255,15 @@ def apply(ctx: Context) -> Context:
     graph, blocks, names = split(ctx, opts["min_layers"])
     consts = graph.consts
 
+    gen = torch.Generator().manual_seed(opts["seed"])
     xs = [b.inputs for b in iter_batches(ctx.dataset, ctx.preprocess, batch_size=8)]
     if not xs:
         raise QVisionError("brecq needs calibration images")
     x = torch.from_numpy(np.concatenate(xs).astype(np.float32))
     if opts["flip"]:
         x = torch.cat([x, x.flip(-1)])
+    if opts["views"] > 0 and x.ndim == 4:
+        x = torch.cat([x, *(_views(torch, x, gen) for _ in range(opts["views"]))])
     xq, xf = x, x
 
     def run(block: Block, inp, mode: str):
@@ -280,7 +285,6 @@ def apply(ctx: Context) -> Context:
         return ((out - target) ** 2).sum(dim=1).mean()
 
     kept, ratios = 0, []
-    gen = torch.Generator().manual_seed(opts["seed"])
     for block in blocks:
         with torch.no_grad():
             # asym (BRECQ's choice): the float model's own block output, so each block also
@@ -312,6 +316,22 @@ def apply(ctx: Context) -> Context:
         f"{time.perf_counter() - t0:.0f} s"
     )
     return ctx
+
+
+def _views(torch, x, gen):
+    """One random resized crop (a third to all of the area) of each input, mirrored at
+    random: more distinct inputs from the same calibration images."""
+    n, _, h, w = x.shape
+    out = []
+    for i in range(n):
+        area = float(torch.empty(1).uniform_(0.35, 1.0, generator=gen))
+        ch, cw = max(8, int(h * area**0.5)), max(8, int(w * area**0.5))
+        top = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
+        left = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
+        v = x[i : i + 1, :, top : top + ch, left : left + cw]
+        v = torch.nn.functional.interpolate(v, size=(h, w), mode="bilinear", align_corners=False)
+        out.append(v.flip(-1) if bool(torch.randint(0, 2, (1,), generator=gen)) else v)
+    return torch.cat(out)
 
 
 def _fit(torch, graph, block: Block, xq, xf, target, opts, gen, loss_of, run) -> None:
