@@ -159,6 +159,7 @@ def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir):
     views = plan_context(model, flat_dir, weight_bits=4)
     views.options = {"brecq": {"iters": 5, "views": 2, "crop": 8}}
     assert f"batch 16, {3 * n} images" in brecq.apply(views).log[-1]
+    assert brecq._flag("false") is False and brecq._flag("1") is True  # command-line strings
     ctx.options = {"brecq": {"iterations": 5}}
     with pytest.raises(QVisionError, match="unknown brecq option 'iterations'"):
         brecq.apply(ctx)

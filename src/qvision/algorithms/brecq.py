@@ -221,6 +221,18 @@ def split(ctx: Context, min_layers: int = MIN_LAYERS):
     return graph, _blocks(rest, graph.input, graph.output, soft_of, biases, min_layers), names
 
 
+def _flag(value) -> bool:
+    """A switch from the API (bool) or the command line ('true', 'false', '1', '0')."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
 def _options(ctx: Context) -> dict:
     opts = dict(ctx.options.get("brecq", {}))
     unknown = set(opts) - set(OPTIONS)
@@ -233,16 +245,16 @@ def _options(ctx: Context) -> dict:
             "lr": float(opts.get("lr", LR)),
             "reg": float(opts.get("reg", REG)),
             "seed": int(opts.get("seed", 0)),
-            "flip": bool(opts.get("flip", False)),
+            "flip": _flag(opts.get("flip", False)),
             "min_layers": int(opts.get("min_layers", MIN_LAYERS)),
             "crop": int(opts.get("crop", CROP)),
-            "bias": bool(opts.get("bias", True)),
-            "asym": bool(opts.get("asym", True)),
+            "bias": _flag(opts.get("bias", True)),
+            "asym": _flag(opts.get("asym", True)),
             "drop": float(opts.get("drop", 0.0)),
             "views": int(opts.get("views", 0)),
         }
     except (TypeError, ValueError):
-        raise QVisionError("brecq options take numbers (flip: true/false)") from None
+        raise QVisionError("brecq options take numbers (flip, bias, asym: true/false)") from None
 
 
 def apply(ctx: Context) -> Context:
