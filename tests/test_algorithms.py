@@ -115,17 +115,17 @@ def test_brecq_blocks_follow_the_graph(tmp_path, flat_dir):
     model = prepare_for_quantization(mobile_block())
     ctx = plan_context(model, flat_dir, weight_bits=4)
     # a block per weighted chain link: conv1 ends where only its output is live
-    _, blocks, _ = brecq.split(ctx, min_layers=1)
+    _, blocks = brecq.split(ctx, min_layers=1)
     assert [(b.input, b.output, len(b.softs)) for b in blocks] == [
         ("input", "r1", 1),
         ("r1", "out", 2),  # the residual block (dw, pw, Add) cannot be cut; the pool joins it
     ]
-    _, blocks, _ = brecq.split(ctx, min_layers=3)
+    _, blocks = brecq.split(ctx, min_layers=3)
     assert [(b.input, b.output, len(b.softs)) for b in blocks] == [("input", "out", 3)]
     # a block ends before global pooling, whatever its size: the conv is fitted on its
     # feature map, not through the pooled logits
     clf = prepare_for_quantization(onnx.load(str(tiny_classifier(tmp_path / "c.onnx", size=16))))
-    _, blocks, _ = brecq.split(plan_context(clf, flat_dir, weight_bits=4), min_layers=3)
+    _, blocks = brecq.split(plan_context(clf, flat_dir, weight_bits=4), min_layers=3)
     assert [(b.input, b.output, len(b.softs)) for b in blocks] == [
         ("input", "r", 1),
         ("r", "logits", 1),

@@ -174,8 +174,7 @@ def tune(
     t0 = time.perf_counter()
     check_output_path(output, [model, calib, data])
     if config.algos is None:  # the target's cheap pipeline first; slower ones are trials
-        first = ",".join(resolve(config.target)[0].default_algos) or "none"
-        config = dataclasses.replace(config, algos=first)
+        config = dataclasses.replace(config, algos=_first(config, resolve(config.target)[0])[1])
     planned = make_plan(
         model,
         calib,

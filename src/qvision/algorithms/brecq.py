@@ -66,12 +66,14 @@ OPTIONS = (
 class _Soft:
     """One weight's learnable rounding: S · (clamp(floor(W/S) + h(V) + Z) − Z)."""
 
-    def __init__(self, torch, w: np.ndarray, spec: QuantSpec, start: np.ndarray, output: str):
+    def __init__(
+        self, torch, name: str, w: np.ndarray, spec: QuantSpec, start: np.ndarray, output: str
+    ):
         scale, zp = spec.arrays()
         shape = [1] * w.ndim
         if spec.axis is not None:
             shape[spec.axis] = -1
-        self.torch, self.output, self.fmt = torch, output, spec.format
+        self.torch, self.name, self.output, self.fmt = torch, name, output, spec.format
         self.w = torch.from_numpy(np.array(w, np.float32))
         self.s = torch.from_numpy(scale.astype(np.float32).reshape(shape))
         self.z = torch.from_numpy(zp.astype(np.float32).reshape(shape))
@@ -147,11 +149,7 @@ def _blocks(
         cur.nodes.append(n)
         cur.softs += [soft_of[t] for t in n.input if t in soft_of]
         cur.biases += [bias_of[n.name]] if n.name in bias_of else []
-        # a block also ends before global pooling: fitting the pooled logits alone would
-        # ask 100 images' class scores to pin down a 1×1 conv's 400k roundings
-        reader = next((m for m in nodes[i + 1 :] if m.op_type not in QDQ_OPS), None)
-        pooled = reader is not None and reader.op_type in POOLING and bool(cur.softs)
-        if i in cuts and (len(cur.softs) >= min_layers or pooled):
+        if i in cuts and (len(cur.softs) >= min_layers or _pooled_next(nodes, i, cur)):
             cur.output = n.output[0]
             blocks.append(cur)
             cur = Block(input=cur.output)
@@ -167,8 +165,15 @@ def _blocks(
     return blocks
 
 
+def _pooled_next(nodes, i: int, block: Block) -> bool:
+    """A block with weights also ends before global pooling: fitting the pooled logits alone
+    would ask 100 images' class scores to pin down a 1×1 conv's 400k roundings."""
+    reader = next((m for m in nodes[i + 1 :] if m.op_type not in QDQ_OPS), None)
+    return reader is not None and reader.op_type in POOLING and bool(block.softs)
+
+
 def split(ctx: Context, min_layers: int = MIN_LAYERS):
-    """The QDQ model of ``ctx.plan`` in PyTorch, its blocks, and each soft weight's name."""
+    """The QDQ model of ``ctx.plan`` in PyTorch and its blocks."""
     torch = _torch()
     plan = ctx.plan
     try:
@@ -178,7 +183,6 @@ def split(ctx: Context, min_layers: int = MIN_LAYERS):
     view = GraphView(ctx.model)
     by_name = {n.name: n for n in graph.nodes}
     soft_of: dict[str, _Soft] = {}
-    names: dict[int, str] = {}
     bias_of: dict[str, tuple] = {}  # layer -> (its bias tensor in the QDQ graph, float bias)
     for node in ctx.model.graph.node:
         d = plan.nodes.get(node.name)
@@ -189,9 +193,9 @@ def split(ctx: Context, min_layers: int = MIN_LAYERS):
             continue
         out = by_name[node.name].input[WEIGHT_INPUT[d.kind]]
         w = view.weight(wname)
-        soft = _Soft(torch, w, plan.weights[wname], plan.quantized_weight(wname, w), out)
-        soft_of[out] = soft
-        names[id(soft)] = wname
+        soft_of[out] = _Soft(
+            torch, wname, w, plan.weights[wname], plan.quantized_weight(wname, w), out
+        )
         b = BIAS_INPUT.get(d.kind)
         if b is not None and len(by_name[node.name].input) > b and by_name[node.name].input[b]:
             original = view.weight(node.input[b]) if len(node.input) > b and node.input[b] else None
@@ -218,7 +222,7 @@ def split(ctx: Context, min_layers: int = MIN_LAYERS):
         for node, (t, original) in bias_of.items()
         if t in consts
     }
-    return graph, _blocks(rest, graph.input, graph.output, soft_of, biases, min_layers), names
+    return graph, _blocks(rest, graph.input, graph.output, soft_of, biases, min_layers)
 
 
 def _flag(value) -> bool:
@@ -264,7 +268,7 @@ def apply(ctx: Context) -> Context:
     t0 = time.perf_counter()
     torch.manual_seed(opts["seed"])
     plan = ctx.plan
-    graph, blocks, names = split(ctx, opts["min_layers"])
+    graph, blocks = split(ctx, opts["min_layers"])
     consts = graph.consts
 
     gen = torch.Generator().manual_seed(opts["seed"])
@@ -278,8 +282,8 @@ def apply(ctx: Context) -> Context:
         x = torch.cat([x, *(_views(torch, x, gen) for _ in range(opts["views"]))])
     xq, xf = x, x
 
-    def run(block: Block, inp, mode: str):
-        graph.quantize = mode != "float"
+    def run(block: Block, inp, mode: str, drop: float = 0.0):
+        graph.quantize, graph.drop = mode != "float", drop
         outs = []
         for i in range(0, len(inp), CHUNK):
             env = dict(consts)
@@ -290,7 +294,7 @@ def apply(ctx: Context) -> Context:
             elif mode == "float":
                 env.update({b.output: b.float for b in block.biases})
             outs.append(graph.run(block.nodes, env)[block.output])
-        graph.quantize = True
+        graph.quantize, graph.drop = True, 0.0
         return torch.cat(outs)
 
     def loss_of(out, target):
@@ -302,25 +306,23 @@ def apply(ctx: Context) -> Context:
             # asym (BRECQ's choice): the float model's own block output, so each block also
             # undoes the error it receives; otherwise the float block on the quantized input
             # (its own error only), which let errors compound: MobileNetV2 W4A8 66.3 % vs 78.4 %
-            xf = xf if opts["asym"] else xq
-            target = run(block, xf, "float")
-        hard = False
+            source = xf if opts["asym"] else xq
+            target = run(block, source, "float")
+            out = run(block, xq, "start")
         if block.softs:
-            _fit(torch, graph, block, xq, xf, target, opts, gen, loss_of, run)
+            _fit(torch, block, xq, source, target, opts, gen, loss_of, run)
             with torch.no_grad():
-                learned = float(loss_of(run(block, xq, "hard"), target))
-                before = float(loss_of(run(block, xq, "start"), target))
-            hard = learned <= before
-            if hard:
+                fitted = run(block, xq, "hard")
+            learned, before = float(loss_of(fitted, target)), float(loss_of(out, target))
+            if learned <= before:
+                out = fitted
                 for s in block.softs:
-                    plan.weight_rounding[names[id(s)]] = pack_bits(s.up().numpy().astype(np.int64))
+                    plan.weight_rounding[s.name] = pack_bits(s.up().numpy().astype(np.int64))
                 for b in block.biases if opts["bias"] else []:
                     plan.biases[b.node] = [float(v) for v in b.value.detach().numpy()]
                 kept += 1
                 ratios.append(learned / max(before, 1e-30))
-        with torch.no_grad():
-            xq = run(block, xq, "hard" if hard else "start")
-        xf = target
+        xq, xf = out, target
     ctx.log.append(
         f"brecq: {len(blocks)} blocks, {kept} improved (block output error x"
         f"{np.mean(ratios) if ratios else 1:.2f} of the rounding before, on average); "
@@ -346,7 +348,9 @@ def _views(torch, x, gen):
     return torch.cat(out)
 
 
-def _fit(torch, graph, block: Block, xq, xf, target, opts, gen, loss_of, run) -> None:
+def _fit(torch, block: Block, xq, source, target, opts, gen, loss_of, run) -> None:
+    """Fit the block's rounding (and biases) on ``xq``; targets are the float block on
+    ``source``, recomputed per crop."""
     groups = [{"params": [s.v for s in block.softs], "lr": opts["lr"]}]
     if opts["bias"] and block.biases:
         groups.append({"params": [b.value for b in block.biases], "lr": BIAS_LR})
@@ -361,12 +365,10 @@ def _fit(torch, graph, block: Block, xq, xf, target, opts, gen, loss_of, run) ->
             left = int(torch.randint(0, max(1, xq.shape[3] - c + 1), (1,), generator=gen))
             x = xq[idx, :, top : top + c, left : left + c]
             with torch.no_grad():
-                want = run(block, xf[idx, :, top : top + c, left : left + c], "float")
+                want = run(block, source[idx, :, top : top + c, left : left + c], "float")
         else:
             x, want = xq[idx], target[idx]
-        graph.drop = opts["drop"]
-        out = run(block, x, "soft")
-        graph.drop = 0.0
+        out = run(block, x, "soft", opts["drop"])
         loss = loss_of(out, want)
         if i >= warm:
             beta = BETA[0] + (BETA[1] - BETA[0]) * (i - warm) / max(1, iters - warm)

@@ -126,15 +126,12 @@ class OnnxTorch:
     def op_GlobalAveragePool(self, node, a, x):
         return x.mean(dim=(2, 3), keepdim=True)
 
-    def _pool(self, a, x, fn, **extra):
+    def _pool(self, a, x, fn, fill: float = 0.0, **extra):
         pads = a.get("pads", [0, 0, 0, 0])
         k = tuple(a["kernel_shape"])
         if pads[0] != pads[2] or pads[1] != pads[3]:
-            x = self.torch.nn.functional.pad(
-                x, (pads[1], pads[3], pads[0], pads[2]), value=extra.pop("fill", 0.0)
-            )
+            x = self.torch.nn.functional.pad(x, (pads[1], pads[3], pads[0], pads[2]), value=fill)
             pads = [0, 0]
-        extra.pop("fill", None)
         return fn(
             x,
             k,
