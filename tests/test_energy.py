@@ -29,3 +29,90 @@ def test_bench_reports_energy_per_inference(tmp_path, flat_dir):
     m = res.models[0]
     expected = energy_per_inference(src, (32, 32))
     assert m.energy_method == expected.method and m.energy_j == pytest.approx(expected.joules)
+
+
+class _FakeNvml:
+    """A scripted board counter: 50 W whatever happens, plus 10 mJ per inference."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self):
+        import time
+
+        self.clock, self.runs, self.open = time.perf_counter, 0, False
+
+    def nvmlInit(self):
+        self.open = True
+
+    def nvmlShutdown(self):
+        self.open = False
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return i
+
+    def nvmlDeviceGetName(self, h):
+        return "Fake GPU"
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, h):
+        return round(50e3 * self.clock() + 10 * self.runs)  # mJ
+
+
+def test_nvml_splits_idle_from_inference_energy(monkeypatch):
+    import sys
+
+    from qvision.runtime.energy import measure_nvml
+
+    fake = _FakeNvml()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+
+    def run():
+        fake.runs += 1
+
+    e = measure_nvml(run, seconds=0.2, idle=0.2)
+    assert e.method == "nvml" and not fake.open
+    assert e.parts["above-idle"] == pytest.approx(0.010, abs=2e-4)
+    assert e.joules == pytest.approx(e.parts["idle"] + e.parts["above-idle"])
+    assert "Fake GPU" in e.notes and "50 W idle" in e.notes
+
+
+def test_nvml_absent_means_no_measurement(monkeypatch):
+    import sys
+
+    from qvision.runtime.energy import measure_nvml
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails
+    assert measure_nvml(lambda: None, seconds=0.01, idle=0.01) is None
+
+
+def test_gpu_provider_without_a_gpu_build_is_not_reported_as_nvml(tmp_path):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this ONNX Runtime has the CUDA provider")
+    src = tiny_classifier(tmp_path / "t.onnx")
+    e = energy_per_inference(src, (32, 32), providers=["CUDAExecutionProvider"])
+    assert e.method in ("estimate", "rapl")
+
+
+def test_nvml_measures_a_real_gpu_workload():
+    """Runs where a GPU, its driver and nvidia-ml-py are all present (the lent GPU machine)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("pynvml")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from qvision.runtime.energy import measure_nvml
+
+    a = torch.randn(4096, 4096, device="cuda")
+
+    def run():
+        for _ in range(8):
+            a @ a
+        torch.cuda.synchronize()
+
+    e = measure_nvml(run, seconds=2.0)
+    assert e is not None and e.method == "nvml", "NVML could not read the energy counter"
+    watts = float(e.notes.split(" W average")[0].rsplit("(", 1)[1])
+    print(f"\nNVML: {e.joules * 1e3:.1f} mJ per run, {e.notes}")
+    assert 10 < watts < 2000
+    assert e.parts["above-idle"] > 0 and e.parts["idle"] > 0

@@ -307,10 +307,11 @@ def benchmark(
     )
 
 
-def energy_per_inference(path, hw, threads=None):
+def energy_per_inference(path, hw, threads=None, providers=None):
+    """Joules per batch-1 inference: NVML for GPU providers, RAPL, else the estimate."""
     from qvision.runtime.energy import energy_per_inference as measure
 
-    return measure(path, hw, threads)
+    return measure(path, hw, threads, providers)
 
 
 def inspect_model(path: str | Path) -> ModelInfo:

@@ -60,6 +60,7 @@ OPTIONS = (
     "asym",
     "drop",
     "views",
+    "device",
 )
 
 
@@ -84,6 +85,11 @@ class _Soft:
         self.v = torch.log((rest - GAMMA) / (ZETA - rest) + 1e-12).clamp(-8, 8)
         self.v.requires_grad_(True)
         self.start = self.s * (torch.from_numpy(start.astype(np.float32)) - self.z)
+
+    def to(self, device) -> None:
+        for k in ("w", "s", "z", "floor", "start"):
+            setattr(self, k, getattr(self, k).to(device))
+        self.v = self.v.detach().to(device).requires_grad_(True)
 
     def h(self):
         return self.torch.clamp(self.torch.sigmoid(self.v) * (ZETA - GAMMA) + GAMMA, 0, 1)
@@ -256,9 +262,24 @@ def _options(ctx: Context) -> dict:
             "asym": _flag(opts.get("asym", True)),
             "drop": float(opts.get("drop", 0.0)),
             "views": int(opts.get("views", 0)),
+            "device": _device(str(opts.get("device", "auto"))),
         }
     except (TypeError, ValueError):
-        raise QVisionError("brecq options take numbers (flip, bias, asym: true/false)") from None
+        raise QVisionError(
+            "brecq options take numbers (flip, bias, asym: true/false; device: auto, cpu, cuda)"
+        ) from None
+
+
+def _device(name: str) -> str:
+    """'auto': the first CUDA GPU when PyTorch sees one (tens of times faster), else the CPU."""
+    torch = _torch()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise QVisionError(f"brecq.device={name}: PyTorch sees no CUDA GPU")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(name)
+    return name
 
 
 def apply(ctx: Context) -> Context:
@@ -269,13 +290,20 @@ def apply(ctx: Context) -> Context:
     torch.manual_seed(opts["seed"])
     plan = ctx.plan
     graph, blocks = split(ctx, opts["min_layers"])
-    consts = graph.consts
+    dev = opts["device"]
+    consts = graph.to(dev).consts
+    for block in blocks:
+        for s in block.softs:
+            s.to(dev)
+        for b in block.biases:
+            b.value = b.value.detach().to(dev).requires_grad_(True)
+            b.float = b.float.to(dev)
 
     gen = torch.Generator().manual_seed(opts["seed"])
     xs = [b.inputs for b in iter_batches(ctx.dataset, ctx.preprocess, batch_size=8)]
     if not xs:
         raise QVisionError("brecq needs calibration images")
-    x = torch.from_numpy(np.concatenate(xs).astype(np.float32))
+    x = torch.from_numpy(np.concatenate(xs).astype(np.float32)).to(dev)
     if opts["flip"]:
         x = torch.cat([x, x.flip(-1)])
     if opts["views"] > 0 and x.ndim == 4:
@@ -317,16 +345,16 @@ def apply(ctx: Context) -> Context:
             if learned <= before:
                 out = fitted
                 for s in block.softs:
-                    plan.weight_rounding[s.name] = pack_bits(s.up().numpy().astype(np.int64))
+                    plan.weight_rounding[s.name] = pack_bits(s.up().cpu().numpy().astype(np.int64))
                 for b in block.biases if opts["bias"] else []:
-                    plan.biases[b.node] = [float(v) for v in b.value.detach().numpy()]
+                    plan.biases[b.node] = [float(v) for v in b.value.detach().cpu().numpy()]
                 kept += 1
                 ratios.append(learned / max(before, 1e-30))
         xq, xf = out, target
     ctx.log.append(
         f"brecq: {len(blocks)} blocks, {kept} improved (block output error x"
         f"{np.mean(ratios) if ratios else 1:.2f} of the rounding before, on average); "
-        f"{opts['iters']} iterations, batch {opts['batch']}, {len(x)} images, "
+        f"{opts['iters']} iterations, batch {opts['batch']}, {len(x)} images on {dev}, "
         f"{time.perf_counter() - t0:.0f} s"
     )
     return ctx

@@ -51,6 +51,11 @@ class OnnxTorch:
         # quantization with this probability, which keeps block fits from overfitting
         self.drop = 0.0
 
+    def to(self, device) -> OnnxTorch:
+        """Move the constants (weights, scales, zero points) to ``device``."""
+        self.consts = {k: v.to(device) for k, v in self.consts.items()}
+        return self
+
     def __call__(self, x):
         return self.run(self.nodes, {**self.consts, self.input: x})[self.output]
 

@@ -91,7 +91,7 @@ class ModelBench(BaseModel):
     peak_rss_bytes: int | None = None
     batch_n: BatchBench | None = None
     energy_j: float | None = None  # per batch-1 inference
-    energy_method: str | None = None  # "rapl" (measured) or "estimate" (see runtime/energy.py)
+    energy_method: str | None = None  # "rapl"/"nvml" (measured) or "estimate" (runtime/energy.py)
 
 
 class BenchResult(BaseModel):

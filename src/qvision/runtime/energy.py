@@ -1,7 +1,9 @@
 """Energy per inference: measured where the machine exposes a counter, else estimated.
 
 Measured: Intel/AMD RAPL package counters (``/sys/class/powercap/*/energy_uj``), read
-around a timed loop; the whole package's energy, so idle and other work count too.
+around a timed loop; the whole package's energy, so idle and other work count too. On an
+NVIDIA GPU (a session on ONNX Runtime's CUDA or TensorRT provider), the board's energy
+counter through NVML (``nvidia-ml-py``), with the idle draw measured beside it.
 
 Estimated (labelled "estimate"): multiply-accumulates and memory traffic of the graph
 times per-operation energies from Horowitz, "Computing's energy problem" (ISSCC 2014,
@@ -35,9 +37,10 @@ ASSUMPTIONS = (
 
 class Energy(BaseModel):
     joules: float  # per inference (batch 1)
-    method: str  # "rapl" (measured) or "estimate"
+    method: str  # "rapl" or "nvml" (measured) or "estimate"
     macs: dict[str, int] = {}  # by precision (estimate)
-    parts: dict[str, float] = {}  # joules: compute, weights, activations (estimate)
+    # joules: compute, weights, activations (estimate); idle, above-idle (nvml)
+    parts: dict[str, float] = {}
     notes: str = ""
 
 
@@ -76,6 +79,66 @@ def measure_rapl(run: Callable[[], object], seconds: float = 2.0) -> Energy | No
         joules=uj * 1e-6 / max(n, 1),
         method="rapl",
         notes=f"package counters over {n} runs; includes idle and other processes",
+    )
+
+
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def _nvml():
+    """The NVML module, initialised, or None (no nvidia-ml-py, no driver, no GPU)."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return None
+    return pynvml
+
+
+def measure_nvml(
+    run: Callable[[], object], seconds: float = 2.0, index: int = 0, idle: float = 1.0
+) -> Energy | None:
+    """Joules per call of ``run`` (which must return when the GPU work is done) from GPU
+    ``index``'s board energy counter, or None where NVML cannot read one (pre-Volta GPUs,
+    no driver). The board draws tens of watts doing nothing; ``idle`` seconds of sleep
+    measure that draw first so the result can say how much of each joule is idle."""
+    nv = _nvml()
+    if nv is None:
+        return None
+    try:
+        handle = nv.nvmlDeviceGetHandleByIndex(index)
+        name = nv.nvmlDeviceGetName(handle)
+
+        def mj() -> int:  # millijoules since the driver loaded
+            return nv.nvmlDeviceGetTotalEnergyConsumption(handle)
+
+        e0, t0 = mj(), time.perf_counter()
+        time.sleep(idle)
+        idle_w = (mj() - e0) * 1e-3 / (time.perf_counter() - t0)
+        run()
+        e0, n, t0 = mj(), 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            run()
+            n += 1
+        spent, elapsed = (mj() - e0) * 1e-3, time.perf_counter() - t0
+    except nv.NVMLError:
+        return None
+    finally:
+        nv.nvmlShutdown()
+    n = max(n, 1)
+    idle_j = min(idle_w * elapsed, spent) / n
+    return Energy(
+        joules=spent / n,
+        method="nvml",
+        parts={"idle": idle_j, "above-idle": spent / n - idle_j},
+        notes=(
+            f"{name if isinstance(name, str) else name.decode()} board energy over {n} runs "
+            f"({spent / elapsed:.0f} W average, {idle_w:.0f} W idle before); includes other "
+            "work on the GPU"
+        ),
     )
 
 
@@ -147,16 +210,27 @@ def estimate(model: onnx.ModelProto | str | Path, hw: tuple[int, int] | None) ->
 
 
 def energy_per_inference(
-    path: str | Path, hw: tuple[int, int], threads: int | None = None
+    path: str | Path,
+    hw: tuple[int, int],
+    threads: int | None = None,
+    providers: list[str] | None = None,
 ) -> Energy:
-    """Measured with RAPL where readable, else the analytical estimate."""
-    if hw is not None and _rapl_files():
+    """Measured with NVML for a session on a GPU provider, with RAPL for one on the CPU
+    where the counters are readable, else the analytical estimate."""
+    on_gpu = bool(set(providers or []) & set(GPU_PROVIDERS))
+    if hw is not None and (on_gpu or _rapl_files()):
         from qvision.runtime.session import make_session
 
-        sess = make_session(str(path), threads)
+        sess = make_session(str(path), threads, providers)
         inp = sess.get_inputs()[0]
         x = np.random.default_rng(0).random((1, 3, *hw), np.float32)
-        measured = measure_rapl(lambda: sess.run(None, {inp.name: x}))
+
+        def run():
+            return sess.run(None, {inp.name: x})
+
+        # ORT falls back to the CPU provider when the GPU one cannot load
+        gpu = set(sess.get_providers()) & set(GPU_PROVIDERS)
+        measured = measure_nvml(run) if gpu else measure_rapl(run)
         if measured is not None:
             return measured
     return estimate(path, hw)
