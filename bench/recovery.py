@@ -31,7 +31,7 @@ PIPELINES = {
         "bias-correction",
         "cle,bias-correction",
         "cle,bias-correction,adaround",
-        "bias-correction,brecq",
+        "weight-mse,bias-correction,brecq",
     ],
 }
 
@@ -154,7 +154,7 @@ def main() -> None:
     if args.weights == "int4":
         lines += [
             "",
-            "INT4 weights are carried in INT8 tensors (−7…7, per channel), so these models run on the "
+            "INT4 weights are carried in INT8 tensors (−8…7, per channel), so these models run on the "
             "INT8 kernels at INT8 speed; `--weights int4-packed` stores true INT4 (half the bytes) "
             "but ONNX Runtime CPU dequantizes it to float.",
         ]

@@ -114,9 +114,10 @@ def _variant(planned: Planned, floats: list[str], wide: dict[str, int]) -> Plann
         wname = nodes[name].input[1]
         spec = plan.weights[wname]
         dtype = "int8" if spec.dtype == "int4" and bits > 4 else spec.dtype  # packed int4 holds 4
-        fmt = QFormat(dtype, bits, spec.symmetric, spec.narrow)
+        fmt = QFormat(dtype, bits, spec.symmetric, planned.target.narrow(bits))
         plan.weights[wname] = weight_spec(view.weight(wname), fmt, spec.axis)
         plan.weight_rounding.pop(wname, None)  # learned for the old grid
+        plan.weight_grid.pop(wname, None)
         plan.biases.pop(name, None)  # corrected the old grid's shift
     for name in floats:
         plan.nodes[name] = NodePlan(
@@ -138,7 +139,7 @@ def _more_algos(algos: str, weights: str = "int8") -> list[str]:
     if importlib.util.find_spec("torch") is not None:
         out.append("adaround,bias-correction")
         if weights != "int8":
-            out.append("bias-correction,brecq")
+            out.append("weight-mse,bias-correction,brecq")
     return [a for a in out if a != algos]
 
 

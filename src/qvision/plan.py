@@ -88,6 +88,9 @@ class QuantPlan(BaseModel):
     # weight -> base64 of packed bits: 1 where the weight rounds up instead of to nearest's
     # floor, as learned by AdaRound. Absent: round to nearest.
     weight_rounding: dict[str, str] = Field(default_factory=dict)
+    # weight -> per-channel scale the rounding above was taken on (floor(w / grid)), where
+    # block reconstruction then learned a different dequantization scale (the spec's).
+    weight_grid: dict[str, list[float]] = Field(default_factory=dict)
     algorithms: list[str] = Field(default_factory=list)  # applied, in order
     ranges: dict[str, tuple[float, float]] = Field(
         default_factory=dict
@@ -121,6 +124,8 @@ class QuantPlan(BaseModel):
         scale, zp = spec.arrays()
         if name not in self.weight_rounding:
             return quantize(w, scale, zp, spec.format, spec.axis)
+        if name in self.weight_grid:
+            scale = np.asarray(self.weight_grid[name], np.float32).reshape(scale.shape)
         s = scale if spec.axis is None else _along(scale, w.ndim, spec.axis)
         z = zp if spec.axis is None else _along(zp, w.ndim, spec.axis)
         up = unpack_bits(self.weight_rounding[name], w.shape)

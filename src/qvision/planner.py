@@ -308,7 +308,8 @@ def build_plan(
         cap = None if node.name in edges else weight_bits
         fmt = target.weight_format(d.kind, is_depthwise(node, view), cap)
         if layer_bits and node.name in layer_bits:
-            fmt = QFormat(fmt.dtype, layer_bits[node.name], fmt.symmetric, fmt.narrow)
+            bits = layer_bits[node.name]
+            fmt = QFormat(fmt.dtype, bits, fmt.symmetric, target.narrow(bits))
         if weight_dtype and fmt.bits <= 4:
             fmt = QFormat(weight_dtype, fmt.bits, fmt.symmetric, fmt.narrow)
         plan.weights[wname] = weight_spec(w, fmt, axis)

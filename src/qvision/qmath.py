@@ -75,7 +75,8 @@ def qparams(
         amax = np.maximum(-lo, hi)
         if fmt.signed:
             zp = np.zeros_like(amax)
-            scale = _floor(amax / qmax)
+            # a full signed grid (-8..7) has one more step below zero than above
+            scale = _floor(np.maximum(-lo / -qmin, hi / qmax))
         else:  # unsigned symmetric: zero sits in the middle of the grid
             zp = np.full_like(amax, (qmin + qmax + 1) // 2)
             scale = _floor(amax / (qmax - zp))

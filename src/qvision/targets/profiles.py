@@ -80,7 +80,13 @@ class Target(BaseModel):
         bits = self.weight_bits.get(key, self.weight_bits.get(kind, self.weight.bits))
         if max_bits is not None:
             bits = min(bits, max_bits)
-        return QFormat(self.weight.dtype, bits, self.weight.symmetric, self.weight.narrow)
+        return QFormat(self.weight.dtype, bits, self.weight.symmetric, self.narrow(bits))
+
+    def narrow(self, bits: int) -> bool:
+        """Whether ``bits``-bit weights drop the most negative value. 4-bit weights use the
+        whole signed range (-8..7, as INT4 itself): narrow ranges keep 8-bit kernels' pair
+        sums from saturating, which 4-bit values cannot; 16 levels fit better than 15."""
+        return self.weight.narrow and bits > 4
 
 
 _U8_ASYM = Fmt(dtype="uint8", bits=8, symmetric=False)
