@@ -51,6 +51,7 @@ BETA = (20.0, 2.0)
 CHUNK = 32  # images per no-grad pass
 POOLING = ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean")
 BIAS_LR = 1e-3
+SCALE_LR = 1e-3
 OPTIONS = (
     "iters",
     "batch",
@@ -67,7 +68,6 @@ OPTIONS = (
     "device",
     "scale",
 )
-SCALE_LR = 1e-3
 
 
 class _Soft:
@@ -102,6 +102,11 @@ class _Soft:
 
     def h(self):
         return self.torch.clamp(self.torch.sigmoid(self.v) * (ZETA - GAMMA) + GAMMA, 0, 1)
+
+    def undecided(self) -> float:
+        """How many roundings are still between 0 and 1."""
+        h = self.h()
+        return float(((h > 0.05) & (h < 0.95)).sum())
 
     def up(self):
         return (self.h() >= 0.5).float()
@@ -355,13 +360,8 @@ def apply(ctx: Context) -> Context:
             # fitted relative to the starting rounding's error, so the regularizer weighs the
             # same in every block and model (EfficientNet-Lite0's errors are ~100x MobileNetV2's;
             # in absolute terms its roundings never settled: 20-40 % undecided at the end)
-            norm = max(before, 1e-12)
-
-            def relative(o, t, norm=norm):
-                return loss_of(o, t) / norm
-
-            _fit(torch, block, xq, source, target, opts, gen, relative, run)
-            undecided += sum(float(((s.h() > 0.05) & (s.h() < 0.95)).sum()) for s in block.softs)
+            _fit(torch, block, xq, source, target, opts, gen, loss_of, run, max(before, 1e-12))
+            undecided += sum(s.undecided() for s in block.softs)
             weights += sum(s.v.numel() for s in block.softs)
             with torch.no_grad():
                 fitted = run(block, xq, "hard")
@@ -413,9 +413,9 @@ def _views(torch, x, gen):
     return torch.cat(out)
 
 
-def _fit(torch, block: Block, xq, source, target, opts, gen, loss_of, run) -> None:
+def _fit(torch, block: Block, xq, source, target, opts, gen, loss_of, run, norm) -> None:
     """Fit the block's rounding (and biases) on ``xq``; targets are the float block on
-    ``source``, recomputed per crop."""
+    ``source``, recomputed per crop; the loss is divided by ``norm``."""
     groups = [{"params": [s.v for s in block.softs], "lr": opts["lr"]}]
     if opts["scale"]:
         groups.append({"params": [s.log_scale for s in block.softs], "lr": SCALE_LR})
@@ -441,7 +441,7 @@ def _fit(torch, block: Block, xq, source, target, opts, gen, loss_of, run) -> No
         else:
             x, want = xq[idx], target[idx]
         out = run(block, x, "soft", opts["drop"])
-        loss = loss_of(out, want)
+        loss = loss_of(out, want) / norm
         if i >= warm:
             beta = BETA[0] + (BETA[1] - BETA[0]) * (i - warm) / max(1, iters - warm)
             loss = loss + reg * sum(s.reg(beta) for s in block.softs)
