@@ -41,7 +41,7 @@ bench-ptq: install
 bench-recovery: install
 	$(BIN)/python -m pip install -q -e ".[bench]"  # NNCF, the baseline issue 4 names
 	$(BIN)/python bench/recovery.py --weights int8 --tune 0.2
-	$(BIN)/python bench/recovery.py --weights int4 --tune 2.0
+	$(BIN)/python bench/recovery.py --weights int4 --seeds 3
 
 bench-ocr: install
 	$(BIN)/python bench/ocr.py

@@ -177,6 +177,34 @@ def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir):
         brecq.apply(ctx)
 
 
+def test_brecq_repair_flips_undecided_roundings_only_when_they_help(flat_dir):
+    from qvision.algorithms import brecq
+
+    torch = pytest.importorskip("torch")
+    model = prepare_for_quantization(mobile_block())
+    graph, (block,) = brecq.split(plan_context(model, flat_dir, weight_bits=4))
+    run = brecq.runner(graph)
+    x = torch.from_numpy(next(iter_batches(image_folder(flat_dir), PRE16, batch_size=8)).inputs)
+    with torch.no_grad():
+        want = run(block, x, "float")
+        # every rounding undecided (h = 0.5, rounded up): far worse than the soft weights
+        for s in block.softs:
+            s.v.data.zero_()
+        before = float(brecq.loss_of(run(block, x, "hard"), want))
+        flips = brecq._repair(torch, block, x, want, run, limit=40)
+        after = float(brecq.loss_of(run(block, x, "hard"), want))
+        assert 0 < flips <= 40 and after < before, (flips, before, after)
+        # a kept flip is decided (|v| = 8), a rejected one keeps its old value (0); a later
+        # pass may flip a weight back
+        v = torch.cat([s.v.flatten() for s in block.softs])
+        assert int(((v == 0) | (v.abs() == 8)).sum()) == len(v)
+        assert 0 < int((v == -8).sum()) <= flips
+        # decided roundings (hard == soft): nothing to repair
+        for s in block.softs:
+            s.v.data = torch.where(s.v.data >= 0, 8.0, -8.0)
+        assert brecq._repair(torch, block, x, want, run, limit=40) == 0
+
+
 def test_default_pipeline_adds_block_reconstruction_for_4_bit_weights():
     from qvision.ptq import default_algos
     from qvision.targets import TARGETS
@@ -190,3 +218,22 @@ def test_default_pipeline_adds_block_reconstruction_for_4_bit_weights():
         "bias-correction",
         "brecq",
     ]
+
+
+def test_torch_algorithms_refuse_a_device_they_cannot_use(flat_dir):
+    torch = pytest.importorskip("torch")
+    from qvision.algorithms import adaround, brecq
+    from qvision.model.torch_graph import torch_device
+
+    assert torch_device(torch, None, "x") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert torch_device(torch, "CPU", "x") == "cpu"
+    model = prepare_for_quantization(mobile_block())
+    for algo in (adaround, brecq):
+        ctx = plan_context(model, flat_dir, weight_bits=4)
+        ctx.options = {algo.__name__.rsplit(".", 1)[1]: {"device": "tpu"}}
+        with pytest.raises(QVisionError, match="device=tpu: use auto, cpu or cuda"):
+            algo.apply(ctx)
+        if not torch.cuda.is_available():
+            ctx.options = {algo.__name__.rsplit(".", 1)[1]: {"device": "cuda"}}
+            with pytest.raises(QVisionError, match="device=cuda: PyTorch sees no CUDA GPU"):
+                algo.apply(ctx)

@@ -20,6 +20,7 @@ from qvision.data import iter_batches
 from qvision.errors import MissingExtraError, QVisionError
 from qvision.model.graph import GraphView
 from qvision.model.rewrite import expose_tensors
+from qvision.model.torch_graph import torch_device
 from qvision.plan import pack_bits
 from qvision.planner import node_attr
 from qvision.qmath import fake_quantize
@@ -109,12 +110,6 @@ def _capture(ctx: Context, layers: list[_Layer], per_image: int, rng: np.random.
             k = per_image // 4 if layer.depthwise else per_image
             pick = rng.choice(len(rows), size=min(max(k, 1), len(rows)), replace=False)
             layer.xq.append(rows[pick])
-
-
-def _device(torch, wanted: str | None) -> str:
-    if wanted:
-        return wanted
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _optimize(
@@ -216,7 +211,7 @@ def apply(
         seed = int(opts.get("seed", seed))
     except ValueError:
         raise QVisionError("adaround options iters, rows and seed take integers") from None
-    device = _device(_torch(), opts.get("device", device))
+    device = torch_device(_torch(), opts.get("device", device), "adaround")
     rng = np.random.default_rng(seed)
     view = GraphView(ctx.model)
     layers = []

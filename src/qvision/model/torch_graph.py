@@ -23,6 +23,19 @@ def _torch():
     return torch
 
 
+def torch_device(torch, name: str | None, who: str) -> str:
+    """Where ``who`` runs: 'auto' (or None) is the first CUDA GPU when PyTorch sees one (tens
+    of times faster), else the CPU; a GPU asked for and not there is a clear error."""
+    name = str(name or "auto").strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise QVisionError(f"{who}.device={name}: PyTorch sees no CUDA GPU")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise QVisionError(f"{who}.device={name}: use auto, cpu or cuda")
+    return name
+
+
 def _attrs(node) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
