@@ -198,7 +198,7 @@ def apply(
     seed: int = 0,
     device: str | None = None,
 ) -> Context:
-    """``ctx.options['adaround']`` may set iters, rows, seed and device ('cpu', 'cuda')."""
+    """``ctx.options['adaround']`` may set iters, rows, seed and device (auto, cpu, cuda)."""
     t0 = time.perf_counter()
     opts = ctx.options.get("adaround", {})
     unknown = set(opts) - {"iters", "rows", "seed", "device"}

@@ -462,15 +462,11 @@ def _repair(torch, block: Block, x, want, run, limit: int) -> int:
         best = float(loss_of(run(block, x, "hard"), want))
         if best <= REPAIR_GAP * float(loss_of(run(block, x, "soft"), want)):
             return 0
-        cands = []
-        for s in block.softs:
-            gap = (s.h().flatten() - 0.5).abs()
-            cands += [(float(gap[i]), s, i) for i in (gap < 0.5).nonzero().flatten().tolist()]
-        cands = sorted(cands, key=lambda c: c[0])[:limit]
+        cands = _least_decided(torch, block.softs, limit)
         flips = 0
         for _ in range(REPAIR_PASSES):
             before = flips
-            for _, s, i in cands:
+            for s, i in cands:
                 flat = s.v.data.view(-1)
                 old = float(flat[i])
                 flat[i] = -8.0 if old >= 0 else 8.0  # h(v) >= 0.5 exactly when v >= 0
@@ -482,6 +478,20 @@ def _repair(torch, block: Block, x, want, run, limit: int) -> int:
             if flips == before:
                 break
     return flips
+
+
+def _least_decided(torch, softs: list[_Soft], limit: int) -> list[tuple[_Soft, int]]:
+    """(soft, flat index) of up to ``limit`` roundings strictly between 0 and 1, closest to
+    0.5 first (ties in weight order), sorted as tensors: a block holds up to ~400k weights."""
+    gap = torch.cat([(s.h().flatten() - 0.5).abs() for s in softs])
+    order = torch.sort(gap, stable=True).indices
+    order = order[gap[order] < 0.5][:limit].tolist()
+    ends = np.cumsum([s.v.numel() for s in softs])
+    out = []
+    for j in order:
+        k = int(np.searchsorted(ends, j, side="right"))
+        out.append((softs[k], j - (int(ends[k - 1]) if k else 0)))
+    return out
 
 
 def _fit(torch, block: Block, xq, source, target, opts, gen, run, norm) -> None:
