@@ -147,11 +147,13 @@ def main() -> None:
     (OUT / f"recovery-{tag}.json").write_text(json.dumps(rows, indent=1))
     target, why = detect()
     lines = [
-        f"## Recovery algorithms and baselines ({tag})",
+        f"## Recovery algorithms and baselines ({tag}{', chosen pipelines' if args.pipelines else ''})",
         "",
         f"Command: `.venv/bin/python bench/recovery.py --weights {args.weights}"
+        f"{f' --pipelines {chr(39)}{args.pipelines}{chr(39)}' if args.pipelines else ''}"
         f"{f' --tune {args.tune:g}' if args.tune is not None else ''}"
-        f"{f' --seeds {args.seeds}' if args.seeds > 1 else ''}` (`make bench-recovery`). "
+        f"{f' --seeds {args.seeds}' if args.seeds > 1 else ''}`"
+        f"{'' if args.pipelines else ' (`make bench-recovery`)'}. "
         f"Machine: {cpu_info()['name']}, 2 cores; qvision target **{target.name}** ({why}), "
         "calibration 100 images (imagenet-sample-1k/calib), evaluation 900 (eval), one run. "
         "Latency: batch 1, median, all models of one network timed interleaved in the same run.",
@@ -190,7 +192,9 @@ def main() -> None:
             "INT8 kernels at INT8 speed; `--weights int4-packed` stores true INT4 (half the bytes) "
             "but ONNX Runtime CPU dequantizes it to float.",
         ]
-    write_section(f"recovery-{tag}", "\n".join(lines))
+    # a run of chosen pipelines gets its own section: the full comparison stays as measured
+    section = f"recovery-{tag}" + (f"-{args.pipelines.replace(',', '+')}" if args.pipelines else "")
+    write_section(section, "\n".join(lines))
 
 
 if __name__ == "__main__":

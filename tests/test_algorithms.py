@@ -158,14 +158,17 @@ def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir):
     both = brecq.apply(corrected)
     err_both = float(((_run(write_qdq(model, both.plan), x) - ref) ** 2).mean())
     assert err_both < err_bc, (err_bc, err_both)
-    # learned dequantization scales: the rounding stays on the grid it was learned on
-    scaled = plan_context(model, flat_dir, weight_bits=4)
-    scaled.options = {"brecq": {"iters": 200, "batch": 4, "crop": 8, "scale": "true"}}
-    scaled = brecq.apply(scaled)
-    assert set(scaled.plan.weight_grid) == {"w1", "w2", "w3"}
-    assert scaled.plan.weights["w2"].scale != scaled.plan.weight_grid["w2"]
-    err_scaled = float(((_run(write_qdq(model, scaled.plan), x) - ref) ** 2).mean())
-    assert err_scaled < 0.9 * err_nearest, (err_nearest, err_scaled)
+    # learned dequantization scales (the default): the rounding stays on the grid it was
+    # learned on; without them the plan keeps its scales
+    assert set(learned.plan.weight_grid) == {"w1", "w2", "w3"}
+    assert learned.plan.weights["w2"].scale != learned.plan.weight_grid["w2"]
+    fixed = plan_context(model, flat_dir, weight_bits=4)
+    fixed.options = {"brecq": {"iters": 200, "batch": 4, "crop": 8, "scale": "false"}}
+    fixed = brecq.apply(fixed)
+    assert not fixed.plan.weight_grid
+    assert fixed.plan.weights["w2"].scale == nearest.plan.weights["w2"].scale
+    err_fixed = float(((_run(write_qdq(model, fixed.plan), x) - ref) ** 2).mean())
+    assert err_fixed < 0.9 * err_nearest, (err_nearest, err_fixed)
     # extra views (random resized crops) multiply the fitted inputs
     n = len(image_folder(flat_dir))
     views = plan_context(model, flat_dir, weight_bits=4)
@@ -203,6 +206,23 @@ def test_brecq_repair_flips_undecided_roundings_only_when_they_help(flat_dir):
         for s in block.softs:
             s.v.data = torch.where(s.v.data >= 0, 8.0, -8.0)
         assert brecq._repair(torch, block, x, want, run, limit=40) == 0
+
+
+def test_brecq_mixes_float_and_quantized_block_inputs(flat_dir):
+    from qvision.algorithms import brecq
+
+    torch = pytest.importorskip("torch")
+    xq, xf = torch.zeros(4, 8, 16, 16), torch.ones(4, 8, 16, 16)
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(brecq._mixed(torch, xq, xf, 0.0, gen), xq)
+    assert torch.equal(brecq._mixed(torch, xq, xf, 1.0, gen), xf)
+    half = brecq._mixed(torch, xq, xf, 0.5, gen)
+    assert set(half.unique().tolist()) == {0.0, 1.0}
+    assert 0.45 < float(half.mean()) < 0.55  # 8192 draws: element by element, not per image
+    ctx = plan_context(prepare_for_quantization(mobile_block()), flat_dir, weight_bits=4)
+    ctx.options = {"brecq": {"iters": 5, "mix": 1.5}}
+    with pytest.raises(QVisionError, match="brecq.mix is a probability"):
+        brecq.apply(ctx)
 
 
 def test_default_pipeline_adds_block_reconstruction_for_4_bit_weights():
