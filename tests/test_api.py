@@ -8,6 +8,7 @@ from qvision import api
 from qvision.data import iter_batches, labelled_folder
 from qvision.errors import QVisionError
 from qvision.report import write_json
+from qvision.targets import TARGETS, detect, saturation_warning
 
 from conftest import TINY_PRE, tiny_classifier
 
@@ -45,6 +46,30 @@ def test_eval_against_reference(tmp_path, flat_dir):
     assert same.agreement == 1.0 and same.fidelity.sqnr_db is None and same.metrics == {}
     diff = api.evaluate(c, flat_dir, reference=a)
     assert diff.fidelity.sqnr_db is not None and diff.fidelity.cosine < 1.0
+
+
+def test_saturation_warning_names_the_target_and_the_fix():
+    avx2, vnni = TARGETS["ort-cpu-avx2"], TARGETS["ort-cpu-vnni"]
+    w = saturation_warning("ort-cpu-vnni", here=avx2)
+    assert "ort-cpu-vnni" in w and "--target ort-cpu-avx2" in w
+    assert saturation_warning("openvino", here=avx2)  # u8 activations, 8-bit weights too
+    assert saturation_warning("ort-cpu-avx2", here=avx2) is None
+    assert saturation_warning("tensorrt", here=avx2) is None  # s8 activations
+    assert saturation_warning("ort-cpu-vnni", here=vnni) is None
+    assert saturation_warning(None, here=avx2) is None
+    assert saturation_warning("other", here=avx2) is None
+
+
+def test_evaluate_warns_about_a_model_made_for_vnni_on_a_cpu_without(
+    tmp_path, tiny_model, labelled_dir
+):
+    avx2_here = detect()[0].name == "ort-cpu-avx2"
+    for target, expect in (("ort-cpu-vnni", avx2_here), ("ort-cpu-avx2", False)):
+        q = tmp_path / f"{target}.onnx"
+        api.quantize(tiny_model, q, labelled_dir, target=target)
+        res = api.evaluate(q, labelled_dir)
+        assert any("no VNNI" in w and target in w for w in res.warnings) == expect, target
+    assert not api.evaluate(tiny_model, labelled_dir).warnings  # float: no target
 
 
 def test_unlabelled_without_reference_needs_one(tiny_model, flat_dir):

@@ -45,8 +45,10 @@ from qvision.runtime.bench import model_size, peak_rss, time_interleaved
 from qvision.runtime.inputs import model_hw
 from qvision.runtime.machine import cpu_info, physical_cores, versions
 from qvision.runtime.session import make_session
+from qvision.targets import saturation_warning
 from qvision.tasks import TASKS
 from qvision.tasks.adapters import ADAPTERS
+from qvision.writer.qdq import QUANT_METADATA_KEY
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -216,9 +218,21 @@ def evaluate(
         batch_size=batch_size,
         seconds=time.perf_counter() - start,
         predictions=predictions,
-        warnings=list(getattr(adapter, "warnings", [])),
+        warnings=[*_target_warnings(proto), *getattr(adapter, "warnings", [])],
         env=environment(),
     )
+
+
+def _target_warnings(proto: onnx.ModelProto) -> list[str]:
+    """A model quantized for another CPU's kernels (from the writer's metadata)."""
+    import json
+
+    try:
+        made = json.loads(metadata(proto).get(QUANT_METADATA_KEY, "{}")).get("target")
+    except (json.JSONDecodeError, AttributeError):
+        return []
+    warning = saturation_warning(made if isinstance(made, str) else None)
+    return [warning] if warning else []
 
 
 def _json_list(text: str | None) -> list[str]:
