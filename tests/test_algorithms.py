@@ -223,6 +223,9 @@ def test_brecq_mixes_float_and_quantized_block_inputs(flat_dir):
     ctx.options = {"brecq": {"iters": 5, "mix": 1.5}}
     with pytest.raises(QVisionError, match="brecq.mix is a probability"):
         brecq.apply(ctx)
+    ctx.options = {"brecq": {"iters": 5, "drop": -0.1}}
+    with pytest.raises(QVisionError, match="brecq.drop is a probability"):
+        brecq.apply(ctx)
 
 
 def test_default_pipeline_adds_block_reconstruction_for_4_bit_weights():

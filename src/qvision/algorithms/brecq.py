@@ -307,8 +307,9 @@ def _options(ctx: Context) -> dict:
         raise QVisionError(
             "brecq options take numbers (flip, bias, asym, scale: true/false)"
         ) from None
-    if not 0 <= parsed["mix"] <= 1:
-        raise QVisionError(f"brecq.mix is a probability (0 to 1), not {parsed['mix']:g}")
+    for key in ("mix", "drop"):
+        if not 0 <= parsed[key] <= 1:
+            raise QVisionError(f"brecq.{key} is a probability (0 to 1), not {parsed[key]:g}")
     return parsed
 
 
