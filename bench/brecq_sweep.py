@@ -89,7 +89,9 @@ def _job(args) -> dict:
 def plans(a) -> None:
     out, calib, models = Path(a.out), Path(a.calib), [Path(m) for m in a.models.split(",")]
     out.mkdir(parents=True, exist_ok=True)
-    target = a.target or __import__("qvision.targets", fromlist=["detect"]).detect()[0].name
+    from qvision.targets import detect
+
+    target = a.target or detect()[0].name
     settings = json.loads(a.settings) if a.settings else SETTINGS
     deadline = time.time() + 60 * a.minutes
     spawn = mp.get_context("spawn")  # a fresh process per pool: CUDA does not survive fork

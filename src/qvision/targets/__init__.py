@@ -38,9 +38,9 @@ def saturation_warning(model_target: str | None, here: Target | None = None) -> 
     classifier) scored 75.7 % here vs 80.4 % with those two layers at 7 bits."""
     here = here or detect()[0]
     made = TARGETS.get(model_target or "")
-    if here.weight_bits.get("conv", here.weight.bits) > 7 or made is None:
+    if here.weight_format("conv").bits > 7 or made is None:
         return None
-    wide = max(made.weight_bits.get(k, made.weight.bits) for k in ("conv", "gemm", "matmul"))
+    wide = max(made.weight_format(k).bits for k in ("conv", "gemm", "matmul"))
     if made.activation.dtype != "uint8" or wide <= 7:
         return None
     return (
