@@ -132,14 +132,18 @@ def test_brecq_blocks_follow_the_graph(tmp_path, flat_dir):
     ]
 
 
-def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir):
-    from qvision.algorithms import brecq
-
+def _mobile_4bit(flat_dir):
+    """The mobile block, 4 images, its float outputs, and two fresh 4-bit plan contexts."""
     model = prepare_for_quantization(mobile_block())
     x = next(iter_batches(image_folder(flat_dir), PRE16, batch_size=4)).inputs
     ref = _run(model, x)
-    nearest = plan_context(model, flat_dir, weight_bits=4)
-    ctx = plan_context(model, flat_dir, weight_bits=4)
+    return model, x, ref, *(plan_context(model, flat_dir, weight_bits=4) for _ in range(2))
+
+
+def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir):
+    from qvision.algorithms import brecq
+
+    model, x, ref, nearest, ctx = _mobile_4bit(flat_dir)
     ctx.options = {"brecq": {"iters": 200, "batch": 4, "crop": 8}}
     learned = brecq.apply(ctx)
     assert set(learned.plan.weight_rounding) == {"w1", "w2", "w3"}
@@ -178,6 +182,24 @@ def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir):
     ctx.options = {"brecq": {"iterations": 5}}
     with pytest.raises(QVisionError, match="unknown brecq option 'iterations'"):
         brecq.apply(ctx)
+
+
+def test_brecq_learns_activation_step_sizes_within_their_limits(flat_dir):
+    from qvision.algorithms import brecq
+
+    model, x, ref, nearest, ctx = _mobile_4bit(flat_dir)
+    ctx.options = {"brecq": {"iters": 200, "batch": 4, "crop": 8, "act": "true"}}
+    learned = brecq.apply(ctx)
+    before, after = nearest.plan.activations, learned.plan.activations
+    assert any(after[t].scale != before[t].scale for t in ("input", "r1", "c3"))
+    # MaxPool ties its input's scale to its output's: neither is learned
+    assert after["r3"].scale == before["r3"].scale
+    # the folded ReLU6's grid may not reach past 6, or ONNX Runtime could not fuse the Clip
+    top = after["r2"].format.qmax - after["r2"].zero_point[0]
+    assert np.float32(after["r2"].scale[0]) * np.float32(top) <= np.float32(6.0)
+    err_nearest = float(((_run(write_qdq(model, nearest.plan), x) - ref) ** 2).mean())
+    err_learned = float(((_run(write_qdq(model, learned.plan), x) - ref) ** 2).mean())
+    assert err_learned < 0.9 * err_nearest, (err_nearest, err_learned)
 
 
 def test_brecq_repair_flips_undecided_roundings_only_when_they_help(flat_dir):

@@ -102,6 +102,31 @@ class _Groups:
         self.parent[self.find(a)] = self.find(b)
 
 
+def scale_groups(model: onnx.ModelProto, decisions: dict[str, NodePlan]) -> _Groups:
+    """Tensors that must share a scale: same-scale ops and Concat tie inputs to outputs."""
+    groups = _Groups()
+    for node in model.graph.node:
+        d = decisions.get(node.name)
+        if d and d.action == "quantize" and d.kind == "same-scale":
+            groups.union(node.output[0], node.input[0])
+        if d and d.action == "quantize" and d.kind == "concat":
+            for t in node.input:
+                groups.union(t, node.output[0])
+    return groups
+
+
+def clip_caps(
+    model: onnx.ModelProto, decisions: dict[str, NodePlan], view: GraphView
+) -> dict[str, float]:
+    """A tensor after a folded Clip must not exceed the clip's max once rounded to the grid."""
+    caps: dict[str, float] = {}
+    for node in model.graph.node:
+        d = decisions.get(node.name)
+        if d and d.action == "fold" and node.op_type == "Clip":
+            caps[node.output[0]] = clip_bounds(node, view)[1]
+    return caps
+
+
 def decide_nodes(
     model: onnx.ModelProto, target: Target, keep_float: set[str]
 ) -> dict[str, NodePlan]:
@@ -243,25 +268,12 @@ def build_plan(
     act_fmt = target.activation.q()
     tensors = activation_tensors(model, decisions)
 
-    # Tensors that must share a scale: same-scale ops and Concat tie inputs to outputs.
-    groups = _Groups()
-    for node in model.graph.node:
-        d = decisions.get(node.name)
-        if d and d.action == "quantize" and d.kind == "same-scale":
-            groups.union(node.output[0], node.input[0])
-        if d and d.action == "quantize" and d.kind == "concat":
-            for t in node.input:
-                groups.union(t, node.output[0])
+    groups = scale_groups(model, decisions)
     members: dict[str, list[str]] = defaultdict(list)
     for t in set(tensors) | set(groups.parent):
         members[groups.find(t)].append(t)
 
-    # A tensor after a folded Clip must not exceed the clip's max once rounded to the grid.
-    caps: dict[str, float] = {}
-    for node in model.graph.node:
-        d = decisions.get(node.name)
-        if d and d.action == "fold" and node.op_type == "Clip":
-            caps[node.output[0]] = clip_bounds(node, view)[1]
+    caps = clip_caps(model, decisions, view)
 
     missing = [t for t in tensors if all(m not in ranges for m in members[groups.find(t)])]
     if missing:
@@ -279,7 +291,7 @@ def build_plan(
         hi = min(hi, cap)
         scale, zp = qparams(lo, hi, act_fmt)
         if np.isfinite(cap):
-            scale = _fit_under(scale, zp, act_fmt, cap)
+            scale = fit_under(scale, zp, act_fmt, cap)
         spec = QuantSpec.from_arrays(act_fmt, scale, zp)
         for m in group:
             if m in tensors or m in ranges:
@@ -388,7 +400,7 @@ def weight_spec(w: np.ndarray, fmt: QFormat, axis: int | None) -> QuantSpec:
     return QuantSpec.from_arrays(fmt, scale, zp, axis)
 
 
-def _fit_under(scale: np.ndarray, zp: np.ndarray, fmt: QFormat, cap: float) -> np.ndarray:
+def fit_under(scale: np.ndarray, zp: np.ndarray, fmt: QFormat, cap: float) -> np.ndarray:
     """Shrink the scale by ulps until the top of the grid is <= cap (float32 rounding)."""
     s = np.float32(scale)
     while np.float32(s) * np.float32(fmt.qmax - int(zp)) > np.float32(cap):
