@@ -421,7 +421,7 @@ def apply(ctx: Context) -> Context:
                 for b in block.biases if opts["bias"] else []:
                     plan.biases[b.node] = [float(v) for v in b.value.detach().cpu().numpy()]
                 for a in block.acts if opts["act"] else []:
-                    _keep_act(plan, graph, a)
+                    _keep_act(plan, a)
                 kept += 1
                 ratios.append(learned / max(before, 1e-30))
         xq, xf = out, target
@@ -473,19 +473,16 @@ def _keep_scale(plan, soft: _Soft) -> None:
     plan.weights[soft.name] = QuantSpec.from_arrays(spec.format, new, zp, spec.axis)
 
 
-def _keep_act(plan, graph: OnnxTorch, act: _ActScale) -> None:
-    """The learned step size becomes the activation's (zero point unchanged); the QDQ graph
-    the next blocks run in reads it too."""
+def _keep_act(plan, act: _ActScale) -> None:
+    """The learned step size becomes the activation's (zero point unchanged). Its Q/DQ run
+    in this block only, so nothing later reads the QDQ graph's copy."""
     spec = plan.activations[act.tensor]
     old, zp = spec.arrays()
     scale = np.float32(act.value().detach().cpu().numpy().ravel()[0])
     if np.isfinite(act.clip):
         scale = fit_under(scale, zp.ravel()[0], spec.format, act.clip)
-    scale = np.asarray(scale, np.float32)
-    graph.consts[act.name] = _torch().from_numpy(scale.reshape(act.init.shape)).to(act.init.device)
-    plan.activations[act.tensor] = QuantSpec.from_arrays(
-        spec.format, scale.reshape(old.shape), zp, spec.axis
-    )
+    scale = np.asarray(scale, np.float32).reshape(old.shape)
+    plan.activations[act.tensor] = QuantSpec.from_arrays(spec.format, scale, zp, spec.axis)
 
 
 def _views(torch, x, gen):
