@@ -173,15 +173,50 @@ def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir):
     assert fixed.plan.weights["w2"].scale == nearest.plan.weights["w2"].scale
     err_fixed = float(((_run(write_qdq(model, fixed.plan), x) - ref) ** 2).mean())
     assert err_fixed < 0.9 * err_nearest, (err_nearest, err_fixed)
-    # extra views (random resized crops) multiply the fitted inputs
+    # extra views (crops of the photos; two by default) multiply the fitted inputs
     n = len(image_folder(flat_dir))
-    views = plan_context(model, flat_dir, weight_bits=4)
-    views.options = {"brecq": {"iters": 5, "views": 2, "crop": 8}}
-    assert f"batch 16, {3 * n} images" in brecq.apply(views).log[-1]
+    for count, want in ((None, 3 * n), (0, n)):
+        views = plan_context(model, flat_dir, weight_bits=4)
+        views.options = {
+            "brecq": {"iters": 5, "crop": 8, **({} if count is None else {"views": count})}
+        }
+        assert f"batch 16, {want} images" in brecq.apply(views).log[-1]
     assert brecq._flag("false") is False and brecq._flag("1") is True  # command-line strings
     ctx.options = {"brecq": {"iterations": 5}}
     with pytest.raises(QVisionError, match="unknown brecq option 'iterations'"):
         brecq.apply(ctx)
+
+
+def test_brecq_views_are_crops_of_the_photo_itself():
+    from PIL import Image
+
+    from qvision.algorithms import brecq
+
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    photo = Image.fromarray(pixels)
+    view = brecq._view(seed=0, j=0)
+    # the same image index gives the same crop whatever order the threads decode in
+    assert np.array_equal(np.asarray(view(photo, 3)), np.asarray(view(photo, 3)))
+    sizes, mirrored = set(), 0
+    for index in range(24):
+        crop = np.asarray(view(photo, index))
+        h, w = crop.shape[:2]
+        assert 0.57 * 40 - 1 <= h <= 40 and 0.57 * 60 - 1 <= w <= 60
+        sizes.add((h, w))
+        # a window of the photo at its own resolution (not resampled), maybe mirrored
+        hits = [
+            (flip, top, left)
+            for flip in (False, True)
+            for top in range(41 - h)
+            for left in range(61 - w)
+            if np.array_equal(
+                crop[:, ::-1] if flip else crop, pixels[top : top + h, left : left + w]
+            )
+        ]
+        assert hits, index
+        mirrored += hits[0][0]
+    assert len(sizes) > 5 and 0 < mirrored < 24
+    assert not np.array_equal(np.asarray(brecq._view(1, 0)(photo, 3)), np.asarray(view(photo, 3)))
 
 
 def test_brecq_learns_activation_step_sizes_within_their_limits(flat_dir):

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 
 from qvision.algorithms.context import Context
 from qvision.data import iter_batches
@@ -73,6 +74,12 @@ REPAIR_IMAGES = 64  # judged on this many images (windows of them on large maps)
 # undo the error of the blocks before it on the 100 calibration images, which does not carry
 # to other images: MobileNetV2's last block was 13.8 dB SQNR on them, 8.0 dB on eval images
 MIX = 0.5
+# two extra views of each calibration photo (``views``): random crops of the photo itself,
+# through the model's own preprocessing. W4A8, 3 seeds: SQNR +0.34 / +0.23 dB and agreement
+# +0.8 / +0.3 points on MobileNetV2 / EfficientNet-Lite0, top-1 +0.30 / -0.22 (inside the
+# seed spread). Crops of the preprocessed tensor upsampled back (blurred) had cost top-1
+VIEWS = 2
+VIEW_SIDE = (0.57, 1.0)
 OPTIONS = (
     "iters",
     "batch",
@@ -331,7 +338,7 @@ def _options(ctx: Context) -> dict:
             "bias": _flag(opts.get("bias", True)),
             "asym": _flag(opts.get("asym", True)),
             "drop": float(opts.get("drop", 0.0)),
-            "views": int(opts.get("views", 0)),
+            "views": int(opts.get("views", VIEWS)),
             "device": torch_device(_torch(), opts.get("device"), "brecq"),
             "scale": _flag(opts.get("scale", SCALE)),
             "repair": int(opts.get("repair", REPAIR)),
@@ -373,13 +380,14 @@ def apply(ctx: Context) -> Context:
     # not change the crops the next blocks are fitted on
     probe_gen = torch.Generator().manual_seed(opts["seed"] + 1)
     xs = [b.inputs for b in iter_batches(ctx.dataset, ctx.preprocess, batch_size=8)]
+    for j in range(opts["views"] if xs else 0):
+        view = _view(opts["seed"], j)
+        xs += [b.inputs for b in iter_batches(ctx.dataset, ctx.preprocess, 8, transform=view)]
     if not xs:
         raise QVisionError("brecq needs calibration images")
     x = torch.from_numpy(np.concatenate(xs).astype(np.float32)).to(dev)
     if opts["flip"]:
         x = torch.cat([x, x.flip(-1)])
-    if opts["views"] > 0 and x.ndim == 4:
-        x = torch.cat([x, *(_views(torch, x, gen) for _ in range(opts["views"]))])
     xq, xf = x, x
 
     run = runner(graph)
@@ -485,20 +493,22 @@ def _keep_act(plan, act: _ActScale) -> None:
     plan.activations[act.tensor] = QuantSpec.from_arrays(spec.format, scale, zp, spec.axis)
 
 
-def _views(torch, x, gen):
-    """One random resized crop (a third to all of the area) of each input, mirrored at
-    random: more distinct inputs from the same calibration images."""
-    n, _, h, w = x.shape
-    out = []
-    for i in range(n):
-        area = float(torch.empty(1).uniform_(0.35, 1.0, generator=gen))
-        ch, cw = max(8, int(h * area**0.5)), max(8, int(w * area**0.5))
-        top = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
-        left = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
-        v = x[i : i + 1, :, top : top + ch, left : left + cw]
-        v = torch.nn.functional.interpolate(v, size=(h, w), mode="bilinear", align_corners=False)
-        out.append(v.flip(-1) if bool(torch.randint(0, 2, (1,), generator=gen)) else v)
-    return torch.cat(out)
+def _view(seed: int, j: int):
+    """``iter_batches`` transform: a random crop of the photo itself (each side 0.57 to 1 of
+    the photo's, so the model sees half to all of its usual view's width), mirrored at
+    random; drawn from (seed, view, image index), so the decoding threads' order does not
+    matter."""
+
+    def crop(img, index: int):
+        rng = np.random.default_rng([seed, j, index])
+        w, h = img.size
+        f = rng.uniform(*VIEW_SIDE)
+        cw, ch = max(1, round(w * f)), max(1, round(h * f))
+        left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        v = img.crop((left, top, left + cw, top + ch))
+        return v.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else v
+
+    return crop
 
 
 def _sample(torch, block: Block, xq, source, target, count: int, c: int, gen, run):
