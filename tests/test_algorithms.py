@@ -140,7 +140,7 @@ def _mobile_4bit(flat_dir):
     return model, x, ref, *(plan_context(model, flat_dir, weight_bits=4) for _ in range(2))
 
 
-def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir):
+def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir, monkeypatch):
     from qvision.algorithms import brecq
 
     model, x, ref, nearest, ctx = _mobile_4bit(flat_dir)
@@ -173,9 +173,16 @@ def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir):
     assert fixed.plan.weights["w2"].scale == nearest.plan.weights["w2"].scale
     err_fixed = float(((_run(write_qdq(model, fixed.plan), x) - ref) ** 2).mean())
     assert err_fixed < 0.9 * err_nearest, (err_nearest, err_fixed)
-    # extra views (crops of the photos; two by default) multiply the fitted inputs
+    # extra views (crops of the photos; two by default for so few) multiply the fitted inputs
     n = len(image_folder(flat_dir))
-    for count, want in ((None, 3 * n), (0, n)):
+    for cap, count, want in (
+        (300, None, 3 * n),
+        (300, 0, n),
+        (2 * n, None, 2 * n),
+        (2 * n, 2, 3 * n),
+    ):
+        # the default is capped by the inputs in all (VIEW_INPUTS); a set count is not
+        monkeypatch.setattr(brecq, "VIEW_INPUTS", cap)
         views = plan_context(model, flat_dir, weight_bits=4)
         views.options = {
             "brecq": {"iters": 5, "crop": 8, **({} if count is None else {"views": count})}

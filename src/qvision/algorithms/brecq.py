@@ -79,6 +79,9 @@ MIX = 0.5
 # +0.8 / +0.3 points on MobileNetV2 / EfficientNet-Lite0, top-1 +0.30 / -0.22 (inside the
 # seed spread). Crops of the preprocessed tensor upsampled back (blurred) had cost top-1
 VIEWS = 2
+# by default only while the inputs stay within this many: a fit from few photos is what
+# views help, and every input's block activations are held in memory (x3 with two views)
+VIEW_INPUTS = 300
 VIEW_SIDE = (0.57, 1.0)
 OPTIONS = (
     "iters",
@@ -338,7 +341,7 @@ def _options(ctx: Context) -> dict:
             "bias": _flag(opts.get("bias", True)),
             "asym": _flag(opts.get("asym", True)),
             "drop": float(opts.get("drop", 0.0)),
-            "views": int(opts.get("views", VIEWS)),
+            "views": int(opts["views"]) if "views" in opts else None,
             "device": torch_device(_torch(), opts.get("device"), "brecq"),
             "scale": _flag(opts.get("scale", SCALE)),
             "repair": int(opts.get("repair", REPAIR)),
@@ -380,7 +383,10 @@ def apply(ctx: Context) -> Context:
     # not change the crops the next blocks are fitted on
     probe_gen = torch.Generator().manual_seed(opts["seed"] + 1)
     xs = [b.inputs for b in iter_batches(ctx.dataset, ctx.preprocess, batch_size=8)]
-    for j in range(opts["views"] if xs else 0):
+    views = opts["views"]
+    if views is None:
+        views = min(VIEWS, max(0, VIEW_INPUTS // max(1, sum(len(b) for b in xs)) - 1))
+    for j in range(views):
         view = _view(opts["seed"], j)
         xs += [b.inputs for b in iter_batches(ctx.dataset, ctx.preprocess, 8, transform=view)]
     if not xs:
