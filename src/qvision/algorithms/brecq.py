@@ -383,14 +383,14 @@ def apply(ctx: Context) -> Context:
     # not change the crops the next blocks are fitted on
     probe_gen = torch.Generator().manual_seed(opts["seed"] + 1)
     xs = [b.inputs for b in iter_batches(ctx.dataset, ctx.preprocess, batch_size=8)]
+    if not xs:
+        raise QVisionError("brecq needs calibration images")
     views = opts["views"]
     if views is None:
-        views = min(VIEWS, max(0, VIEW_INPUTS // max(1, sum(len(b) for b in xs)) - 1))
+        views = min(VIEWS, max(0, VIEW_INPUTS // sum(len(b) for b in xs) - 1))
     for j in range(views):
         view = _view(opts["seed"], j)
         xs += [b.inputs for b in iter_batches(ctx.dataset, ctx.preprocess, 8, transform=view)]
-    if not xs:
-        raise QVisionError("brecq needs calibration images")
     x = torch.from_numpy(np.concatenate(xs).astype(np.float32)).to(dev)
     if opts["flip"]:
         x = torch.cat([x, x.flip(-1)])
