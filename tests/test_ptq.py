@@ -291,6 +291,19 @@ def test_keep_float(tmp_path, calib_dir):
     src = _save(mobile_block(), tmp_path / "b.onnx")
     res = api.quantize(src, tmp_path / "q.onnx", calib_dir, keep_float=("dw",))
     assert res.float_nodes.get("Conv") == 1
+    # ONNX Runtime quantizes a float Conv it finds between a per-tensor DQ and a Q itself
+    # (per-tensor INT8 weights, WeightBiasQuantization); a layer kept float must stay float
+    for keep in ("dw", "pw"):
+        out = tmp_path / f"{keep}.onnx"
+        api.quantize(src, out, calib_dir, keep_float=(keep,))
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(tmp_path / f"{keep}-ort.onnx")
+        ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
+        ops = collections.Counter(
+            n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node
+        )
+        assert ops["QLinearConv"] == 2, (keep, ops)
+        assert ops["Conv"] + ops["FusedConv"] == 1, (keep, ops)
 
 
 def test_bad_inputs(tmp_path, calib_dir, tiny_model):

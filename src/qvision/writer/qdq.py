@@ -2,7 +2,8 @@
 
 - Each activation with a spec gets one Q -> DQ after its producer; the consumers the plan
   quantizes read the DQ output; float consumers do too when the producer is quantized
-  (its output is integer in the runtime), else they keep the float tensor.
+  (its output is integer in the runtime), else they keep the float tensor. A float Conv or
+  Gemm reads a DQ of its own, per channel, so ONNX Runtime does not quantize it anyway.
 - Each quantized weight becomes an integer initializer with a (per-channel) DQ.
 - Each bias of a quantized Conv/Gemm becomes int32 with scale = input scale x weight scale.
 The writer decides nothing: every number comes from the plan, through qvision.qmath.
@@ -17,7 +18,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from qvision.errors import QVisionError
-from qvision.model.graph import GraphView
+from qvision.model.graph import GraphView, node_attr
 from qvision.plan import QuantPlan, QuantSpec
 from qvision.planner import WEIGHT_INPUT
 from qvision.qmath import quantize_bias
@@ -34,6 +35,7 @@ _ONNX_TYPES = {
     "uint4": TensorProto.UINT4,
 }
 BIAS_INPUT = {"conv": 2, "gemm": 2}
+FLOAT_LAYERS = ("Conv", "ConvTranspose", "Gemm")  # what ONNX Runtime would quantize itself
 
 
 def _packed4(values: np.ndarray, onnx_type: int, name: str) -> TensorProto:
@@ -94,6 +96,7 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
 
     # Activations: one Q/DQ pair per tensor, read by quantized consumers only.
     dq_of: dict[str, str] = {}
+    q_of: dict[str, str] = {}
     for tensor, spec in plan.activations.items():
         if spec.axis is not None:
             raise QVisionError(
@@ -119,6 +122,7 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
             )
         )
         dq_of[tensor] = d_name
+        q_of[tensor] = q_name
 
     # Weights: integer initializer + DQ (per-channel along the spec's axis).
     wdq_of: dict[str, str] = {}
@@ -157,7 +161,8 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         for i, name in enumerate(node.input):
             prod = view.producer.get(name)
             if name in dq_of and prod is not None and prod.name in integer:
-                node.input[i] = dq_of[name]
+                own = _float_layer_dq(node, i, name, plan, view, q_of, taken, new_inits, new_nodes)
+                node.input[i] = own or dq_of[name]
 
     # Rewire quantized nodes; int32 biases need the input and weight scales.
     for node in g.node:
@@ -221,6 +226,52 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     out.metadata_props.extend(kept)
     out.metadata_props.add(key=QUANT_METADATA_KEY, value=json.dumps(meta))
     return out
+
+
+def _channels(node: onnx.NodeProto, view: GraphView) -> tuple[int, int]:
+    """(channel axis, channel count) of a Conv/ConvTranspose/Gemm's data input, read from
+    its float weight initializer; (0, 0) when the weight is not one."""
+    w = view.weight(node.input[1]) if len(node.input) > 1 else None
+    if w is None or w.ndim < 2:
+        return 0, 0
+    if node.op_type == "Conv":
+        return 1, w.shape[1] * node_attr(node, "group", 1)
+    if node.op_type == "ConvTranspose":
+        return 1, w.shape[0]
+    k = w.shape[1] if node_attr(node, "transB", 0) else w.shape[0]
+    return (0 if node_attr(node, "transA", 0) else 1), k
+
+
+def _float_layer_dq(node, i, tensor, plan, view, q_of, taken, new_inits, new_nodes) -> str | None:
+    """A DQ of its own for a Conv/Gemm the plan keeps float, its scale repeated per channel.
+    ONNX Runtime quantizes a float-weight Conv/Gemm it finds between a per-tensor DQ and a Q
+    by itself (WeightBiasQuantization: per-tensor INT8 weights, which the AVX2 u8s8 kernel
+    saturates); a per-channel DQ, the same values, is not matched, so the layer runs in
+    float as planned. One input channel cannot be told from per-tensor: left as it is."""
+    if i != 0 or node.op_type not in FLOAT_LAYERS:
+        return None
+    axis, count = _channels(node, view)
+    spec = plan.activations.get(tensor)
+    if count < 2 or spec is None:
+        return None
+    scale, zp = spec.arrays()
+    s_name = _unique(f"{tensor}_{node.name}_scale", taken)
+    z_name = _unique(f"{tensor}_{node.name}_zero_point", taken)
+    new_inits += [
+        numpy_helper.from_array(np.full(count, scale.ravel()[0], np.float32), s_name),
+        _int_tensor(np.full(count, zp.ravel()[0]), spec, z_name),
+    ]
+    d_name = _unique(f"{tensor}_{node.name}_dequantized", taken)
+    new_nodes.append(
+        _node(
+            "DequantizeLinear",
+            [q_of[tensor], s_name, z_name],
+            d_name,
+            _unique(f"{tensor}_{node.name}_DQ", taken),
+            axis,
+        )
+    )
+    return d_name
 
 
 def _bias(node, b_idx, x_spec, w_spec, view, taken, new_inits, new_nodes) -> str | None:
