@@ -304,6 +304,12 @@ def test_keep_float(tmp_path, calib_dir):
         )
         assert ops["QLinearConv"] == 2, (keep, ops)
         assert ops["Conv"] + ops["FusedConv"] == 1, (keep, ops)
+    # TensorRT takes per-channel scales on weights only: there the float layer reads the DQ
+    api.quantize(src, tmp_path / "trt.onnx", calib_dir, keep_float=("dw",), target="tensorrt")
+    g = onnx.load(str(tmp_path / "trt.onnx")).graph
+    dw = next(n for n in g.node if n.name == "dw")
+    dq = next(n for n in g.node if n.output[0] == dw.input[0])
+    assert not any(a.name == "axis" for a in dq.attribute)
 
 
 def test_bad_inputs(tmp_path, calib_dir, tiny_model):
