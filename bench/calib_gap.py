@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from qvision import api
+from qvision.analysis.sensitivity import _Err, _sqnr
 from qvision.data import iter_batches
+from qvision.model.rewrite import expose_tensors
+from qvision.runtime.session import make_session
 
 from common import OUT, require_imagenet
 
@@ -40,28 +42,19 @@ def block_outputs(model: onnx.ModelProto, quantized: set[str]) -> list[str]:
     return picks
 
 
-def session(model: onnx.ModelProto, names: list[str]) -> ort.InferenceSession:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    m.graph.output.extend(
-        onnx.helper.make_empty_tensor_value_info(t) for t in names if t not in have
-    )
-    opts = ort.SessionOptions()
-    # unfused QDQ: the intermediate tensors are the ones named in the float graph
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
 def sqnr_by_tensor(fp32: Path, sf, sq, names: list[str], data: Path, limit: int | None):
     _, inp, pre, _, dataset = api.open_task(fp32, data, "classification", None, limit)
-    signal, noise = np.zeros(len(names)), np.zeros(len(names))
+    errs = [_Err() for _ in names]
     for batch in iter_batches(dataset, pre, 20):
         x = {inp.name: batch.inputs.astype(np.float32)}
-        for i, (a, b) in enumerate(zip(sf.run(names, x), sq.run(names, x), strict=True)):
-            signal[i] += float((a.astype(np.float64) ** 2).sum())
-            noise[i] += float(((a.astype(np.float64) - b) ** 2).sum())
-    return 10 * np.log10(signal / np.maximum(noise, 1e-30))
+        for e, a, b in zip(errs, sf.run(names, x), sq.run(names, x), strict=True):
+            e.update(a, b)
+    return [_sqnr(e.signal, e.noise) for e in errs]
+
+
+def _round(db: float | None) -> float | None:
+    """None where the two models agree exactly (no noise)."""
+    return None if db is None else round(db, 2)
 
 
 def main() -> None:
@@ -74,17 +67,22 @@ def main() -> None:
     q, f = onnx.load(str(args.quantized)), onnx.load(str(args.fp32))
     names = block_outputs(f, {o for n in q.graph.node for o in n.output})
     names += [o.name for o in f.graph.output]
-    sf, sq = session(f, names), session(q, names)
+    # unfused QDQ: the intermediate tensors are the ones named in the float graph
+    sf, sq = (
+        make_session(expose_tensors(m, names).SerializeToString(), optimize=False) for m in (f, q)
+    )
     cal = sqnr_by_tensor(args.fp32, sf, sq, names, root / "calib", None)
     held = sqnr_by_tensor(args.fp32, sf, sq, names, root / "eval", args.eval_limit)
     rows = [
-        {"tensor": t, "calib_db": round(float(c), 2), "eval_db": round(float(e), 2)}
+        {"tensor": t, "calib_db": _round(c), "eval_db": _round(e)}
         for t, c, e in zip(names, cal, held, strict=True)
     ]
     print(f"{'#':>3} {'tensor':32} {'calib dB':>9} {'eval dB':>8} {'gap':>6}")
     for i, r in enumerate(rows):
-        gap = r["calib_db"] - r["eval_db"]
-        print(f"{i:3d} {r['tensor'][:32]:32} {r['calib_db']:9.2f} {r['eval_db']:8.2f} {gap:6.2f}")
+        c, e = r["calib_db"], r["eval_db"]
+        gap = "" if c is None or e is None else f"{c - e:.2f}"
+        shown = ["-" if v is None else f"{v:.2f}" for v in (c, e)]
+        print(f"{i:3d} {r['tensor'][:32]:32} {shown[0]:>9} {shown[1]:>8} {gap:>6}")
     OUT.mkdir(parents=True, exist_ok=True)
     out = OUT / f"calib-gap-{args.quantized.stem}.json"
     out.write_text(json.dumps({"model": str(args.quantized), "rows": rows}, indent=1))

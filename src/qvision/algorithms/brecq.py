@@ -69,8 +69,8 @@ ACT_LR = 1e-3
 REPAIR = 256
 REPAIR_PASSES = 3
 REPAIR_IMAGES = 64  # judged on this many images (windows of them on large maps)
-# QDrop's input mixing: half the elements of a block's fitted input come from the float
-# model. With the float model's block output as target (asym), the block otherwise learns to
+# QDrop's input mixing: a share of the elements of a block's fitted input come from the
+# float model. With the float model's block output as target (asym), the block otherwise learns to
 # undo the error of the blocks before it on the 100 calibration images, which does not carry
 # to other images: MobileNetV2's last block was 13.8 dB SQNR on them, 8.0 dB on eval images.
 # A quarter rather than QDrop's half: W4A8, 5 seeds, EfficientNet-Lite0 85.00 % vs 84.65 %
