@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from qvision import api
-from qvision.analysis.sensitivity import _Err, _sqnr
+from qvision.analysis.sensitivity import OutputError, sqnr_db
 from qvision.data import iter_batches
 from qvision.model.rewrite import expose_tensors
 from qvision.runtime.session import make_session
@@ -44,12 +44,12 @@ def block_outputs(model: onnx.ModelProto, quantized: set[str]) -> list[str]:
 
 def sqnr_by_tensor(fp32: Path, sf, sq, names: list[str], data: Path, limit: int | None):
     _, inp, pre, _, dataset = api.open_task(fp32, data, "classification", None, limit)
-    errs = [_Err() for _ in names]
+    errs = [OutputError() for _ in names]
     for batch in iter_batches(dataset, pre, 20):
         x = {inp.name: batch.inputs.astype(np.float32)}
         for e, a, b in zip(errs, sf.run(names, x), sq.run(names, x), strict=True):
             e.update(a, b)
-    return [_sqnr(e.signal, e.noise) for e in errs]
+    return [sqnr_db(e.signal, e.noise) for e in errs]
 
 
 def _round(db: float | None) -> float | None:

@@ -23,11 +23,15 @@ from qvision.runtime.session import make_session
 from qvision.writer import write_qdq
 
 
-def _sqnr(signal: float, noise: float) -> float | None:
+def sqnr_db(signal: float, noise: float) -> float | None:
+    """10·log10(signal / noise) in dB; None when there is no noise."""
     return None if noise == 0 else float(10 * np.log10(max(signal, 1e-30) / noise))
 
 
-class _Err:
+class OutputError:
+    """Signal and error energy, and the summed per-input cosine, of outputs against their
+    references, accumulated batch by batch."""
+
     def __init__(self) -> None:
         self.signal = self.noise = self.cos = 0.0
         self.n = 0
@@ -78,10 +82,10 @@ def keep_float_sqnr(
         sess = make_session(
             write_qdq(prepared, variant).SerializeToString(), threads, optimize=False
         )
-        e = _Err()
+        e = OutputError()
         for x, r in zip(batches, refs, strict=True):
             e.update(r, sess.run([output], {input_name: x})[0])
-        gains[node.name] = _sqnr(e.signal, e.noise)
+        gains[node.name] = sqnr_db(e.signal, e.noise)
         if progress:
             progress(i + 1, len(layers))
     return gains
@@ -119,8 +123,8 @@ def analyze(
         threads,
         optimize=False,
     )
-    errs = {t: _Err() for t in tensors}
-    final = _Err()
+    errs = {t: OutputError() for t in tensors}
+    final = OutputError()
     for x in batches:
         names = [o.name for o in ref_sess.get_outputs()]
         ref = dict(zip(names, ref_sess.run(None, {planned.input_name: x}), strict=True))
@@ -134,7 +138,7 @@ def analyze(
         for t in tensors:
             errs[t].update(ref[t], got[t])
         final.update(ref[output], got[output])
-    base = _sqnr(final.signal, final.noise)
+    base = sqnr_db(final.signal, final.noise)
 
     gains: dict[str, float | None] = {}
     if sensitivity:
@@ -153,7 +157,7 @@ def analyze(
                 kind=plan.nodes[node.name].kind or plan.nodes[node.name].action,
                 tensor=t,
                 weight_bits=w.bits if w else None,
-                sqnr_db=_sqnr(e.signal, e.noise),
+                sqnr_db=sqnr_db(e.signal, e.noise),
                 cosine=e.cos / max(e.n, 1),
                 keep_float_output_sqnr_db=kept,
                 gain_db=None if kept is None or base is None else kept - base,
