@@ -20,14 +20,13 @@ import numpy as np
 import onnx
 
 from qvision import api
+from qvision.algorithms.brecq import POOLING
 from qvision.analysis.sensitivity import OutputError, sqnr_db
 from qvision.data import iter_batches
 from qvision.model.rewrite import expose_tensors
 from qvision.runtime.session import make_session
 
 from common import OUT, require_imagenet
-
-POOLING = ("GlobalAveragePool", "ReduceMean")
 
 
 def block_outputs(model: onnx.ModelProto, quantized: set[str]) -> list[str]:
