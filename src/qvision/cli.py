@@ -121,7 +121,9 @@ def quantize_cmd(
         None, "--preprocess", help="imagenet | tf | FILE.json/yaml."
     ),
     target: str = typer.Option(
-        "auto", "--target", help="auto | ort-cpu-avx2 | ort-cpu-vnni | tensorrt | openvino."
+        "auto",
+        "--target",
+        help="auto | ort-cpu-avx2 | ort-cpu-vnni | tensorrt | openvino | openvino-vnni.",
     ),
     method: str | None = typer.Option(
         None,
