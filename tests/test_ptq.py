@@ -299,12 +299,13 @@ def test_keep_float(tmp_path, calib_dir):
     res = api.quantize(src, tmp_path / "q.onnx", calib_dir, keep_float=("dw",))
     assert res.float_nodes.get("Conv") == 1
     # ONNX Runtime quantizes a float Conv it finds between a per-tensor DQ and a Q itself
-    # (per-tensor INT8 weights, WeightBiasQuantization); a layer kept float must stay float
-    for keep in ("dw", "pw"):
-        out = tmp_path / f"{keep}.onnx"
-        api.quantize(src, out, calib_dir, keep_float=(keep,))
+    # (per-tensor INT8 weights, WeightBiasQuantization); a layer kept float must stay float,
+    # also in OpenVINO models (which OpenVINO runs in float either way) evaluated in ORT
+    for target, keep in [("auto", "dw"), ("auto", "pw"), ("openvino", "dw")]:
+        out = tmp_path / f"{target}-{keep}.onnx"
+        api.quantize(src, out, calib_dir, keep_float=(keep,), target=target)
         opts = ort.SessionOptions()
-        opts.optimized_model_filepath = str(tmp_path / f"{keep}-ort.onnx")
+        opts.optimized_model_filepath = str(tmp_path / f"{target}-{keep}-ort.onnx")
         ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
         ops = collections.Counter(
             n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node
