@@ -33,9 +33,9 @@ def resolve(name: str) -> tuple[Target, str]:
 
 def saturation_warning(model_target: str | None, here: Target | None = None) -> str | None:
     """Why figures measured on this CPU can understate a model made for another: on AVX2
-    without VNNI, ONNX Runtime's u8s8 kernels add pairs of u8·s8 products in 16 bits, which
-    8-bit weights overflow. A W4A8 MobileNetV2 planned on a VNNI machine (8-bit stem and
-    classifier) scored 75.7 % here vs 80.4 % with those two layers at 7 bits."""
+    without VNNI, int8 kernels (ONNX Runtime's u8s8, OpenVINO's) add pairs of u8·s8 products
+    in 16 bits, which 8-bit weights overflow. A W4A8 MobileNetV2 planned on a VNNI machine
+    (8-bit stem and classifier) scored 75.7 % here vs 80.4 % with those two layers at 7 bits."""
     here = here or detect()[0]
     made = TARGETS.get(model_target or "")
     if here.weight_format("conv").bits > 7 or made is None:
@@ -43,10 +43,12 @@ def saturation_warning(model_target: str | None, here: Target | None = None) -> 
     wide = max(made.weight_format(k).bits for k in ("conv", "gemm", "matmul"))
     if made.activation.dtype != "uint8" or wide <= 7:
         return None
+    # the profile with the same runtime that is safe on this CPU
+    safe = "openvino" if made.name.startswith("openvino") else here.name
     return (
         f"model was quantized for {made.name} (8-bit weights); this CPU has no VNNI, where "
-        "ONNX Runtime's u8s8 kernels can saturate, so accuracy measured here may be lower than "
-        f"on the target (quantize with --target {here.name} for this CPU)"
+        "int8 kernels (ONNX Runtime's u8s8, OpenVINO's) can saturate, so accuracy measured "
+        f"here may be lower than on the target (quantize with --target {safe} for this CPU)"
     )
 
 
