@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -24,6 +22,9 @@ import onnx
 
 from qvision import api
 from qvision.data import iter_batches
+from qvision.model.graph import GraphView
+from qvision.planner import is_depthwise
+from qvision.runtime.bench import time_calls
 from qvision.runtime.machine import cpu_info
 from qvision.targets import detect
 
@@ -74,32 +75,21 @@ def precisions(core, path: Path) -> dict[str, int]:
     return dict(counts)
 
 
-def latency(core, paths: dict[str, Path], shape, rounds: int = 10, seconds: float = 3.0):
+def latency(core, paths: dict[str, Path], shape) -> dict[str, float]:
     """Batch-1 median ms per model, rounds interleaved (A, B, C, A, B, C...)."""
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    compiled = {k: _compile(core, p) for k, p in paths.items()}
-    times: dict[str, list[float]] = {k: [] for k in paths}
-    for c in compiled.values():
-        for _ in range(5):
-            c(x)
-    per_round = seconds / rounds / len(paths)
-    for _ in range(rounds):
-        for k, c in compiled.items():
-            start = time.perf_counter()
-            while time.perf_counter() - start < per_round:
-                t = time.perf_counter()
-                c(x)
-                times[k].append(time.perf_counter() - t)
-    return {k: 1000 * statistics.median(v) for k, v in times.items()}
+    calls = [lambda c=_compile(core, p): c(x) for p in paths.values()]
+    timings = time_calls(calls)
+    return {k: t.stats()["median_ms"] for k, t in zip(paths, timings, strict=True)}
 
 
 def first_depthwise(path: Path) -> str:
     model = onnx.load(str(path), load_external_data=False)
-    for node in model.graph.node:
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        if node.op_type == "Conv" and group > 1:
-            return node.name
-    raise SystemExit(f"{path}: no depthwise convolution")
+    view = GraphView(model)
+    node = next((n for n in model.graph.node if is_depthwise(n, view)), None)
+    if node is None:
+        raise SystemExit(f"{path}: no depthwise convolution")
+    return node.name
 
 
 def main() -> None:

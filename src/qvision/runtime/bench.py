@@ -63,20 +63,35 @@ def time_interleaved(
     """Median-ready per-run latencies; each round runs every model in turn (A, B, A, B…)."""
     sessions = [make_session(p, threads) for p in paths]
     feeds = [random_feeds(s, batch, hw_of(p), p) for s, p in zip(sessions, paths, strict=True)]
+    calls = [
+        lambda s=sess, f=feed: s.run(None, f) for sess, feed in zip(sessions, feeds, strict=True)
+    ]
+    return time_calls(calls, rounds, seconds, warmup, on_round)
+
+
+def time_calls(
+    calls: list[Callable[[], object]],
+    rounds: int = 10,
+    seconds: float = 3.0,
+    warmup: int = 5,
+    on_round: Callable[[int, int], None] | None = None,
+) -> list[Timings]:
+    """Per-run latencies of each call, interleaved in rounds (A, B, A, B…), whatever runs the
+    model (an ONNX Runtime session, another runtime's compiled model)."""
     iters = []
-    for sess, feed in zip(sessions, feeds, strict=True):
+    for call in calls:
         t0 = time.perf_counter()
         for _ in range(warmup):
-            sess.run(None, feed)
+            call()
         per_run = (time.perf_counter() - t0) / warmup
         # Enough runs per round that each model gets about `seconds` in total.
         iters.append(max(1, int(seconds / rounds / max(per_run, 1e-6))))
-    out = [Timings([]) for _ in paths]
+    out = [Timings([]) for _ in calls]
     for r in range(rounds):
-        for i, (sess, feed) in enumerate(zip(sessions, feeds, strict=True)):
+        for i, call in enumerate(calls):
             for _ in range(iters[i]):
                 t0 = time.perf_counter_ns()
-                sess.run(None, feed)
+                call()
                 out[i].samples_ms.append((time.perf_counter_ns() - t0) / 1e6)
         if on_round:
             on_round(r + 1, rounds)

@@ -126,8 +126,8 @@ TARGETS: dict[str, Target] = {
             description=(
                 "OpenVINO CPU, any x86: u8 activations, s8 per-channel weights at 7 bits for "
                 "GEMM-backed ops, since OpenVINO's int8 kernels on AVX2 without VNNI saturate "
-                "as ONNX Runtime's do (MobileNetV2 W8A8 77.0 % with 8-bit weights, 85.3 % with "
-                "7, on 300 eval images); depthwise keeps 8"
+                "as ONNX Runtime's do (MobileNetV2 W8A8 in OpenVINO: 71.4 % top-1 with 8-bit "
+                "weights, 83.0 % with 7; BENCHMARKS.md); depthwise keeps 8"
             ),
             activation=_U8_ASYM,
             weight=_S8_SYM,
