@@ -155,3 +155,8 @@ def weight_ranges(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarr
         return np.asarray(w.min()), np.asarray(w.max())
     moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
     return moved.min(axis=1), moved.max(axis=1)
+
+
+def sqnr_db(signal: float, noise: float) -> float | None:
+    """10·log10(signal / noise) in dB; None when there is no noise."""
+    return None if noise == 0 else float(10 * np.log10(max(signal, 1e-30) / noise))

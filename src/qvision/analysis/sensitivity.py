@@ -18,14 +18,10 @@ from qvision.data import Preprocess, image_folder, iter_batches
 from qvision.model.rewrite import expose_tensors
 from qvision.plan import NodePlan
 from qvision.ptq import Planned, make_plan
+from qvision.qmath import sqnr_db
 from qvision.report.schema import AnalyzeResult, LayerReport
 from qvision.runtime.session import make_session
 from qvision.writer import write_qdq
-
-
-def sqnr_db(signal: float, noise: float) -> float | None:
-    """10·log10(signal / noise) in dB; None when there is no noise."""
-    return None if noise == 0 else float(10 * np.log10(max(signal, 1e-30) / noise))
 
 
 class OutputError:

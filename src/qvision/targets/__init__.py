@@ -43,13 +43,23 @@ def saturation_warning(model_target: str | None, here: Target | None = None) -> 
     wide = max(made.weight_format(k).bits for k in ("conv", "gemm", "matmul"))
     if made.activation.dtype != "uint8" or wide <= 7:
         return None
-    # the profile with the same runtime that is safe on this CPU
-    safe = "openvino" if made.name.startswith("openvino") else here.name
+    safe = _safe_profile(made, here)
     return (
         f"model was quantized for {made.name} (8-bit weights); this CPU has no VNNI, where "
         "int8 kernels (ONNX Runtime's u8s8, OpenVINO's) can saturate, so accuracy measured "
         f"here may be lower than on the target (quantize with --target {safe} for this CPU)"
     )
+
+
+def _safe_profile(made: Target, here: Target) -> str:
+    """This CPU's profile if it is for the model's runtime, else the first profile of that
+    runtime whose GEMM-backed weights stay within this CPU's bits."""
+    if here.runtime == made.runtime:
+        return here.name
+    bits = here.weight_format("conv").bits
+    same = [t for t in TARGETS.values() if t.runtime == made.runtime]
+    fits = [t for t in same if t.weight_format("conv").bits <= bits]
+    return (fits or same)[0].name
 
 
 __all__ = ["TARGETS", "Fmt", "Target", "detect", "resolve", "saturation_warning"]

@@ -54,6 +54,14 @@ ORT_CPU_OPS = {
 class Target(BaseModel):
     name: str
     description: str
+    # The runtime that executes the model: profiles for other CPUs of the same runtime are
+    # where a warning sends the user, and the writer's output depends on it (below).
+    runtime: str = "onnxruntime"
+    # A Conv/Gemm kept float gets a per-channel DQ of its input (the writer's
+    # _float_layer_dq): ONNX Runtime would otherwise quantize it itself; OpenVINO runs it in
+    # float either way, so its models score alike in ONNX Runtime; TensorRT takes
+    # per-channel scales on weights only.
+    float_layer_dq: bool = True
     activation: Fmt
     weight: Fmt
     per_channel: bool = True
@@ -118,8 +126,10 @@ TARGETS: dict[str, Target] = {
         Target(
             name="tensorrt",
             description="TensorRT explicit quantization: symmetric s8 activations (zero point 0), s8 per-channel weights",
+            runtime="tensorrt",
             activation=Fmt(dtype="int8", bits=8, symmetric=True, narrow=True),
             weight=_S8_SYM,
+            float_layer_dq=False,
         ),
         Target(
             name="openvino",
@@ -129,6 +139,7 @@ TARGETS: dict[str, Target] = {
                 "as ONNX Runtime's do (MobileNetV2 W8A8 in OpenVINO: 71.4 % top-1 with 8-bit "
                 "weights, 83.0 % with 7; BENCHMARKS.md); depthwise keeps 8"
             ),
+            runtime="openvino",
             activation=_U8_ASYM,
             weight=_S8_SYM,
             weight_bits=_AVX2_BITS,
@@ -136,6 +147,7 @@ TARGETS: dict[str, Target] = {
         Target(
             name="openvino-vnni",
             description="OpenVINO CPU with VNNI or AMX: full 8-bit weights",
+            runtime="openvino",
             activation=_U8_ASYM,
             weight=_S8_SYM,
         ),

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from qvision.qmath import sqnr_db
+
 
 def as_logits(output: np.ndarray) -> np.ndarray:
     """[N, C] from [N, C] or [N, C, 1, 1]; float64 for stable sums."""
@@ -89,10 +91,9 @@ class FidelityMeter:
     def result(self) -> dict[str, float | None]:
         if not self.n:
             return {"top1_agreement": 0.0, "cosine": 0.0, "sqnr_db": None, "kl_div": 0.0}
-        sqnr = None if self.noise == 0 else 10.0 * np.log10(max(self.signal, 1e-30) / self.noise)
         return {
             "top1_agreement": self.agree / self.n,
             "cosine": self.cos_sum / self.n,
-            "sqnr_db": None if sqnr is None else float(sqnr),
+            "sqnr_db": sqnr_db(self.signal, self.noise),
             "kl_div": max(0.0, self.kl_sum / self.n),
         }

@@ -22,6 +22,7 @@ from qvision.model.graph import GraphView, node_attr
 from qvision.plan import QuantPlan, QuantSpec
 from qvision.planner import WEIGHT_INPUT
 from qvision.qmath import quantize_bias
+from qvision.targets.profiles import TARGETS
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 QUANT_METADATA_KEY = "qvision.quantization"
@@ -247,15 +248,11 @@ def _float_layer_dq(node, i, tensor, plan, view, q_of, taken, new_inits, new_nod
     ONNX Runtime quantizes a float-weight Conv/Gemm it finds between a per-tensor DQ and a Q
     by itself (WeightBiasQuantization: per-tensor INT8 weights, which the AVX2 u8s8 kernel
     saturates); a per-channel DQ, the same values, is not matched, so the layer runs in
-    float as planned. One input channel cannot be told from per-tensor: left as it is. For
-    ONNX Runtime and OpenVINO targets (OpenVINO runs such a layer in float either way, so its
-    models evaluated in ORT score as in OpenVINO); TensorRT takes per-channel scales on
-    weights only."""
-    if (
-        i != 0
-        or node.op_type not in FLOAT_LAYERS
-        or not plan.target.startswith(("ort-", "openvino"))
-    ):
+    float as planned. One input channel cannot be told from per-tensor: left as it is. Only
+    for targets whose profile asks for it (``Target.float_layer_dq``); a plan naming an
+    unknown target gets it, as ONNX Runtime is what qvision evaluates with."""
+    target = TARGETS.get(plan.target)
+    if i != 0 or node.op_type not in FLOAT_LAYERS or (target and not target.float_layer_dq):
         return None
     axis, count = _channels(node, view)
     spec = plan.activations.get(tensor)
