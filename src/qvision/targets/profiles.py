@@ -54,8 +54,8 @@ ORT_CPU_OPS = {
 class Target(BaseModel):
     name: str
     description: str
-    # The runtime that executes the model: profiles for other CPUs of the same runtime are
-    # where a warning sends the user, and the writer's output depends on it (below).
+    # The runtime that executes the model: a warning that this CPU cannot run a model as its
+    # target would sends the user to another profile of the same runtime.
     runtime: str = "onnxruntime"
     # A Conv/Gemm kept float gets a per-channel DQ of its input (the writer's
     # _float_layer_dq): ONNX Runtime would otherwise quantize it itself; OpenVINO runs it in
