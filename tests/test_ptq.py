@@ -312,12 +312,30 @@ def test_keep_float(tmp_path, calib_dir):
         )
         assert ops["QLinearConv"] == 2, (keep, ops)
         assert ops["Conv"] + ops["FusedConv"] == 1, (keep, ops)
-    # TensorRT takes per-channel scales on weights only: there the float layer reads the DQ
-    api.quantize(src, tmp_path / "trt.onnx", calib_dir, keep_float=("dw",), target="tensorrt")
-    g = onnx.load(str(tmp_path / "trt.onnx")).graph
-    dw = next(n for n in g.node if n.name == "dw")
-    dq = next(n for n in g.node if n.output[0] == dw.input[0])
-    assert not any(a.name == "axis" for a in dq.attribute)
+    # TensorRT takes per-channel scales on weights only (its profile's float_layer_dq): there
+    # the float layer reads the shared DQ; a plan naming a target qvision does not know is
+    # written for ONNX Runtime, which evaluates it
+    api.quantize(
+        src,
+        tmp_path / "trt.onnx",
+        calib_dir,
+        keep_float=("dw",),
+        target="tensorrt",
+        plan_out=tmp_path / "trt.json",
+    )
+    plan = QuantPlan.model_validate_json((tmp_path / "trt.json").read_text())
+    plan.target = "my-runtime"
+    api.quantize(src, tmp_path / "other.onnx", plan=_save_plan(plan, tmp_path / "other.json"))
+    for name, per_channel in (("trt", False), ("other", True)):
+        g = onnx.load(str(tmp_path / f"{name}.onnx")).graph
+        dw = next(n for n in g.node if n.name == "dw")
+        dq = next(n for n in g.node if n.output[0] == dw.input[0])
+        assert any(a.name == "axis" for a in dq.attribute) == per_channel, name
+
+
+def _save_plan(plan, path):
+    path.write_text(plan.model_dump_json())
+    return path
 
 
 def test_bad_inputs(tmp_path, calib_dir, tiny_model):
