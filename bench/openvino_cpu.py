@@ -21,7 +21,6 @@ import numpy as np
 import onnx
 
 from qvision import api
-from qvision.data import iter_batches
 from qvision.model.graph import GraphView
 from qvision.planner import is_depthwise
 from qvision.runtime.bench import time_calls
@@ -41,26 +40,27 @@ def _compile(core, path: Path):
 
 
 def score(core, path: Path, fp32: Path, data: Path, backend: str, limit: int) -> dict:
-    proto, inp, pre, adapter_cls, dataset = api.open_task(path, data, "classification", None, limit)
+    runner = None
     if backend == "openvino":
         compiled = _compile(core, path)
         out = compiled.output(0)
 
-        def run(x):
+        def runner(x):
             return [compiled(x)[out]]
-    else:
-        run = api.Runner(path, inp, THREADS)
-    ref = api.Runner(fp32, inp, THREADS)
-    adapter = adapter_cls(
-        api.metadata(proto), [], path, False, dataset=dataset, preprocess=pre, decoder=None
+
+    e = api.evaluate(
+        path,
+        data,
+        reference=fp32,
+        batch_size=1,
+        threads=THREADS,
+        limit=limit,
+        runner=runner,
     )
-    for batch in iter_batches(dataset, pre, 1):
-        adapter.update(run(batch.inputs), batch.samples, ref(batch.inputs))
-    metrics, agreement, fid = adapter.result(True)
     return {
-        "top1": 100 * metrics["top1"],
-        "agreement": 100 * agreement,
-        "sqnr_db": fid["sqnr_db"],
+        "top1": 100 * e.metrics["top1"],
+        "agreement": 100 * e.agreement,
+        "sqnr_db": e.fidelity.sqnr_db,
     }
 
 

@@ -323,19 +323,14 @@ def test_keep_float(tmp_path, calib_dir):
         target="tensorrt",
         plan_out=tmp_path / "trt.json",
     )
-    plan = QuantPlan.model_validate_json((tmp_path / "trt.json").read_text())
+    plan = QuantPlan.load(tmp_path / "trt.json")
     plan.target = "my-runtime"
-    api.quantize(src, tmp_path / "other.onnx", plan=_save_plan(plan, tmp_path / "other.json"))
+    api.quantize(src, tmp_path / "other.onnx", plan=plan.save(tmp_path / "other.json"))
     for name, per_channel in (("trt", False), ("other", True)):
         g = onnx.load(str(tmp_path / f"{name}.onnx")).graph
         dw = next(n for n in g.node if n.name == "dw")
         dq = next(n for n in g.node if n.output[0] == dw.input[0])
         assert any(a.name == "axis" for a in dq.attribute) == per_channel, name
-
-
-def _save_plan(plan, path):
-    path.write_text(plan.model_dump_json())
-    return path
 
 
 def test_bad_inputs(tmp_path, calib_dir, tiny_model):

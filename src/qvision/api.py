@@ -148,8 +148,13 @@ def evaluate(
     keep_predictions: bool = False,
     progress: Progress | None = None,
     decoder: dict | None = None,
+    runner: Callable[[np.ndarray], list[np.ndarray]] | None = None,
 ) -> EvalResult:
-    """Score ``model`` on the images in ``data``: task metrics if labelled, fidelity to ``reference``."""
+    """Score ``model`` on the images in ``data``: task metrics if labelled, fidelity to ``reference``.
+
+    ``runner`` maps an input batch to the model's outputs in place of an ONNX Runtime
+    session (``model`` is still read for its input and metadata): another runtime's
+    compiled model, scored by the same loop."""
     start = time.perf_counter()
     proto, inp, pre, adapter_cls, dataset = open_task(model, data, task, preprocess, limit)
     has_truth = adapter_cls.has_truth(dataset)
@@ -158,7 +163,7 @@ def evaluate(
             f"images have {adapter_cls.truth}; pass --reference FP32.onnx for label-free fidelity",
             data,
         )
-    run = Runner(model, inp, threads)
+    run = runner or Runner(model, inp, threads)
     ref_run = None
     if reference is not None:
         ref_proto, ref_inp = open_model(reference)
