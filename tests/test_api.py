@@ -10,7 +10,7 @@ from qvision.errors import QVisionError
 from qvision.report import write_json
 from qvision.targets import TARGETS, detect, saturation_warning
 
-from conftest import TINY_PRE, tiny_classifier
+from conftest import TINY_PRE, constant_model, tiny_classifier
 
 
 def _expected_top1(model, root):
@@ -46,6 +46,21 @@ def test_eval_against_reference(tmp_path, flat_dir):
     assert same.agreement == 1.0 and same.fidelity.sqnr_db is None and same.metrics == {}
     diff = api.evaluate(c, flat_dir, reference=a)
     assert diff.fidelity.sqnr_db is not None and diff.fidelity.cosine < 1.0
+
+
+def test_top1_drop_against_reference_is_paired_over_the_same_images(
+    tmp_path, labelled_dir, flat_dir
+):
+    # labelled_dir: two cats (class 3), two rockets (class 7); each model always says one class
+    cat = constant_model(tmp_path / "cat.onnx", np.eye(10)[3], 32, TINY_PRE)
+    rocket = constant_model(tmp_path / "rocket.onnx", np.eye(10)[7], 32, TINY_PRE)
+    res = api.evaluate(rocket, labelled_dir, reference=cat)
+    assert res.metrics["top1"] == 0.5 and res.agreement == 0.0
+    # same accuracy, all four images disagree: no drop, and an interval that says so
+    assert res.fidelity.drop_points == 0.0
+    assert res.fidelity.drop_ci95_points == pytest.approx(100 * 1.96 * np.sqrt(4 / 3 / 4))
+    unlabelled = api.evaluate(rocket, flat_dir, reference=cat)
+    assert unlabelled.fidelity.drop_points is None
 
 
 def test_saturation_warning_names_the_target_and_the_fix():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from qvision.tasks import FidelityMeter, TopKMeter
+from qvision.tasks import FidelityMeter, PairedTopOne, TopKMeter
 
 
 def test_topk_counts():
@@ -59,3 +59,23 @@ def test_fidelity_does_not_softmax_probabilities_twice():
 def test_fidelity_shape_mismatch():
     with pytest.raises(ValueError, match="shapes differ"):
         FidelityMeter().update(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+def test_paired_top_one_counts_only_the_images_one_model_gets_right():
+    labels = np.array([0, 1, 2, 3, 4, 5])
+    eye = np.eye(6)
+    ref = eye[[0, 1, 2, 3, 0, 0]]  # right on images 0-3
+    model = eye[[0, 1, 0, 0, 4, 0]]  # right on 0, 1, 4: loses 2 and 3, gains 4
+    m = PairedTopOne()
+    m.update(model[:4], ref[:4], labels[:4])
+    m.update(model[4:], ref[4:], labels[4:])
+    d = (ref.argmax(1) == labels).astype(float) - (model.argmax(1) == labels)
+    r = m.result()
+    assert (m.lost, m.gained, m.n) == (2, 1, 6)
+    assert r["drop_points"] == pytest.approx(100 * d.mean())
+    assert r["drop_ci95_points"] == pytest.approx(100 * 1.96 * d.std(ddof=1) / np.sqrt(6))
+
+    same = PairedTopOne()
+    same.update(ref, ref, labels)
+    assert same.result() == {"drop_points": 0.0, "drop_ci95_points": 0.0}
+    assert PairedTopOne().result() == {}

@@ -133,4 +133,6 @@ def test_verdict_and_card_name_a_large_robustness_gap(report_dir):
         env=r.quantize.env,
     )
     assert "loses up to 92.0 points more than FP32 (dark, severity 3" in verdict(r)["text"]
+    # the quantize --eval run scored INT8 against FP32 on the same labelled photos
+    assert "at 95 % on these 4 images" in verdict(r)["text"]
     assert "Under dark (severity 3) INT8 scores 0.0 %" in model_card(r)

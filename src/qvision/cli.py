@@ -294,7 +294,8 @@ def quantize_cmd(
             table.add_column(col, justify="left" if col == "metric" else "right")
         for k, v in fp32.metrics.items():
             q = int8.metrics[k]
-            table.add_row(k, _pct(v), _pct(q), f"{100 * (q - v):+.2f} pts")
+            ci = _ci95(int8.fidelity) if k == "top1" else ""
+            table.add_row(k, _pct(v), _pct(q), f"{100 * (q - v):+.2f}{ci} pts")
         if int8.agreement is not None:
             table.add_row(_agreement_label(task), "", _pct(int8.agreement), "")
         if int8.fidelity:
@@ -459,6 +460,8 @@ def eval_cmd(
         table.add_row(_agreement_label(task), _pct(res.agreement))
     if res.fidelity:
         f = res.fidelity
+        if f.drop_points is not None:
+            table.add_row("top1 vs reference", f"{-f.drop_points:+.2f}{_ci95(f)} pts")
         table.add_row("cosine", f"{f.cosine:.5f}")
         table.add_row("SQNR", "identical" if f.sqnr_db is None else f"{f.sqnr_db:.2f} dB")
         table.add_row("KL divergence", f"{f.kl_div:.5f}")
@@ -471,6 +474,12 @@ def eval_cmd(
         for s in res.dataset.skipped[:10]:
             err.print(f"  {s.path}: {s.reason}")
     _save_json(res, json_out, [model, reference])
+
+
+def _ci95(fidelity) -> str:
+    """' ± X (95 %)' for a top-1 change paired against the reference, or ''."""
+    ci = getattr(fidelity, "drop_ci95_points", None)
+    return "" if ci is None else f" ± {ci:.2f} (95 %)"
 
 
 def _print_predictions(res, int8=None) -> None:

@@ -56,7 +56,7 @@ def verdict(r: ReportInputs) -> dict:
     ok = drop <= budget + 1e-9
     text = (
         f"INT8 {key} {100 * q:.2f} % vs FP32 {100 * f:.2f} %: "
-        f"{'loses' if drop > 0 else 'gains'} {abs(drop):.2f} points, "
+        f"{'loses' if drop > 0 else 'gains'} {abs(drop):.2f} points{_interval(r)}, "
         f"{'within' if ok else 'outside'} the {budget:g}-point budget"
         f"{'' if r.max_drop is not None else ' (default)'}"
     )
@@ -71,6 +71,14 @@ def verdict(r: ReportInputs) -> dict:
             f"{100 * worst.fp32:.1f} %); see Robustness"
         )
     return {"ok": ok, "text": text + "."}
+
+
+def _interval(r: ReportInputs) -> str:
+    """The 95 % interval of the top-1 drop over these images, when it was measured paired."""
+    f = r.int8_eval.fidelity
+    if f is None or f.drop_ci95_points is None:
+        return ""
+    return f" (± {f.drop_ci95_points:.2f} at 95 % on these {r.int8_eval.n} images)"
 
 
 def _worst_corruption(r: ReportInputs):

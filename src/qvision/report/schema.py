@@ -40,6 +40,10 @@ class Fidelity(BaseModel):
     cosine: float
     sqnr_db: float | None  # None: outputs identical
     kl_div: float
+    # classification with labels: top-1 points lost against the reference on these images,
+    # and the half-width of its 95 % interval (paired over the same images)
+    drop_points: float | None = None
+    drop_ci95_points: float | None = None
 
 
 class Prediction(BaseModel):

@@ -1,8 +1,8 @@
 """Task adapters: decode a model's outputs and score them."""
 
-from qvision.tasks.classification import FidelityMeter, TopKMeter, as_logits
+from qvision.tasks.classification import FidelityMeter, PairedTopOne, TopKMeter, as_logits
 
 # keys of tasks.adapters.ADAPTERS
 TASKS = ("classification", "detection", "segmentation", "ocr-rec", "ocr-det")
 
-__all__ = ["TASKS", "FidelityMeter", "TopKMeter", "as_logits"]
+__all__ = ["TASKS", "FidelityMeter", "PairedTopOne", "TopKMeter", "as_logits"]

@@ -12,7 +12,7 @@ import numpy as np
 
 from qvision.errors import QVisionError
 from qvision.tasks import ocr_det
-from qvision.tasks.classification import FidelityMeter, TopKMeter, as_logits
+from qvision.tasks.classification import FidelityMeter, PairedTopOne, TopKMeter, as_logits
 from qvision.tasks.detection import DecodeSpec, box_agreement, coco_map, decode, to_original
 from qvision.tasks.ocr import TextMeter, alphabet, ctc_greedy
 from qvision.tasks.ocr_det import DbSpec, HmeanMeter, db_boxes
@@ -61,7 +61,7 @@ class Classification(_Adapter):
         return open_dataset(data)
 
     def __init__(self, metadata, names, source, keep=False, dataset=None, preprocess=None, **_):
-        self.topk, self.fid = TopKMeter(), FidelityMeter()
+        self.topk, self.fid, self.paired = TopKMeter(), FidelityMeter(), PairedTopOne()
         self.names, self.source, self.keep = names, source, keep
         self.labelled = True
         self.predictions: list[tuple[str, list[tuple[int, float]], list[str]]] = []
@@ -80,6 +80,8 @@ class Classification(_Adapter):
                     self.source,
                 )
             self.topk.update(logits, labels)
+            if ref is not None:
+                self.paired.update(logits, ref, labels)
         else:
             self.labelled = False
         if ref is not None:
@@ -92,6 +94,8 @@ class Classification(_Adapter):
     def result(self, with_reference: bool):
         fidelity = self.fid.result() if with_reference else None
         metrics = self.topk.result() if self.labelled and self.topk.n else {}
+        if fidelity is not None and metrics:
+            fidelity.update(self.paired.result())
         return metrics, (fidelity["top1_agreement"] if fidelity else None), fidelity
 
 

@@ -57,6 +57,33 @@ class TopKMeter:
         return {f"top{k}": (self.correct[k] / self.n if self.n else 0.0) for k in self.ks}
 
 
+class PairedTopOne:
+    """Top-1 points a model loses against a reference model on the same labelled images,
+    with a 95 % interval. Only images that exactly one of the two gets right move the
+    difference, so its uncertainty comes from those (a paired test, as McNemar's), not from
+    two independent accuracies: 900 images resolve a W4A8 drop of ~2 points to about ±1.4."""
+
+    def __init__(self) -> None:
+        self.n = self.gained = self.lost = 0
+
+    def update(self, logits: np.ndarray, ref: np.ndarray, labels: np.ndarray) -> None:
+        # argmax takes the lowest index on ties, as TopKMeter's stable sort does
+        ok = as_logits(logits).argmax(axis=1) == labels
+        ref_ok = as_logits(ref).argmax(axis=1) == labels
+        self.gained += int((ok & ~ref_ok).sum())
+        self.lost += int((ref_ok & ~ok).sum())
+        self.n += len(labels)
+
+    def result(self) -> dict[str, float]:
+        if self.n < 2:
+            return {}
+        n = self.n
+        drop = (self.lost - self.gained) / n
+        # sample variance of the per-image difference (-1, 0 or +1)
+        var = ((self.lost + self.gained) / n - drop * drop) * n / (n - 1)
+        return {"drop_points": 100 * drop, "drop_ci95_points": 100 * 1.96 * np.sqrt(var / n)}
+
+
 class FidelityMeter:
     """How closely a model's scores follow a reference model's on the same inputs.
 
