@@ -30,6 +30,7 @@ def test_tune_records_trials_and_tells_the_truth(tmp_path, flat_dir):
     t = res.tuning
     assert t is not None and t.metric == "top1_agreement" and t.images == 4
     assert t.trials[0].name == "mean-minmax ranges, none"
+    assert all(tr.drop_ci95 is None for tr in t.trials)  # no labels: no paired top-1
     _check_choice(t)
     # the written model is the chosen trial: an independent evaluation gives its figure
     e = api.evaluate(out, flat_dir, reference=src)
@@ -45,6 +46,13 @@ def test_tune_stops_at_the_first_trial_within_budget(tmp_path, labelled_dir):
     t = res.tuning
     assert t.metric == "top1" and t.met and len(t.trials) == 1 and t.chosen == 0
     assert "budget met" in t.message
+    # labelled: the drop is paired against FP32 on the same images, with its interval
+    assert t.trials[0].drop_ci95 is not None and t.trials[0].drop_ci95 >= 0
+    assert "(95 %)" in t.message
+    from qvision.report.html import ReportInputs, write_report
+
+    page = write_report(ReportInputs(quantize=res), tmp_path / "report").read_text()
+    assert f"{t.trials[0].drop:.2f} ± {t.trials[0].drop_ci95:.2f}" in page
 
 
 def test_tune_mixed_precision_steps(tmp_path, photos):

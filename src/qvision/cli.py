@@ -241,7 +241,7 @@ def quantize_cmd(
                 str(i),
                 tr.name + mark,
                 _pct(tr.metric),
-                f"{tr.drop:.2f}",
+                f"{tr.drop:.2f}" + ("" if tr.drop_ci95 is None else f" ± {tr.drop_ci95:.2f}"),
                 _pct(tr.agreement),
                 f"{tr.latency_ms:.1f}" if tr.latency_ms else "—",
                 f"{tr.seconds:.0f}",

@@ -149,6 +149,8 @@ class TuneTrial(BaseModel):
     wide_layers: dict[str, int] = {}  # layer -> weight bits raised above --weights
     metric: float  # task metric on the tuning images (top-1 for classification)
     drop: float  # FP32 metric - this, in points
+    # 95 % half-width of ``drop``, paired over the same images (classification with labels)
+    drop_ci95: float | None = None
     agreement: float | None = None  # top-1 agreement with FP32
     latency_ms: float | None = None  # median batch-1 latency, for ranking configurations
     seconds: float  # time to build and score this trial

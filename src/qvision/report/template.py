@@ -33,7 +33,7 @@ td:first-child, th:first-child { text-align: left; }
 {% if quantize and quantize.tuning %}<p class="note">{{ quantize.tuning.message }}</p>
 <table><tr><th>#</th><th>trial</th><th>{{ quantize.tuning.metric }}</th><th>drop</th><th>ms</th></tr>
 {% for t in quantize.tuning.trials %}<tr><td>{{ loop.index0 }}</td><td>{{ t.name }}</td>
-<td>{{ '%.2f' % (100 * t.metric) }}</td><td>{{ '%.2f' % t.drop }}</td><td>{{ '%.2f' % t.latency_ms if t.latency_ms else '—' }}</td></tr>{% endfor %}</table>{% endif %}
+<td>{{ '%.2f' % (100 * t.metric) }}</td><td>{{ '%.2f' % t.drop }}{{ ' ± %.2f' % t.drop_ci95 if t.drop_ci95 is not none else '' }}</td><td>{{ '%.2f' % t.latency_ms if t.latency_ms else '—' }}</td></tr>{% endfor %}</table>{% endif %}
 
 <h2>Sensitivity</h2>
 {% if sensitivity %}<p class="note">Model output SQNR gained when only this layer stays float
