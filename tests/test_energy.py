@@ -85,6 +85,8 @@ def test_nvml_absent_means_no_measurement(monkeypatch):
     assert measure_nvml(lambda: None, seconds=0.01, idle=0.01) is None
 
 
+# ONNX Runtime warns that it falls back to the CPU: the case under test
+@pytest.mark.filterwarnings("ignore:Specified provider:UserWarning")
 def test_gpu_provider_without_a_gpu_build_is_not_reported_as_nvml(tmp_path):
     import onnxruntime as ort
 
