@@ -31,16 +31,28 @@ def test_bench_reports_energy_per_inference(tmp_path, flat_dir):
     assert m.energy_method == expected.method and m.energy_j == pytest.approx(expected.joules)
 
 
+class _Clock:
+    """A virtual clock for the energy module: sleeping and running move it, nothing else
+    does, so the NVML arithmetic is checked without the machine's scheduling in it."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+    def sleep(self, s):
+        self.now += s
+
+
 class _FakeNvml:
     """A scripted board counter: 50 W whatever happens, plus 10 mJ per inference."""
 
     class NVMLError(Exception):
         pass
 
-    def __init__(self):
-        import time
-
-        self.clock, self.runs, self.open = time.perf_counter, 0, False
+    def __init__(self, clock):
+        self.clock, self.runs, self.open = clock, 0, False
 
     def nvmlInit(self):
         self.open = True
@@ -55,23 +67,26 @@ class _FakeNvml:
         return "Fake GPU"
 
     def nvmlDeviceGetTotalEnergyConsumption(self, h):
-        return round(50e3 * self.clock() + 10 * self.runs)  # mJ
+        return round(50e3 * self.clock.now + 10 * self.runs)  # mJ
 
 
 def test_nvml_splits_idle_from_inference_energy(monkeypatch):
     import sys
 
-    from qvision.runtime.energy import measure_nvml
+    from qvision.runtime import energy
 
-    fake = _FakeNvml()
+    clock = _Clock()
+    fake = _FakeNvml(clock)
     monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(energy, "time", clock)
 
-    def run():
+    def run():  # 1 ms of work per inference
         fake.runs += 1
+        clock.now += 1e-3
 
-    e = measure_nvml(run, seconds=0.2, idle=0.2)
+    e = energy.measure_nvml(run, seconds=0.2, idle=0.2)
     assert e.method == "nvml" and not fake.open
-    assert e.parts["above-idle"] == pytest.approx(0.010, abs=2e-4)
+    assert e.parts["above-idle"] == pytest.approx(0.010, abs=1e-6)
     assert e.joules == pytest.approx(e.parts["idle"] + e.parts["above-idle"])
     assert "Fake GPU" in e.notes and "50 W idle" in e.notes
 
