@@ -10,6 +10,7 @@ from qvision.algorithms import bias_correction, parse_algos
 from qvision.algorithms.weight_ranges import mse_ranges
 from qvision.data import image_folder, iter_batches
 from qvision.errors import QVisionError
+from qvision.model.graph import GraphView
 from qvision.model.rewrite import prepare_for_quantization
 from qvision.qmath import QFormat, fake_quantize, qparams, weight_ranges
 from qvision.writer import write_qdq
@@ -107,6 +108,12 @@ def test_adaround_beats_nearest_rounding_at_4_bits(flat_dir):
             name, w
         ).astype(int)
         assert np.abs(diff).max() <= 1
+    # the error is measured after the activation that follows, where there is one
+    view = GraphView(model)
+    after = {n.name: adaround.activation_after(n, view) for n in model.graph.node}
+    assert after["conv1"] == (0.0, float("inf")) and after["dw"] == (0.0, 6.0)
+    assert after["pw"] is None  # feeds the residual Add
+    assert "% of roundings undecided" in learned.log[-1]
 
 
 def test_brecq_blocks_follow_the_graph(tmp_path, flat_dir):

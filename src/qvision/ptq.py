@@ -28,7 +28,7 @@ from qvision.targets import Target, resolve
 from qvision.writer import QDQ_OPS, write_qdq
 
 # --weights: cap on weight bits, and the tensor type that stores them. "int4" keeps 4-bit
-# values in INT8 tensors (range -7..7), so every INT8 runtime fuses and runs them;
+# values in INT8 tensors (range -8..7), so every INT8 runtime fuses and runs them;
 # "int4-packed" stores true INT4 (opset 21): half the weight bytes, but ONNX Runtime's CPU
 # kernels do not fuse it for Conv, so it dequantizes to float at run time.
 WEIGHT_BITS: dict[str, int | None] = {"int8": None, "int4": 4, "int4-packed": 4}

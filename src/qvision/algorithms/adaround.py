@@ -2,10 +2,12 @@
 
 For each quantized Conv/Gemm/MatMul, learn per weight whether to round down or up so the
 layer's output on real inputs matches the float layer's, instead of rounding each weight
-to nearest in isolation. Inputs are the quantized model's (fake-quantized) inputs of each
-layer on the calibration images, so later layers see what they will really get. Memory is bounded by sampling a fixed
-number of rows (patches) per layer; time by an iteration cap. The learned choices go into
-the plan (``weight_rounding``), so the writer emits them as they are.
+to nearest in isolation. Where a Relu or Clip follows, the error is measured after it, as in
+the paper: a change the activation clips away costs nothing. Inputs are the quantized
+model's (fake-quantized) inputs of each layer on the calibration images, so later layers see
+what they will really get. Memory is bounded by sampling a fixed number of rows (patches)
+per layer; time by an iteration cap. The learned choices go into the plan
+(``weight_rounding``), so the writer emits them as they are.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import onnx
 from qvision.algorithms.context import Context
 from qvision.data import iter_batches
 from qvision.errors import MissingExtraError, QVisionError
-from qvision.model.graph import GraphView
+from qvision.model.graph import GraphView, clip_bounds
 from qvision.model.rewrite import expose_tensors
 from qvision.model.torch_graph import torch_device
 from qvision.plan import pack_bits
@@ -28,7 +30,10 @@ from qvision.runtime.session import make_session
 from qvision.writer import write_qdq
 
 ZETA, GAMMA = 1.1, -0.1
-ROWS = 2048  # sampled rows (patches) per layer; a depthwise row holds every channel, so it takes a quarter
+# sampled rows (patches) per layer; a depthwise row holds every channel, so it takes a quarter.
+# 2048 rows lost 1.3 top-1 against these on MobileNetV2 W4A8: a 1x1 layer's rounding (up to
+# 410k weights) learned the rows it was fitted on (BENCHMARKS.md)
+ROWS = 16384
 ITERS = 1000
 BATCH = 256
 REG = 0.01
@@ -53,6 +58,7 @@ class _Layer:
         self.groups = int(node_attr(node, "group", 1)) if kind == "conv" else 1
         self.depthwise = kind == "conv" and self.groups > 1 and w.shape[1] == 1
         self.xq: list[np.ndarray] = []
+        self.act: tuple[float, float] | None = None  # bounds of a Relu/Clip that follows
 
     @property
     def supported(self) -> bool:
@@ -114,8 +120,9 @@ def _capture(ctx: Context, layers: list[_Layer], per_image: int, rng: np.random.
 
 def _optimize(
     ctx: Context, layer: _Layer, iters: int, rng: np.random.Generator, device: str = "cpu"
-) -> tuple[np.ndarray, float, float]:
-    """Learned round-up bits for the layer's weight; also reconstruction MSE (nearest, learned)."""
+) -> tuple[np.ndarray, float, float, float]:
+    """Learned round-up bits for the layer's weight; also reconstruction MSE (nearest,
+    learned) and the share of roundings still between down and up when fitting stopped."""
     torch = _torch()
     name = layer.node.input[1]
     spec = ctx.plan.weights[name]
@@ -144,9 +151,9 @@ def _optimize(
     bias = t(np.zeros(w2.shape[0]) if layer.bias is None else layer.bias)
 
     def forward(x, weight):
-        if layer.depthwise:
-            return torch.einsum("ncf,cf->nc", x, weight) + bias
-        return x @ weight.T + bias
+        y = torch.einsum("ncf,cf->nc", x, weight) if layer.depthwise else x @ weight.T
+        y = y + bias
+        return y if layer.act is None else y.clamp(*layer.act)
 
     with torch.no_grad():
         # ||W x_q - W~ x_q||: the rounding's own effect on the layer's real (quantized) inputs.
@@ -183,12 +190,28 @@ def _optimize(
         loss.backward()
         opt.step()
     with torch.no_grad():
-        up = (h(v) >= 0.5).to(torch.int64)
+        hv = h(v)
+        up = (hv >= 0.5).to(torch.int64)
         learned = float(((forward(xq, weight_of(up.float())) - target) ** 2).mean())
+        undecided = float(((hv > 0) & (hv < 1)).float().mean())
     bits = up.cpu().numpy()
     if layer.kind != "conv" and not (layer.kind == "gemm" and node_attr(layer.node, "transB", 0)):
         bits = bits.T
-    return bits.reshape(w.shape), nearest, learned
+    return bits.reshape(w.shape), nearest, learned, undecided
+
+
+def activation_after(node: onnx.NodeProto, view: GraphView) -> tuple[float, float] | None:
+    """Bounds of the Relu or constant Clip that alone reads the layer's output, if any."""
+    after = view.next_nodes(node)
+    if len(after) != 1:
+        return None
+    if after[0].op_type == "Relu":
+        return (0.0, float("inf"))
+    return clip_bounds(after[0], view) if after[0].op_type == "Clip" else None
+
+
+def _share(parts: list[tuple[float, int]]) -> float:
+    return sum(p for p, _ in parts) / max(1, sum(n for _, n in parts))
 
 
 def apply(
@@ -227,10 +250,11 @@ def apply(
         layer = _Layer(
             node, d.kind, view.weight(node.input[1]), None if bias is None else np.asarray(bias)
         )
+        layer.act = activation_after(node, view)
         if layer.supported:
             layers.append(layer)
     per_image = max(1, rows // max(1, len(ctx.dataset)))
-    improved, ratio = 0, []
+    improved, ratio, undecided = 0, [], []
     # Capture in groups whose sampled rows fit the memory budget, then optimize and free them.
     group: list[_Layer] = []
     used = 0
@@ -240,7 +264,8 @@ def apply(
         if used >= BUDGET_BYTES or i == len(layers) - 1:
             _capture(ctx, group, per_image, rng)
             for g in group:
-                bits, nearest, learned = _optimize(ctx, g, iters, rng, device)
+                bits, nearest, learned, open_ = _optimize(ctx, g, iters, rng, device)
+                undecided.append((open_ * g.w.size, g.w.size))
                 if learned <= nearest:
                     ctx.plan.weight_rounding[g.node.input[1]] = pack_bits(bits)
                     improved += 1
@@ -249,7 +274,8 @@ def apply(
             group, used = [], 0
     ctx.log.append(
         f"adaround: {improved}/{len(layers)} layers improved, reconstruction error x{np.mean(ratio) if ratio else 1:.2f} "
-        f"of nearest rounding on average; {iters} iterations, {rows} rows, {device}, "
+        f"of nearest rounding on average, {100 * _share(undecided):.1f} % of roundings "
+        f"undecided when fitting stopped; {iters} iterations, {rows} rows, {device}, "
         f"{time.perf_counter() - t0:.0f} s"
     )
     return ctx
