@@ -102,6 +102,12 @@ def main() -> None:
                 out = OUT / f"{name}-nncf.onnx"
                 s = nncf_quantize(fp32, out, root / "calib")
                 rows.append(_row(name, "NNCF nncf.quantize", out, fp32, root, base, s))
+            else:  # the issue names NNCF as a baseline: say so rather than drop its row quietly
+                print(
+                    "NNCF is not installed (pip install -e '.[bench]', or make bench-recovery): "
+                    "its baseline row is left out",
+                    file=sys.stderr,
+                )
         for algos in pipelines:
             runs = []
             for seed in range(args.seeds if "brecq" in algos else 1):
