@@ -33,7 +33,7 @@ from qvision.plan import NodePlan
 from qvision.planner import is_depthwise, weight_spec
 from qvision.ptq import Planned, finish, make_plan, write_model
 from qvision.qmath import QFormat
-from qvision.report.schema import QuantizeResult, TuneResult, TuneTrial
+from qvision.report.schema import QuantizeResult, TuneResult, TuneTrial, ci95_text
 from qvision.runtime.session import make_session
 from qvision.targets import resolve
 from qvision.tasks.adapters import ADAPTERS, points_lost
@@ -293,11 +293,14 @@ def tune(
         message = (
             f"budget of {max_drop:g} points not met in {len(trials)} trials"
             f"{' (time limit reached)' if out_of_time() else ''}; "
-            f"best: {c.name}, drop {c.drop:.2f}{_pm(c)} points"
+            f"best: {c.name}, drop {c.drop:.2f}{ci95_text(c.drop_ci95)} points"
         )
     else:
         c = trials[chosen]
-        message = f"budget met by '{c.name}': drop {c.drop:.2f}{_pm(c)} <= {max_drop:g} points"
+        message = (
+            f"budget met by '{c.name}': drop {c.drop:.2f}{ci95_text(c.drop_ci95)} "
+            f"<= {max_drop:g} points"
+        )
     result = finish(
         variants[chosen], model, output, None, plan_out, config, threads, environment, t0
     )
@@ -317,8 +320,3 @@ def tune(
     if not trials[chosen].met:
         result.warnings.append(message)
     return result
-
-
-def _pm(trial: TuneTrial) -> str:
-    """' ± X (95 %)': how well the tuning images resolve the drop, when it was measured paired."""
-    return "" if trial.drop_ci95 is None else f" ± {trial.drop_ci95:.2f} (95 %)"

@@ -200,6 +200,7 @@ def quantize_cmd(
 ):
     """Post-training quantization to a QDQ ONNX model that the target runtime fuses."""
     from qvision import api
+    from qvision.report.schema import ci95_text
 
     inputs = [model, calib, plan]
     _check_json_path(json_out, [*inputs, output])
@@ -241,7 +242,7 @@ def quantize_cmd(
                 str(i),
                 tr.name + mark,
                 _pct(tr.metric),
-                f"{tr.drop:.2f}" + ("" if tr.drop_ci95 is None else f" ± {tr.drop_ci95:.2f}"),
+                f"{tr.drop:.2f}{ci95_text(tr.drop_ci95, label=False)}",
                 _pct(tr.agreement),
                 f"{tr.latency_ms:.1f}" if tr.latency_ms else "—",
                 f"{tr.seconds:.0f}",
@@ -294,7 +295,7 @@ def quantize_cmd(
             table.add_column(col, justify="left" if col == "metric" else "right")
         for k, v in fp32.metrics.items():
             q = int8.metrics[k]
-            ci = _ci95(int8.fidelity) if k == "top1" else ""
+            ci = ci95_text(int8.fidelity.drop_ci95_points) if k == "top1" and int8.fidelity else ""
             table.add_row(k, _pct(v), _pct(q), f"{100 * (q - v):+.2f}{ci} pts")
         if int8.agreement is not None:
             table.add_row(_agreement_label(task), "", _pct(int8.agreement), "")
@@ -432,6 +433,7 @@ def eval_cmd(
 ):
     """Accuracy against labels and/or fidelity against a reference model."""
     from qvision import api
+    from qvision.report.schema import ci95_text
 
     _check_json_path(json_out, [model, reference])
     with _progress("evaluating") as cb:
@@ -461,7 +463,9 @@ def eval_cmd(
     if res.fidelity:
         f = res.fidelity
         if f.drop_points is not None:
-            table.add_row("top1 vs reference", f"{-f.drop_points:+.2f}{_ci95(f)} pts")
+            table.add_row(
+                "top1 vs reference", f"{-f.drop_points:+.2f}{ci95_text(f.drop_ci95_points)} pts"
+            )
         table.add_row("cosine", f"{f.cosine:.5f}")
         table.add_row("SQNR", "identical" if f.sqnr_db is None else f"{f.sqnr_db:.2f} dB")
         table.add_row("KL divergence", f"{f.kl_div:.5f}")
@@ -474,12 +478,6 @@ def eval_cmd(
         for s in res.dataset.skipped[:10]:
             err.print(f"  {s.path}: {s.reason}")
     _save_json(res, json_out, [model, reference])
-
-
-def _ci95(fidelity) -> str:
-    """' ± X (95 %)' for a top-1 change paired against the reference, or ''."""
-    ci = getattr(fidelity, "drop_ci95_points", None)
-    return "" if ci is None else f" ± {ci:.2f} (95 %)"
 
 
 def _print_predictions(res, int8=None) -> None:

@@ -46,6 +46,14 @@ class Fidelity(BaseModel):
     drop_ci95_points: float | None = None
 
 
+def ci95_text(half_width: float | None, label: bool = True) -> str:
+    """' ± X (95 %)' after a paired drop (' ± X' in a table cell), or '' where none was
+    measured: one wording for the CLI tables and autotune's message."""
+    if half_width is None:
+        return ""
+    return f" ± {half_width:.2f}" + (" (95 %)" if label else "")
+
+
 class Prediction(BaseModel):
     path: str
     top5: list[tuple[int, float]]  # (class index, probability)
