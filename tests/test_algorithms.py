@@ -195,10 +195,32 @@ def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir, monkeypatch):
             "brecq": {"iters": 5, "crop": 8, **({} if count is None else {"views": count})}
         }
         assert f"batch 16, {want} images" in brecq.apply(views).log[-1]
+    blended = plan_context(model, flat_dir, weight_bits=4)
+    blended.options = {"brecq": {"iters": 5, "crop": 8, "views": 0, "blend": 2}}
+    assert f"batch 16, {3 * n} images" in brecq.apply(blended).log[-1]
     assert brecq._flag("false") is False and brecq._flag("1") is True  # command-line strings
     ctx.options = {"brecq": {"iterations": 5}}
     with pytest.raises(QVisionError, match="unknown brecq option 'iterations'"):
         brecq.apply(ctx)
+
+
+def test_brecq_blends_mix_each_input_with_another():
+    from qvision.algorithms import brecq
+
+    # input i is 1 in channel i only, so a blend's channels name its two photos and weights
+    x = np.eye(6, dtype=np.float32)[:, :, None, None] * np.ones((6, 6, 4, 4), np.float32)
+    mixed = brecq.blend(x, seed=0, j=0)
+    assert mixed.shape == x.shape and np.array_equal(mixed, brecq.blend(x, seed=0, j=0))
+    partners = []
+    for i, m in enumerate(mixed):
+        weights = m[:, 0, 0]
+        assert np.allclose(m, weights[:, None, None])  # one weight per input, not per pixel
+        (used,) = np.nonzero(weights)
+        assert len(used) == 2 and i in used, weights  # itself and one other photo
+        assert 0.3 <= weights[i] <= 0.7 and np.isclose(weights.sum(), 1)
+        partners.append(int(used[used != i][0]))
+    assert sorted(partners) == list(range(6))  # every photo is someone's partner once
+    assert not np.array_equal(mixed, brecq.blend(x, seed=0, j=1))
 
 
 def test_brecq_views_are_crops_of_the_photo_itself():
