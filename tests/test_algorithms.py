@@ -114,6 +114,13 @@ def test_adaround_beats_nearest_rounding_at_4_bits(flat_dir):
     assert after["conv1"] == (0.0, float("inf")) and after["dw"] == (0.0, 6.0)
     assert after["pw"] is None  # feeds the residual Add
     assert "% of roundings undecided" in learned.log[-1]
+    # blends of the images (brecq.blend's) are sampled beside them
+    n = len(image_folder(flat_dir))
+    assert f"1024 rows from {n} images" in learned.log[-1]
+    ctx = plan_context(model, flat_dir, weight_bits=4)
+    ctx.options = {"adaround": {"blend": 2}}
+    blended = adaround.apply(ctx, iters=50, rows=1024)
+    assert f"1024 rows from {3 * n} images" in blended.log[-1]
 
 
 def test_brecq_blocks_follow_the_graph(tmp_path, flat_dir):

@@ -95,7 +95,29 @@ def _patches(torch, layer: _Layer, x: np.ndarray) -> np.ndarray:
     return cols
 
 
-def _capture(ctx: Context, layers: list[_Layer], per_image: int, rng: np.random.Generator) -> None:
+def _inputs(ctx: Context, blends: int, seed: int):
+    """The calibration images, one at a time, then ``blends`` mixes of each with another."""
+    from qvision.algorithms.brecq import blend
+
+    photos = []
+    for batch in iter_batches(ctx.dataset, ctx.preprocess, batch_size=1):
+        photos.append(batch.inputs)
+        yield batch.inputs
+    if blends:
+        x = np.concatenate(photos)
+        for j in range(blends):
+            for mixed in blend(x, seed, j):
+                yield mixed[None]
+
+
+def _capture(
+    ctx: Context,
+    layers: list[_Layer],
+    per_image: int,
+    rng: np.random.Generator,
+    blends: int = 0,
+    seed: int = 0,
+) -> None:
     """Sample rows of each layer's quantized input (from the quantized model) over the calibration set."""
     torch = _torch()
     names = sorted({layer.node.input[0] for layer in layers})
@@ -106,9 +128,9 @@ def _capture(ctx: Context, layers: list[_Layer], per_image: int, rng: np.random.
         qdq.SerializeToString(), ctx.threads, optimize=False
     )  # keep tensors before Q
     outputs = [o.name for o in qsess.get_outputs()]
-    for batch in iter_batches(ctx.dataset, ctx.preprocess, batch_size=1):
-        qo = dict(zip(outputs, qsess.run(None, {ctx.input_name: batch.inputs}), strict=True))
-        qo[ctx.input_name] = batch.inputs
+    for x in _inputs(ctx, blends, seed):
+        qo = dict(zip(outputs, qsess.run(None, {ctx.input_name: x}), strict=True))
+        qo[ctx.input_name] = x
         for layer in layers:
             t = layer.node.input[0]
             s, z = specs[t].arrays()
@@ -221,19 +243,21 @@ def apply(
     seed: int = 0,
     device: str | None = None,
 ) -> Context:
-    """``ctx.options['adaround']`` may set iters, rows, seed and device (auto, cpu, cuda)."""
+    """``ctx.options['adaround']`` may set iters, rows, seed, device (auto, cpu, cuda) and
+    blend (mixes of each calibration image with another, sampled beside the images)."""
     t0 = time.perf_counter()
     opts = ctx.options.get("adaround", {})
-    unknown = set(opts) - {"iters", "rows", "seed", "device"}
+    unknown = set(opts) - {"iters", "rows", "seed", "device", "blend"}
     if unknown:
         raise QVisionError(
-            f"unknown adaround option '{sorted(unknown)[0]}' (iters, rows, seed, device)"
+            f"unknown adaround option '{sorted(unknown)[0]}' (iters, rows, seed, device, blend)"
         )
     try:
         iters, rows = int(opts.get("iters", iters)), int(opts.get("rows", rows))
         seed = int(opts.get("seed", seed))
+        blends = int(opts.get("blend", 0))
     except ValueError:
-        raise QVisionError("adaround options iters, rows and seed take integers") from None
+        raise QVisionError("adaround options iters, rows, seed and blend take integers") from None
     device = torch_device(_torch(), opts.get("device", device), "adaround")
     rng = np.random.default_rng(seed)
     view = GraphView(ctx.model)
@@ -253,7 +277,7 @@ def apply(
         layer.act = activation_after(node, view)
         if layer.supported:
             layers.append(layer)
-    per_image = max(1, rows // max(1, len(ctx.dataset)))
+    per_image = max(1, rows // max(1, len(ctx.dataset) * (1 + blends)))
     improved, ratio, undecided = 0, [], []
     # Capture in groups whose sampled rows fit the memory budget, then optimize and free them.
     group: list[_Layer] = []
@@ -262,7 +286,7 @@ def apply(
         group.append(layer)
         used += layer.row_bytes() * layer.rows(rows)
         if used >= BUDGET_BYTES or i == len(layers) - 1:
-            _capture(ctx, group, per_image, rng)
+            _capture(ctx, group, per_image, rng, blends, seed)
             for g in group:
                 bits, nearest, learned, open_ = _optimize(ctx, g, iters, rng, device)
                 undecided.append((open_ * g.w.size, g.w.size))
@@ -275,7 +299,8 @@ def apply(
     ctx.log.append(
         f"adaround: {improved}/{len(layers)} layers improved, reconstruction error x{np.mean(ratio) if ratio else 1:.2f} "
         f"of nearest rounding on average, {100 * _share(undecided):.1f} % of roundings "
-        f"undecided when fitting stopped; {iters} iterations, {rows} rows, {device}, "
+        f"undecided when fitting stopped; {iters} iterations, {rows} rows from "
+        f"{len(ctx.dataset) * (1 + blends)} images, {device}, "
         f"{time.perf_counter() - t0:.0f} s"
     )
     return ctx
