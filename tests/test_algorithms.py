@@ -121,6 +121,9 @@ def test_adaround_beats_nearest_rounding_at_4_bits(flat_dir):
     ctx.options = {"adaround": {"blend": 2}}
     blended = adaround.apply(ctx, iters=50, rows=1024)
     assert f"1024 rows from {3 * n} images" in blended.log[-1]
+    ctx.options = {"adaround": {"blend": -1}}
+    with pytest.raises(QVisionError, match="adaround.blend is a count"):
+        adaround.apply(ctx)
 
 
 def test_brecq_blocks_follow_the_graph(tmp_path, flat_dir):
@@ -205,6 +208,9 @@ def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir, monkeypatch):
     blended = plan_context(model, flat_dir, weight_bits=4)
     blended.options = {"brecq": {"iters": 5, "crop": 8, "views": 0, "blend": 2}}
     assert f"batch 16, {3 * n} images" in brecq.apply(blended).log[-1]
+    blended.options = {"brecq": {"blend": -1}}
+    with pytest.raises(QVisionError, match="brecq.blend is a count"):
+        brecq.apply(blended)
     assert brecq._flag("false") is False and brecq._flag("1") is True  # command-line strings
     ctx.options = {"brecq": {"iterations": 5}}
     with pytest.raises(QVisionError, match="unknown brecq option 'iterations'"):

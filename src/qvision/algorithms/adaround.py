@@ -258,6 +258,8 @@ def apply(
         blends = int(opts.get("blend", 0))
     except ValueError:
         raise QVisionError("adaround options iters, rows, seed and blend take integers") from None
+    if blends < 0:
+        raise QVisionError(f"adaround.blend is a count of mixes per image, not {blends}")
     device = torch_device(_torch(), opts.get("device", device), "adaround")
     rng = np.random.default_rng(seed)
     view = GraphView(ctx.model)

@@ -86,7 +86,7 @@ VIEWS = 2
 VIEW_INPUTS = 300
 VIEW_SIDE = (0.57, 1.0)
 # ``blend``: extra inputs, each photo mixed with another (off by default: every input's block
-# activations are held in memory). H200, 4 seeds: 4 blends (700 inputs) +0.30 dB SQNR on
+# activations are held in memory). H200, 4 seeds: 4 blends (700 inputs) +0.31 dB SQNR on
 # EfficientNet-Lite0 (all seeds), +0.08 dB on MobileNetV2 (3 seeds), top-1 within ±0.1;
 # 1 or 2 blends in place of views (300 inputs) gained nothing
 OPTIONS = (
@@ -360,6 +360,10 @@ def _options(ctx: Context) -> dict:
         raise QVisionError(
             "brecq options take numbers (flip, bias, asym, scale, act: true/false)"
         ) from None
+    if parsed["blend"] < 0:
+        raise QVisionError(
+            f"brecq.blend is a count of extra inputs per photo, not {parsed['blend']}"
+        )
     for key in ("mix", "drop"):
         if not 0 <= parsed[key] <= 1:
             raise QVisionError(f"brecq.{key} is a probability (0 to 1), not {parsed[key]:g}")
@@ -532,7 +536,7 @@ def _view(seed: int, j: int):
 def blend(x: np.ndarray, seed: int, j: int) -> np.ndarray:
     """Each input mixed with another one (mixup of unlabelled photos, weights 0.3 to 0.7): more
     inputs for a fit from few photos, their targets from the float model as for any input.
-    Partners follow a random cycle, so no input is mixed with itself."""
+    Partners follow a random cycle, so no input is mixed with itself (given two or more)."""
     rng = np.random.default_rng([seed, 7, j])
     order = rng.permutation(len(x))
     other = np.empty_like(order)
