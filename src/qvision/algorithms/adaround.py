@@ -279,7 +279,8 @@ def apply(
         layer.act = activation_after(node, view)
         if layer.supported:
             layers.append(layer)
-    per_image = max(1, rows // max(1, len(ctx.dataset) * (1 + blends)))
+    images = len(ctx.dataset) * (1 + blends)
+    per_image = max(1, rows // max(1, images))
     improved, ratio, undecided = 0, [], []
     # Capture in groups whose sampled rows fit the memory budget, then optimize and free them.
     group: list[_Layer] = []
@@ -302,7 +303,7 @@ def apply(
         f"adaround: {improved}/{len(layers)} layers improved, reconstruction error x{np.mean(ratio) if ratio else 1:.2f} "
         f"of nearest rounding on average, {100 * _share(undecided):.1f} % of roundings "
         f"undecided when fitting stopped; {iters} iterations, {rows} rows from "
-        f"{len(ctx.dataset) * (1 + blends)} images, {device}, "
+        f"{images} images, {device}, "
         f"{time.perf_counter() - t0:.0f} s"
     )
     return ctx

@@ -400,12 +400,12 @@ def apply(ctx: Context) -> Context:
     views = opts["views"]
     if views is None:
         views = min(VIEWS, max(0, VIEW_INPUTS // sum(len(b) for b in xs) - 1))
-    photos = len(xs)
+    photo_batches = len(xs)
     for j in range(views):
         view = _view(opts["seed"], j)
         xs += [b.inputs for b in iter_batches(ctx.dataset, ctx.preprocess, 8, transform=view)]
     if opts["blend"]:
-        first = np.concatenate(xs[:photos])
+        first = np.concatenate(xs[:photo_batches])
         xs += [blend(first, opts["seed"], j) for j in range(opts["blend"])]
     x = torch.from_numpy(np.concatenate(xs).astype(np.float32)).to(dev)
     if opts["flip"]:
