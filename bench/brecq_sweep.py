@@ -1,16 +1,17 @@
-"""Block-reconstruction settings side by side, several seeds each, made for a lent GPU.
+"""Block-reconstruction (or AdaRound) settings side by side, several seeds each, made for a lent GPU.
 
 `plans` computes one weight-mse + bias-correction plan per model, then runs `brecq` with
 each setting and seed from it (WORKERS processes at once; on a GPU when torch sees one) and
-saves each plan; `eval` writes and evaluates the saved plans here and prints one row per
+saves each plan; with `--algo adaround` the plan is `cle`'s and each run is `adaround` then
+`bias-correction` (the issue's `cle,bias-correction,adaround`), at `--weights` bits; `eval` writes and evaluates the saved plans here and prints one row per
 setting. Plans are made for `--target` (default: this machine's profile), so pass the
 profile of the machine that will evaluate them: a lent GPU server's CPU has VNNI, and its
 `auto` plans saturate on AVX2 without it.
 
     python bench/brecq_sweep.py plans --calib DIR --out DIR [--target ort-cpu-avx2]
         [--models a.onnx,b.onnx] [--settings '{"base": {}, "it600": {"iters": 600}}']
-        [--seeds 3] [--workers 8] [--minutes 9]
-    python bench/brecq_sweep.py eval --out DIR --eval DIR [--models ...]
+        [--seeds 3] [--workers 8] [--minutes 9] [--algo adaround --weights int8]
+    python bench/brecq_sweep.py eval --out DIR --eval DIR [--models ...] [--algo ... --weights ...]
 
 On a lent GPU machine (its image has torch, onnx and onnxruntime but not pydantic): carry
 the float models, the calibration folder and pydantic's wheels in an ignored folder, name
@@ -36,13 +37,15 @@ SETTINGS = {
     "nobias": {"bias": False},
     "noscale": {"scale": False},
 }
-ALGOS = "weight-mse,bias-correction"
+# the plan every run starts from, and the whole pipeline (to write a saved plan), per algorithm
+BASE = {"brecq": "weight-mse,bias-correction", "adaround": "cle"}
+PIPELINE = {"brecq": "weight-mse,bias-correction,brecq", "adaround": "cle,bias-correction,adaround"}
 
 
-def _config(target: str):
+def _config(target: str, algo: str, weights: str):
     from qvision.config import QuantConfig
 
-    return QuantConfig(weights="int4", algos=ALGOS, target=target)
+    return QuantConfig(weights=weights, algos=BASE[algo], target=target)
 
 
 def _preprocess(model: Path):
@@ -53,19 +56,20 @@ def _preprocess(model: Path):
 
 
 def _base(args) -> None:
-    model, calib, out, target = args
+    model, calib, out, target, algo, weights = args
     from qvision import ptq
 
-    planned = ptq.make_plan(model, calib, _preprocess(model), _config(target), threads=8)
+    config = _config(target, algo, weights)
+    planned = ptq.make_plan(model, calib, _preprocess(model), config, threads=8)
     planned.plan.save(out / f"base-{model.stem}.json")
 
 
 def _job(args) -> dict:
-    model, calib, out, target, name, opts, seed = args
+    model, calib, out, target, algo, weights, name, opts, seed = args
     import torch
 
     from qvision import ptq
-    from qvision.algorithms import brecq
+    from qvision.algorithms import adaround, bias_correction, brecq
     from qvision.algorithms.context import Context
     from qvision.data.datasets import image_folder
 
@@ -73,7 +77,7 @@ def _job(args) -> dict:
     t0 = time.time()
     pre = _preprocess(model)
     base = out / f"base-{model.stem}.json"
-    planned = ptq.make_plan(model, None, pre, _config(target), plan_in=base)
+    planned = ptq.make_plan(model, None, pre, _config(target, algo, weights), plan_in=base)
     ctx = Context(
         planned.prepared,
         planned.plan,
@@ -82,10 +86,14 @@ def _job(args) -> dict:
         pre,
         planned.input_name,
         2,
-        options={"brecq": {**opts, "seed": seed}},
+        options={algo: {**opts, "seed": seed}},
     )
-    brecq.apply(ctx)
-    planned.plan.algorithms.append("brecq")
+    steps = [brecq] if algo == "brecq" else [adaround, bias_correction]
+    for step in steps:
+        step.apply(ctx)
+    planned.plan.algorithms.extend(
+        ["brecq"] if algo == "brecq" else ["adaround", "bias-correction"]
+    )
     planned.plan.warnings.extend(ctx.log)
     planned.plan.save(out / f"{model.stem}--{name}--{seed}.json")
     return {"model": model.stem, "setting": name, "seed": seed, "s": round(time.time() - t0)}
@@ -101,10 +109,10 @@ def plans(a) -> None:
     deadline = time.time() + 60 * a.minutes
     spawn = mp.get_context("spawn")  # a fresh process per pool: CUDA does not survive fork
     with spawn.Pool(len(models)) as pool:
-        pool.map(_base, [(m, calib, out, target) for m in models])
+        pool.map(_base, [(m, calib, out, target, a.algo, a.weights) for m in models])
     jobs = [
-        (m, calib, out, target, name, opts, seed)
-        for seed in range(a.seeds)
+        (m, calib, out, target, a.algo, a.weights, name, opts, seed)
+        for seed in range(a.first_seed, a.first_seed + a.seeds)
         for name, opts in settings.items()
         for m in models
     ]
@@ -133,7 +141,7 @@ def evaluate(a) -> None:
             continue
         fp32 = models[plan.stem.split("--")[0]]
         onnx_out = out / "sweep.onnx"
-        api.quantize(fp32, onnx_out, plan=plan, weights="int4", algos=f"{ALGOS},brecq")
+        api.quantize(fp32, onnx_out, plan=plan, weights=a.weights, algos=PIPELINE[a.algo])
         e = api.evaluate(onnx_out, a.eval, reference=fp32)
         row = {"plan": plan.stem, "top1": e.metrics["top1"], "agreement": e.agreement}
         with results.open("a") as f:
@@ -164,8 +172,11 @@ def main() -> None:
     ap.add_argument("--calib")
     ap.add_argument("--eval")
     ap.add_argument("--target", default=None)
-    ap.add_argument("--settings", default=None, help="JSON: name -> brecq options")
+    ap.add_argument("--settings", default=None, help="JSON: name -> options of --algo")
+    ap.add_argument("--algo", choices=list(BASE), default="brecq")
+    ap.add_argument("--weights", default="int4", help="int4 or int8")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--minutes", type=float, default=9.0, help="stop collecting after this")
     a = ap.parse_args()

@@ -88,6 +88,46 @@ def test_algos_through_the_api(tmp_path, flat_dir):
         parse_algos("cle,magic")
 
 
+def test_act_search_moves_activation_grids_for_the_output_error(flat_dir):
+    from qvision.algorithms import act_search
+    from qvision.planner import clip_caps, fit_under
+
+    model = prepare_for_quantization(mobile_block())
+    ctx = plan_context(model, flat_dir, weight_bits=8)
+    caps = clip_caps(model, ctx.plan.nodes, GraphView(model))
+    assert caps, "the depthwise conv's Clip(0, 6) folds into its output grid"
+    # start one capped grid at the clip's max: it may narrow but never pass 6
+    capped = next(iter(caps))
+    spec = ctx.plan.activations[capped]
+    s, z = spec.arrays()
+    top = fit_under(np.float32(caps[capped] / (spec.format.qmax - int(z))), z, spec.format, 6.0)
+    ctx.plan.activations[capped] = spec.model_copy(update={"scale": [float(top)]})
+    before = {t: sp.scale[0] for t, sp in ctx.plan.activations.items()}
+    x = next(iter_batches(image_folder(flat_dir), PRE16, batch_size=8)).inputs
+
+    def err(plan):
+        ref = _run(model, x)
+        return float(((_run(write_qdq(model, plan), x) - ref) ** 2).mean())
+
+    start = err(ctx.plan)
+    act_search.apply(ctx)
+    line = ctx.log[-1]
+    assert line.startswith("act-search:") and "trials" in line, line
+    moved = [t for t, sp in ctx.plan.activations.items() if sp.scale[0] != before[t]]
+    assert moved, line
+    assert err(ctx.plan) < start  # the flat images are the calibration images here
+    after = ctx.plan.activations[capped]
+    assert np.float32(after.scale[0]) * (after.format.qmax - after.zero_point[0]) <= 6.0
+    # tied tensors (MaxPool keeps its input's grid) still share one grid
+    assert ctx.plan.activations.get("out", ctx.plan.activations["r3"]) == ctx.plan.activations["r3"]
+    ctx.options = {"act-search": {"images": 0}}
+    with pytest.raises(QVisionError, match="act-search needs images"):
+        act_search.apply(ctx)
+    ctx.options = {"act-search": {"steps": 3}}
+    with pytest.raises(QVisionError, match="unknown act-search option 'steps'"):
+        act_search.apply(ctx)
+
+
 def test_adaround_beats_nearest_rounding_at_4_bits(flat_dir):
     from qvision.algorithms import adaround
 

@@ -135,9 +135,10 @@ def _first(config: QuantConfig, target) -> tuple[str, str]:
 
 
 def _more_algos(algos: str, weights: str = "int8") -> list[str]:
-    """Pipelines to try after the first, cheapest first; AdaRound and (for 4-bit weights,
-    where layer-wise rounding is not enough) block reconstruction only with torch."""
-    out = ["cle,bias-correction", "weight-mse,bias-correction"]
+    """Pipelines to try after the first, cheapest first (act-search takes a minute or three);
+    AdaRound and (for 4-bit weights, where layer-wise rounding is not enough) block
+    reconstruction only with torch."""
+    out = ["cle,bias-correction", "weight-mse,bias-correction", "bias-correction,act-search"]
     if importlib.util.find_spec("torch") is not None:
         out.append("adaround,bias-correction")
         if weights != "int8":

@@ -49,6 +49,12 @@ def _adaround(ctx: Context) -> Context:
     return adaround.apply(ctx)
 
 
+def _act_search(ctx: Context) -> Context:
+    from qvision.algorithms import act_search
+
+    return act_search.apply(ctx)
+
+
 def _brecq(ctx: Context) -> Context:
     from qvision.algorithms import brecq
 
@@ -63,10 +69,12 @@ ALGORITHMS: dict[str, tuple[str, Callable[[Context], Context]]] = {
     "adaround": ("post", _adaround),
     # data-free: E[x] from BatchNorm statistics; the empirical one below overrides it
     "bias-correction-analytical": ("post", _bias_correction_analytical),
-    # last, so it corrects the shift of the final (possibly AdaRound) weights
+    # after AdaRound, so it corrects the shift of the final (learned) rounding
     "bias-correction": ("post", _bias_correction),
     # block reconstruction learns rounding and biases from where the others left them
     "brecq": ("post", _brecq),
+    # last: activation grids for the output error of the final weights and biases
+    "act-search": ("post", _act_search),
 }
 ORDER = list(ALGORITHMS)
 
