@@ -31,38 +31,53 @@ from qvision.writer import write_qdq
 MULTIPLES = (0.8, 0.9, 1.1)
 IMAGES = 64
 SWEEPS = 1
+REF_BYTES = 256 * 2**20
 
 
 def _inputs(ctx: Context, images: int) -> list[np.ndarray]:
-    """The first ``images`` calibration images, batched by 8 unless the model fixes the batch."""
-    dim = ctx.model.graph.input[0].type.tensor_type.shape.dim
-    batch = 1 if dim and dim[0].HasField("dim_value") else 8
+    """The first ``images`` calibration images in batches of 8, or of the model's fixed batch."""
+    inp = next(i for i in ctx.model.graph.input if i.name == ctx.input_name)
+    dim = inp.type.tensor_type.shape.dim
+    fixed = dim[0].dim_value if dim and dim[0].dim_value > 0 else 0
+    batch = fixed or 8
     xs = []
     for b in iter_batches(ctx.dataset, ctx.preprocess, batch_size=1):
         xs.append(b.inputs)
-        if len(xs) >= images:
+        if len(xs) >= max(images, fixed):
             break
-    if not xs:
-        raise QVisionError("act-search needs calibration images")
+    if len(xs) < max(fixed, 1):
+        raise QVisionError(f"act-search needs at least {max(fixed, 1)} calibration image(s)")
     x = np.concatenate(xs)
-    return [x[i : i + batch] for i in range(0, len(x), batch)]
+    full = len(x) // batch * batch if fixed else len(x)
+    return [x[i : i + batch] for i in range(0, full, batch)]
 
 
-def _outputs(
-    model_bytes: bytes, name: str, batches: list[np.ndarray], threads, optimize: bool = True
-) -> list:
-    sess = make_session(model_bytes, threads, optimize=optimize)
-    runs = [sess.run(None, {name: x}) for x in batches]
-    return [np.concatenate([r[k] for r in runs]).astype(np.float64) for k in range(len(runs[0]))]
+def _run(sess, name: str, x: np.ndarray) -> list[np.ndarray]:
+    return [o.astype(np.float32) for o in sess.run(None, {name: x})]
 
 
-def _error(got: list[np.ndarray], ref: list[np.ndarray]) -> float:
+def _reference(ctx: Context, batches: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """Float outputs per batch; fewer batches where they would pass REF_BYTES (big dense
+    outputs, e.g. segmentation maps), since every trial is compared with all of them."""
+    sess = make_session(ctx.model.SerializeToString(), ctx.threads)
+    ref, used = [], 0
+    for x in batches:
+        ref.append(_run(sess, ctx.input_name, x))
+        used += sum(o.nbytes for o in ref[-1])
+        if used >= REF_BYTES:
+            break
+    return ref
+
+
+def _error(sess, name: str, batches: list[np.ndarray], ref: list[list[np.ndarray]]) -> float:
     """Squared error of each output relative to the float output's power, summed over outputs."""
-    return float(
-        sum(
-            ((g - r) ** 2).mean() / max((r**2).mean(), 1e-30) for g, r in zip(got, ref, strict=True)
-        )
-    )
+    err = np.zeros(len(ref[0]))
+    power = np.zeros(len(ref[0]))
+    for x, want in zip(batches, ref, strict=False):
+        for k, (g, r) in enumerate(zip(_run(sess, name, x), want, strict=True)):
+            err[k] += float(((g - r).astype(np.float64) ** 2).sum())
+            power[k] += float((r.astype(np.float64) ** 2).sum())
+    return float((err / np.maximum(power, 1e-30)).sum())
 
 
 def apply(ctx: Context) -> Context:
@@ -79,13 +94,15 @@ def apply(ctx: Context) -> Context:
     if images < 1 or sweeps < 0:
         raise QVisionError(f"act-search needs images >= 1 and sweeps >= 0, not {images}, {sweeps}")
     plan, view = ctx.plan, GraphView(ctx.model)
-    batches = _inputs(ctx, images)
-    ref = _outputs(ctx.model.SerializeToString(), ctx.input_name, batches, ctx.threads)
+    ref_batches = _inputs(ctx, images)
+    ref = _reference(ctx, ref_batches)
+    batches = ref_batches[: len(ref)]
     deployed = ctx.target.name == detect()[0].name
 
     def error() -> float:
         q = write_qdq(ctx.model, plan).SerializeToString()
-        return _error(_outputs(q, ctx.input_name, batches, ctx.threads, deployed), ref)
+        sess = make_session(q, ctx.threads, optimize=deployed)
+        return _error(sess, ctx.input_name, batches, ref)
 
     groups = scale_groups(ctx.model, plan.nodes)
     caps = clip_caps(ctx.model, plan.nodes, view)
