@@ -37,8 +37,10 @@ SETTINGS = {
     "nobias": {"bias": False},
     "noscale": {"scale": False},
 }
-# the plan every run starts from, and the whole pipeline (to write a saved plan), per algorithm
+# the plan every run starts from, the steps each run adds, and the whole pipeline (to write a
+# saved plan), per algorithm
 BASE = {"brecq": "weight-mse,bias-correction", "adaround": "cle"}
+STEPS = {"brecq": ["brecq"], "adaround": ["adaround", "bias-correction"]}
 PIPELINE = {"brecq": "weight-mse,bias-correction,brecq", "adaround": "cle,bias-correction,adaround"}
 
 
@@ -69,7 +71,7 @@ def _job(args) -> dict:
     import torch
 
     from qvision import ptq
-    from qvision.algorithms import adaround, bias_correction, brecq
+    from qvision.algorithms import ALGORITHMS
     from qvision.algorithms.context import Context
     from qvision.data.datasets import image_folder
 
@@ -88,12 +90,9 @@ def _job(args) -> dict:
         2,
         options={algo: {**opts, "seed": seed}},
     )
-    steps = [brecq] if algo == "brecq" else [adaround, bias_correction]
-    for step in steps:
-        step.apply(ctx)
-    planned.plan.algorithms.extend(
-        ["brecq"] if algo == "brecq" else ["adaround", "bias-correction"]
-    )
+    for step in STEPS[algo]:
+        ctx = ALGORITHMS[step][1](ctx)
+        planned.plan.algorithms.append(step)
     planned.plan.warnings.extend(ctx.log)
     planned.plan.save(out / f"{model.stem}--{name}--{seed}.json")
     return {"model": model.stem, "setting": name, "seed": seed, "s": round(time.time() - t0)}

@@ -71,13 +71,13 @@ def _reference(ctx: Context, batches: list[np.ndarray]) -> list[list[np.ndarray]
 
 def _error(sess, name: str, batches: list[np.ndarray], ref: list[list[np.ndarray]]) -> float:
     """Squared error of each output relative to the float output's power, summed over outputs."""
-    err = np.zeros(len(ref[0]))
-    power = np.zeros(len(ref[0]))
-    for x, want in zip(batches, ref, strict=False):
-        for k, (g, r) in enumerate(zip(_run(sess, name, x), want, strict=True)):
-            err[k] += float(((g - r).astype(np.float64) ** 2).sum())
-            power[k] += float((r.astype(np.float64) ** 2).sum())
-    return float((err / np.maximum(power, 1e-30)).sum())
+    from qvision.analysis.sensitivity import OutputError
+
+    errs = [OutputError() for _ in ref[0]]
+    for x, want in zip(batches, ref, strict=True):
+        for e, g, r in zip(errs, _run(sess, name, x), want, strict=True):
+            e.update(r, g)
+    return float(sum(e.noise / max(e.signal, 1e-30) for e in errs))
 
 
 def apply(ctx: Context) -> Context:
