@@ -164,6 +164,28 @@ def test_adaround_beats_nearest_rounding_at_4_bits(flat_dir):
     ctx.options = {"adaround": {"blend": -1}}
     with pytest.raises(QVisionError, match="adaround.blend is a count"):
         adaround.apply(ctx)
+    ctx.options = {"adaround": {"lr": "fast"}}
+    with pytest.raises(QVisionError, match="lr a number"):
+        adaround.apply(ctx)
+
+
+def test_soft_rounding_starts_at_the_float_weight_and_anneals():
+    torch = pytest.importorskip("torch")
+    from qvision.algorithms import soft_rounding as sr
+
+    rest = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0])
+    h = sr.rectified(torch, sr.start_logits(torch, rest))
+    assert torch.allclose(h[1:4], rest[1:4], atol=1e-5)  # fitting starts at W itself
+    assert h[0] <= 1e-3 and h[-1] >= 1 - 1e-3
+    # undecided: strictly between down and up, the count both algorithms log
+    assert sr.undecided(torch.tensor([0.0, 1e-4, 0.5, 1.0])) == 2
+    # the regularizer is zero once every rounding is decided, largest at one half
+    assert float(sr.regularizer(torch.tensor([0.0, 1.0]), 2.0)) == 0.0
+    assert float(sr.regularizer(torch.tensor([0.5]), 2.0)) == 1.0
+    # no regularizer during the warm-up, then beta falls from 20 to 2
+    warm = int(sr.WARMUP * 100)
+    assert sr.beta(warm - 1, 100) is None
+    assert sr.beta(warm, 100) == sr.BETA[0] and sr.beta(100, 100) == sr.BETA[1]
 
 
 def test_brecq_blocks_follow_the_graph(tmp_path, flat_dir):

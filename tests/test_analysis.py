@@ -18,7 +18,8 @@ def test_analysis_finds_the_damaged_layer(tmp_path, flat_dir):
             t.CopyFrom(numpy_helper.from_array(w, "w3"))
     src = tmp_path / "m.onnx"
     onnx.save(model, str(src))
-    res = api.analyze(src, flat_dir, limit=4, algos="none", method="mse")
+    # the damage is sized for 7-bit weights: pinned, so a VNNI machine (8-bit) tests the same
+    res = api.analyze(src, flat_dir, limit=4, algos="none", method="mse", target="ort-cpu-avx2")
     assert {r.node for r in res.layers} >= {"conv1", "dw", "pw", "add", "relu1", "clip"}
     assert res.output_sqnr_db is not None and np.isfinite(res.output_sqnr_db)
     assert res.ranking and all(

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from qvision.algorithms import soft_rounding as sr
 from qvision.algorithms.context import Context
 from qvision.data import iter_batches
 from qvision.errors import QVisionError
@@ -35,7 +36,6 @@ from qvision.planner import WEIGHT_INPUT, clip_caps, fit_under, scale_groups
 from qvision.writer import QDQ_OPS, write_qdq
 from qvision.writer.qdq import BIAS_INPUT
 
-ZETA, GAMMA = 1.1, -0.1
 MIN_LAYERS = 3
 ITERS = 300
 BATCH = 16
@@ -49,8 +49,6 @@ CROP = 32
 LR = 5e-2
 REG = 0.01
 REG_FLOOR = 10_000
-WARMUP = 0.2
-BETA = (20.0, 2.0)
 CHUNK = 32  # images per no-grad pass
 POOLING = ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean")
 BIAS_LR = 1e-3
@@ -129,7 +127,7 @@ class _Soft:
         self.floor = torch.floor(ratio)
         rest = (ratio - self.floor).clamp(0, 1)
         # h(v) == rest at the start: the soft weight begins as the float weight
-        self.v = torch.log((rest - GAMMA) / (ZETA - rest) + 1e-12).clamp(-8, 8)
+        self.v = sr.start_logits(torch, rest)
         self.v.requires_grad_(True)
         self.start = self.s * (torch.from_numpy(start.astype(np.float32)) - self.z)
         # log of a per-channel factor on the dequantization scale, learned with ``scale``
@@ -142,12 +140,10 @@ class _Soft:
         self.log_scale = self.log_scale.detach().to(device).requires_grad_(True)
 
     def h(self):
-        return self.torch.clamp(self.torch.sigmoid(self.v) * (ZETA - GAMMA) + GAMMA, 0, 1)
+        return sr.rectified(self.torch, self.v)
 
-    def undecided(self) -> float:
-        """How many roundings are still between 0 and 1."""
-        h = self.h()
-        return float(((h > 0.05) & (h < 0.95)).sum())
+    def undecided(self) -> int:
+        return sr.undecided(self.h())
 
     def up(self):
         return (self.h() >= 0.5).float()
@@ -165,7 +161,7 @@ class _Soft:
         return self.s * self.torch.exp(self.log_scale)
 
     def reg(self, beta: float):
-        return (1 - (2 * self.h() - 1).abs().pow(beta)).sum()
+        return sr.regularizer(self.h(), beta)
 
 
 @dataclass
@@ -635,7 +631,7 @@ def _fit(torch, block: Block, xq, source, target, opts, gen, run, norm) -> None:
     if opts["act"] and block.acts:
         groups.append({"params": [a.log for a in block.acts], "lr": ACT_LR})
     optim = torch.optim.Adam(groups)
-    iters, warm = opts["iters"], int(WARMUP * opts["iters"])
+    iters = opts["iters"]
     # the regularizer is a sum over weights against a loss near 1 (relative): below
     # REG_FLOOR weights it is weighed as if there were that many, or a small block's
     # roundings stay undecided (MobileNetV2's stem block: 15 % at the end)
@@ -648,9 +644,9 @@ def _fit(torch, block: Block, xq, source, target, opts, gen, run, norm) -> None:
         x = _mixed(torch, x, xs, opts["mix"], gen)
         out = run(block, x, "soft", opts["drop"])
         loss = loss_of(out, want) / norm
-        if i >= warm:
-            beta = BETA[0] + (BETA[1] - BETA[0]) * (i - warm) / max(1, iters - warm)
-            loss = loss + reg * sum(s.reg(beta) for s in block.softs)
+        b = sr.beta(i, iters)
+        if b is not None:
+            loss = loss + reg * sum(s.reg(b) for s in block.softs)
         optim.zero_grad()
         loss.backward()
         optim.step()
