@@ -37,7 +37,7 @@ PACKED = {"int4-packed": "int4"}
 
 def default_algos(target: Target, weights: str) -> list[str]:
     """The target's pipeline; for sub-8-bit weights block reconstruction joins it when torch
-    is there (bias correction alone loses ~15 points at 4 bits, layer-wise AdaRound 3-5)."""
+    is there (bias correction alone loses ~15 points at 4 bits, layer-wise AdaRound 4-6)."""
     names = list(target.default_algos)
     if WEIGHT_BITS.get(weights) and importlib.util.find_spec("torch"):
         # MSE-clipped 4-bit grids start block reconstruction ~1 dB closer (BENCHMARKS.md)
