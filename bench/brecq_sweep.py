@@ -37,11 +37,11 @@ SETTINGS = {
     "nobias": {"bias": False},
     "noscale": {"scale": False},
 }
-# the plan every run starts from, the steps each run adds, and the whole pipeline (to write a
-# saved plan), per algorithm
+# the plan every run starts from and the steps each run adds, per algorithm; together they are
+# the pipeline a saved plan is written with
 BASE = {"brecq": "weight-mse,bias-correction", "adaround": "cle"}
 STEPS = {"brecq": ["brecq"], "adaround": ["adaround", "bias-correction"]}
-PIPELINE = {"brecq": "weight-mse,bias-correction,brecq", "adaround": "cle,bias-correction,adaround"}
+PIPELINE = {a: ",".join([BASE[a], *STEPS[a]]) for a in BASE}
 
 
 def _config(target: str, algo: str, weights: str):

@@ -104,9 +104,9 @@ def test_act_search_moves_activation_grids_for_the_output_error(flat_dir):
     ctx.plan.activations[capped] = spec.model_copy(update={"scale": [float(top)]})
     before = {t: sp.scale[0] for t, sp in ctx.plan.activations.items()}
     x = next(iter_batches(image_folder(flat_dir), PRE16, batch_size=8)).inputs
+    ref = _run(model, x)
 
     def err(plan):
-        ref = _run(model, x)
         return float(((_run(write_qdq(model, plan), x) - ref) ** 2).mean())
 
     start = err(ctx.plan)
