@@ -3,7 +3,8 @@ and NNCF, in one run, on the same calibration (100) and evaluation (900) images.
 
 Run: `make bench-recovery` (or `.venv/bin/python bench/recovery.py [--weights int8|int4]
 [--models ...] [--pipelines 'a;b'] [--no-baselines] [--tune 0.2] [--seeds 3]`). Writes
-bench/out/recovery-<W8A8|W4A8>.json and that section of BENCHMARKS.md.
+bench/out/recovery-<W8A8|W4A8>-<target>.json and that section of BENCHMARKS.md (one per
+qvision target: this machine's, as `--target auto` picks it).
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def main() -> None:
     args = ap.parse_args()
     root = require_imagenet()
     OUT.mkdir(parents=True, exist_ok=True)
+    target, why = detect()
     pipelines = args.pipelines.split(";") if args.pipelines else PIPELINES[args.weights]
     tag = "W8A8" if args.weights == "int8" else "W4A8"
     rows, speed = [], {}
@@ -95,9 +97,12 @@ def main() -> None:
             api.export_zoo_model(name, fp32)
         base = api.evaluate(fp32, root / "eval").metrics["top1"]
         if not args.no_baselines and args.weights == "int8":
-            out = OUT / f"{name}-ort-rr.onnx"
-            s = ort_quantize(fp32, out, root / "calib", reduce_range=True)
-            rows.append(_row(name, "ORT quantize_static (reduce_range)", out, fp32, root, base, s))
+            # ORT's default (full 8-bit weights: right on VNNI, saturates AVX2's u8s8 kernel)
+            # and reduce_range (7-bit weights: what AVX2 needs)
+            for rr, label in ((False, ""), (True, " (reduce_range)")):
+                out = OUT / f"{name}-ort{'-rr' if rr else ''}.onnx"
+                s = ort_quantize(fp32, out, root / "calib", reduce_range=rr)
+                rows.append(_row(name, f"ORT quantize_static{label}", out, fp32, root, base, s))
             if importlib.util.find_spec("nncf") is not None:
                 out = OUT / f"{name}-nncf.onnx"
                 s = nncf_quantize(fp32, out, root / "calib")
@@ -158,8 +163,7 @@ def main() -> None:
         for r in mine:
             r["latency_ms"] = speed[name][r["path"]]
             r["fp32_latency_ms"] = speed[name][str(fp32)]
-    (OUT / f"recovery-{tag}.json").write_text(json.dumps(rows, indent=1))
-    target, why = detect()
+    (OUT / f"recovery-{tag}-{target.name}.json").write_text(json.dumps(rows, indent=1))
     lines = [
         f"## Recovery algorithms and baselines ({tag}{', chosen pipelines' if args.pipelines else ''})",
         "",
@@ -212,8 +216,11 @@ def main() -> None:
             "INT8 kernels at INT8 speed; `--weights int4-packed` stores true INT4 (half the bytes) "
             "but ONNX Runtime CPU dequantizes it to float.",
         ]
-    # a run of chosen pipelines gets its own section: the full comparison stays as measured
-    section = f"recovery-{tag}" + (f"-{args.pipelines.replace(',', '+')}" if args.pipelines else "")
+    # one section per target (an AVX2 and a VNNI machine plan and run different models), and
+    # a run of chosen pipelines gets its own: the full comparison stays as measured
+    section = f"recovery-{tag}-{target.name}" + (
+        f"-{args.pipelines.replace(',', '+')}" if args.pipelines else ""
+    )
     write_section(section, "\n".join(lines))
 
 
