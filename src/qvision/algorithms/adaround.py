@@ -150,9 +150,9 @@ def _optimize(
     rng: np.random.Generator,
     device: str = "cpu",
     lr: float = LR,
-) -> tuple[np.ndarray, float, float, float]:
+) -> tuple[np.ndarray, float, float, int]:
     """Learned round-up bits for the layer's weight; also reconstruction MSE (nearest,
-    learned) and the share of roundings still between down and up when fitting stopped."""
+    learned) and how many roundings were still between down and up when fitting stopped."""
     torch = _torch()
     name = layer.node.input[1]
     spec = ctx.plan.weights[name]
@@ -220,7 +220,7 @@ def _optimize(
         hv = sr.rectified(torch, v)
         up = (hv >= 0.5).to(torch.int64)
         learned = float(((forward(xq, weight_of(up.float())) - target) ** 2).mean())
-        undecided = sr.undecided(hv) / hv.numel()
+        undecided = sr.undecided(hv)
     bits = up.cpu().numpy()
     if layer.kind != "conv" and not (layer.kind == "gemm" and node_attr(layer.node, "transB", 0)):
         bits = bits.T
@@ -235,10 +235,6 @@ def activation_after(node: onnx.NodeProto, view: GraphView) -> tuple[float, floa
     if after[0].op_type == "Relu":
         return (0.0, float("inf"))
     return clip_bounds(after[0], view) if after[0].op_type == "Clip" else None
-
-
-def _share(parts: list[tuple[float, int]]) -> float:
-    return sum(p for p, _ in parts) / max(1, sum(n for _, n in parts))
 
 
 def apply(
@@ -289,7 +285,8 @@ def apply(
             layers.append(layer)
     images = len(ctx.dataset) * (1 + blends)
     per_image = max(1, rows // max(1, images))
-    improved, ratio, undecided = 0, [], []
+    improved, ratio, undecided = 0, [], 0
+    weights = sum(layer.w.size for layer in layers)
     # Capture in groups whose sampled rows fit the memory budget, then optimize and free them.
     group: list[_Layer] = []
     used = 0
@@ -300,7 +297,7 @@ def apply(
             _capture(ctx, group, per_image, rng, blends, seed)
             for g in group:
                 bits, nearest, learned, open_ = _optimize(ctx, g, iters, rng, device, lr)
-                undecided.append((open_ * g.w.size, g.w.size))
+                undecided += open_
                 if learned <= nearest:
                     ctx.plan.weight_rounding[g.node.input[1]] = pack_bits(bits)
                     improved += 1
@@ -309,7 +306,7 @@ def apply(
             group, used = [], 0
     ctx.log.append(
         f"adaround: {improved}/{len(layers)} layers improved, reconstruction error x{np.mean(ratio) if ratio else 1:.2f} "
-        f"of nearest rounding on average, {100 * _share(undecided):.1f} % of roundings "
+        f"of nearest rounding on average, {100 * undecided / max(1, weights):.1f} % of roundings "
         f"undecided when fitting stopped; {iters} iterations, {rows} rows from "
         f"{images} images, {device}, "
         f"{time.perf_counter() - t0:.0f} s"
