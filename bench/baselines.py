@@ -26,11 +26,15 @@ class _Reader:
         raise RuntimeError("single pass")
 
 
-def ort_quantize(fp32: Path, out: Path, calib: Path, reduce_range: bool) -> float:
+def ort_quantize(
+    fp32: Path, out: Path, calib: Path, reduce_range: bool, pre=None, per_channel: bool = True
+) -> float:
+    """quantize_static (QDQ, MinMax); ``pre`` defaults to the model's qvision metadata."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
     model = load_model(fp32, normalize=False)
-    pre = parse_preprocess({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+    if pre is None:
+        pre = parse_preprocess({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
     reader = _Reader(calib, pre, model.graph.input[0].name)
     t0 = time.perf_counter()
     quantize_static(
@@ -38,7 +42,7 @@ def ort_quantize(fp32: Path, out: Path, calib: Path, reduce_range: bool) -> floa
         str(out),
         reader,
         quant_format=QuantFormat.QDQ,
-        per_channel=True,
+        per_channel=per_channel,
         reduce_range=reduce_range,
         calibrate_method=CalibrationMethod.MinMax,
     )

@@ -1,11 +1,80 @@
 """Energy: MAC counts and precisions from the graph; the estimate is labelled as such."""
 
+import numpy as np
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from qvision import api
-from qvision.runtime.energy import MAC_PJ, energy_per_inference, estimate
+from qvision.runtime.energy import (
+    CACHE_PJ_PER_BYTE,
+    DRAM_PJ_PER_BYTE,
+    MAC_PJ,
+    energy_per_inference,
+    estimate,
+)
 
 from conftest import tiny_classifier
+
+
+def _model(nodes, inputs, outputs, inits=()):
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, d) for n, d in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
+        [numpy_helper.from_array(a, n) for n, a in inits],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _attention(d: int = 8):
+    """x [1, 4, d]: x @ x^T (two activations) and x @ Transpose(W) (a weight behind an op)."""
+    w = np.ones((6, d), np.float32)
+    return _model(
+        [
+            helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1], name="xt"),
+            helper.make_node("MatMul", ["x", "xt"], ["scores"], name="qk"),
+            helper.make_node("Transpose", ["w"], ["wt"], name="wt"),
+            helper.make_node("MatMul", ["x", "wt"], ["proj"], name="proj"),
+        ],
+        [("x", [1, 4, d])],
+        ["scores", "proj"],
+        [("w", w)],
+    )
+
+
+def _same_padded(cout: int = 8):
+    """Pad by a computed amount (H // 2, as TorchScript's "same" padding computes it), then
+    Conv 3->cout 3x3: the Floor defeats ONNX shape inference, only a run tells the shapes."""
+    k = numpy_helper.from_array
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "two"], ["h"]),
+        helper.make_node("Cast", ["h"], ["hf"], to=TensorProto.FLOAT),
+        helper.make_node("Div", ["hf", "twof"], ["half"]),
+        helper.make_node("Floor", ["half"], ["fl"]),
+        helper.make_node("Cast", ["fl"], ["p"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["p", "mask"], ["pads"]),
+        helper.make_node("Pad", ["x", "pads"], ["padded"]),
+        helper.make_node("Conv", ["padded", "w"], ["y"], name="conv"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [
+            k(np.array([2], np.int64), "two"),
+            k(np.array(2.0, np.float32), "twof"),
+            k(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "mask"),
+            k(np.ones((cout, 3, 3, 3), np.float32), "w"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
 
 
 def test_estimate_counts_macs_by_precision(tmp_path, flat_dir):
@@ -21,6 +90,78 @@ def test_estimate_counts_macs_by_precision(tmp_path, flat_dir):
     assert int8.macs == {"float": 0, "int8": macs}
     assert int8.joules < fp32.joules / 3
     assert "Horowitz" in int8.notes
+
+
+def test_counts_activation_matmuls_and_weights_behind_ops():
+    e = estimate(_attention(), None)
+    # scores [1,4,4] x K 8; proj [1,4,6] x K 8
+    assert e.macs == {"float": 16 * 8 + 24 * 8, "int8": 0} and e.uncounted == []
+    # only W (6x8 floats) is a weight; x^T is an activation read by qk
+    assert e.parts["weights"] == pytest.approx(48 * 4 * DRAM_PJ_PER_BYTE * 1e-12)
+    acts = (32 + 32 + 16) + (32 + 24)  # qk: x, x^T, scores; proj: x, proj
+    assert e.parts["activations"] == pytest.approx(2 * acts * 4 * CACHE_PJ_PER_BYTE * 1e-12)
+    assert estimate(_attention(16), None).joules > e.joules
+
+
+def test_counts_conv_transpose():
+    w = np.ones((4, 2, 3, 3), np.float32)  # Cin 4 -> Cout 2, 3x3
+    m = _model(
+        [helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2])],
+        [("x", [1, 4, 8, 8])],
+        ["y"],
+        [("w", w)],
+    )
+    assert estimate(m, None).macs["float"] == 4 * 8 * 8 * 2 * 9
+
+
+def test_shapes_only_a_run_can_tell_come_from_onnx_runtime():
+    # 16x16 padded by 8 on each side: 32x32 -> 3x3 valid conv: 30x30 outputs x 27
+    e = estimate(_same_padded(), (16, 16))
+    assert e.macs["float"] == 30 * 30 * 8 * 27 and e.uncounted == []
+    assert "ONNX Runtime run" in e.notes and e.method == "estimate"
+    # two models that differ only where inference is blind no longer look the same
+    assert estimate(_same_padded(16), (16, 16)).joules > e.joules
+
+
+def test_layers_it_cannot_count_are_listed():
+    # no size for a dynamic input: neither inference nor a run can give the Conv's shape
+    e = estimate(_same_padded(), None)
+    assert e.uncounted == ["conv (Conv)"] and e.macs["float"] == 0
+    assert "1 layer not counted: conv (Conv)" in e.notes and "Horowitz" in e.notes
+    # an op whose arithmetic the estimate does not model
+    m = _model(
+        [
+            helper.make_node("Einsum", ["x", "x"], ["e"], equation="ij,kj->ik", name="ein"),
+            helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+        ],
+        [("x", [4, 8])],
+        ["e", "y"],
+        [("w", np.ones((8, 2), np.float32))],
+    )
+    e = estimate(m, None)
+    assert e.uncounted == ["ein (Einsum)"] and e.macs["float"] == 4 * 2 * 8
+
+
+def test_bench_and_report_say_how_many_layers_were_not_counted(tmp_path, monkeypatch):
+    import onnx
+
+    from qvision.cli import _energy_cell
+    from qvision.report.html import ReportInputs, write_report
+    from qvision.runtime import energy
+
+    monkeypatch.setattr(energy, "_rapl_files", list)  # the estimate, whatever the machine
+    m = _model(
+        [helper.make_node("Einsum", ["x", "x"], ["e"], equation="ij,kj->ik", name="ein")],
+        [("x", [4, 8])],
+        ["e"],
+    )
+    path = tmp_path / "ein.onnx"
+    onnx.save(m, str(path))
+    res = api.benchmark([path], rounds=1, seconds=0.05, memory=False)
+    assert res.models[0].energy_uncounted == ["ein (Einsum)"]
+    assert _energy_cell(res.models[0]).endswith("(1 layer not counted)")
+    page = write_report(ReportInputs(bench=res), tmp_path / "report").read_text()
+    assert "1 layer not counted" in page
 
 
 def test_bench_reports_energy_per_inference(tmp_path, flat_dir):

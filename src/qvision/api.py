@@ -27,7 +27,7 @@ from qvision.data.preprocess import METADATA_KEY
 from qvision.errors import QVisionError
 from qvision.fileio import check_output_path, sha256_file
 from qvision.model import GraphView, image_input, load_model, save_model
-from qvision.model.load import ImageInput, default_opset, graph_inputs
+from qvision.model.load import ImageInput, default_opset, graph_inputs, model_size
 from qvision.report.schema import (
     BatchBench,
     BenchResult,
@@ -41,7 +41,7 @@ from qvision.report.schema import (
     SkippedFile,
     ZooExportResult,
 )
-from qvision.runtime.bench import model_size, peak_rss, time_interleaved
+from qvision.runtime.bench import peak_rss, time_interleaved
 from qvision.runtime.inputs import model_hw
 from qvision.runtime.machine import cpu_info, physical_cores, versions
 from qvision.runtime.session import make_session
@@ -81,6 +81,9 @@ def resolve_preprocess(
             path,
         )
     hw = pre.output_hw()
+    if hw is None and pre.resize_mode == "line":
+        _check_line_input(pre, inp, path)
+        return pre
     want = (inp.height, inp.width)
     if hw is not None and any(w is not None and w != h for w, h in zip(want, hw, strict=True)):
         shown = "x".join("?" if w is None else str(w) for w in want)
@@ -93,6 +96,22 @@ def resolve_preprocess(
             path,
         )
     return pre
+
+
+def _check_line_input(pre: Preprocess, inp: ImageInput, path: str | Path) -> None:
+    """``line`` preprocessing fixes the rows only: each line gets its own width."""
+    height = pre.resize[0]
+    if inp.height is not None and inp.height != height:
+        raise QVisionError(
+            f"preprocessing gives lines {height} pixels high but input '{inp.name}' takes {inp.height}",
+            path,
+        )
+    if inp.width is not None:
+        raise QVisionError(
+            f"resize_mode 'line' gives each line its own width but input '{inp.name}' takes "
+            f"a fixed width {inp.width}; use resize_mode 'height' with resize [{height}, {inp.width}]",
+            path,
+        )
 
 
 def open_model(path: str | Path) -> tuple[onnx.ModelProto, ImageInput]:
@@ -321,6 +340,7 @@ def benchmark(
         )
         energy = energy_per_inference(p, hws[p], threads)
         results[-1].energy_j, results[-1].energy_method = energy.joules, energy.method
+        results[-1].energy_uncounted = energy.uncounted
     return BenchResult(
         models=results, threads=threads, batch=batch, rounds=rounds, env=environment()
     )
@@ -368,7 +388,9 @@ def inspect_model(path: str | Path) -> ModelInfo:
 def normalize(path: str | Path, out: str | Path) -> ModelInfo:
     """Write the normalized form (checked, opset >= 13, weights as initializers, shapes inferred)."""
     check_output_path(out, [path])
-    save_model(load_model(path), out, inputs=(path,))
+    model = load_model(path)
+    make_session(model.SerializeToString(), threads=1)  # never write a model ORT refuses
+    save_model(model, out, inputs=(path,))
     return inspect_model(out)
 
 
@@ -382,7 +404,7 @@ def export_zoo_model(name: str, out: str | Path) -> ZooExportResult:
         name=name,
         path=str(path),
         sha256=sha256_file(path),
-        size_bytes=path.stat().st_size,
+        size_bytes=model_size(path),
         task=entry.task,
         preprocess=entry.preprocess.model_dump(),
     )

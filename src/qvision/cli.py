@@ -531,6 +531,13 @@ def bench_cmd(
     _save_json(res, json_out, models)
 
 
+def _energy_cell(m) -> str:
+    if m.energy_j is None:
+        return "—"
+    note = m.uncounted_text()
+    return f"{m.energy_j * 1e3:.2f}" + (f" ({note})" if note else "")
+
+
 def _print_bench(res) -> None:
     table = Table(title=f"latency, {res.threads} thread(s), {res.rounds} interleaved rounds")
     estimated = any(m.energy_method == "estimate" for m in res.models)
@@ -549,7 +556,7 @@ def _print_bench(res) -> None:
             f"{m.throughput_ips:.1f}",
             f"{m.speedup:.2f}×",
             "—" if m.peak_rss_bytes is None else f"{m.peak_rss_bytes / 2**20:.0f} MiB",
-            "—" if m.energy_j is None else f"{m.energy_j * 1e3:.2f}",
+            _energy_cell(m),
         ]
         if m.batch_n:
             row += [f"{m.batch_n.median_ms:.3f}", f"{m.batch_n.throughput_ips:.1f}"]
@@ -824,14 +831,27 @@ def data_synth_text(
     ),
     count: int = typer.Option(100, "--count", min=1, help="Number of images."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same images."),
+    words: str | None = typer.Option(
+        None, "--words", help="Words per line, MIN-MAX (lines; default 1-4)."
+    ),
+    font_size: str | None = typer.Option(
+        None, "--font-size", help="Font size in pixels, MIN-MAX (lines; default 22-43)."
+    ),
 ):
     """Render text images with exact labels (images/*.png + labels.txt)."""
-    from qvision.data.synth_text import synth_lines, synth_pages
+    from qvision.data.synth_text import LINE_FONT, LINE_WORDS, parse_range, synth_lines, synth_pages
 
     makers = {"lines": synth_lines, "pages": synth_pages}
     if kind not in makers:
         raise QVisionError(f"--kind {kind}: choose lines or pages")
-    rows = makers[kind](output, count, seed)
+    if kind != "lines" and (words or font_size):
+        raise QVisionError("--words and --font-size apply to --kind lines")
+    if kind == "lines":
+        w = parse_range(words, "--words") if words else LINE_WORDS
+        f = parse_range(font_size, "--font-size") if font_size else LINE_FONT
+        rows = synth_lines(output, count, seed, words=w, font_size=f)
+    else:
+        rows = synth_pages(output, count, seed)
     out.print(f"wrote {len(rows)} {kind} with labels to {output}")
 
 

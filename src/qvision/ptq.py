@@ -18,6 +18,7 @@ from qvision.data.manifest import build_manifest
 from qvision.errors import QVisionError
 from qvision.fileio import atomic_path, check_output_path, sha256_file
 from qvision.model import image_input, load_model
+from qvision.model.load import model_size
 from qvision.model.rewrite import prepare_for_quantization
 from qvision.plan import QuantPlan
 from qvision.planner import activation_tensors, bounded_inputs, build_plan, decide_nodes
@@ -288,7 +289,7 @@ def finish(
         skipped=planned.skipped,
         quantized_nodes=len(plan.quantized_nodes()),
         float_nodes=floats,
-        size_bytes={"input": Path(model).stat().st_size, "output": Path(output).stat().st_size},
+        size_bytes={"input": model_size(model), "output": model_size(output)},
         seconds={**planned.seconds, "write": t_end - t_write, "total": t_end - t0},
         warnings=plan.warnings,
         manifest=str(manifest),
@@ -306,8 +307,8 @@ def _manifest(planned, model, output, plan_in, plan_out, config, environment) ->
         command=provenance.command_line(),
         started=planned.started or provenance.now(),
         finished=provenance.now(),
-        input_model=provenance.FileRecord.of(model),
-        output_model=provenance.FileRecord.of(output),
+        input_model=provenance.FileRecord.of_model(model),
+        output_model=provenance.FileRecord.of_model(output),
         plan=provenance.FileRecord.of(plan_out) if plan_out else None,
         plan_in=provenance.FileRecord.of(plan_in) if plan_in else None,
         calibration=provenance.DataRecord(root=root, images=n, sha256=digest) if root else None,

@@ -20,6 +20,7 @@ import numpy as np
 
 from qvision.algorithms.context import Context
 from qvision.data import iter_batches
+from qvision.data.preprocess import concat_padded
 from qvision.errors import QVisionError
 from qvision.model.graph import GraphView
 from qvision.plan import QuantSpec
@@ -47,9 +48,11 @@ def _inputs(ctx: Context, images: int) -> list[np.ndarray]:
             break
     if len(xs) < max(fixed, 1):
         raise QVisionError(f"act-search needs at least {max(fixed, 1)} calibration image(s)")
-    x = np.concatenate(xs)
-    full = len(x) // batch * batch if fixed else len(x)
-    return [x[i : i + batch] for i in range(0, full, batch)]
+    full = len(xs) // batch * batch if fixed else len(xs)
+    # a batch of text lines pads them to its widest, as iter_batches does
+    return [
+        concat_padded(xs[i : i + batch], ctx.preprocess.pad_value) for i in range(0, full, batch)
+    ]
 
 
 def _run(sess, name: str, x: np.ndarray) -> list[np.ndarray]:

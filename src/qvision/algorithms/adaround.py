@@ -20,6 +20,7 @@ import onnx
 from qvision.algorithms import soft_rounding as sr
 from qvision.algorithms.context import Context
 from qvision.data import iter_batches
+from qvision.data.preprocess import concat_padded
 from qvision.errors import MissingExtraError, QVisionError
 from qvision.model.graph import GraphView, clip_bounds
 from qvision.model.rewrite import expose_tensors
@@ -107,7 +108,7 @@ def _inputs(ctx: Context, blends: int, seed: int):
         photos.append(batch.inputs)
         yield batch.inputs
     if blends:
-        x = np.concatenate(photos)
+        x = concat_padded(photos, ctx.preprocess.pad_value)  # lines: padded to the widest
         for j in range(blends):
             for mixed in blend(x, seed, j):
                 yield mixed[None]

@@ -28,6 +28,7 @@ from PIL import Image
 from qvision.algorithms import soft_rounding as sr
 from qvision.algorithms.context import Context
 from qvision.data import iter_batches
+from qvision.data.preprocess import concat_padded
 from qvision.errors import QVisionError
 from qvision.model.graph import GraphView, node_attr
 from qvision.model.torch_graph import OnnxTorch, _torch, torch_device
@@ -400,10 +401,12 @@ def apply(ctx: Context) -> Context:
     for j in range(views):
         view = _view(opts["seed"], j)
         xs += [b.inputs for b in iter_batches(ctx.dataset, ctx.preprocess, 8, transform=view)]
+    # text lines differ in width from batch to batch: one tensor pads them to the widest
+    pad = ctx.preprocess.pad_value
     if opts["blend"]:
-        first = np.concatenate(xs[:photo_batches])
+        first = concat_padded(xs[:photo_batches], pad)
         xs += [blend(first, opts["seed"], j) for j in range(opts["blend"])]
-    x = torch.from_numpy(np.concatenate(xs).astype(np.float32)).to(dev)
+    x = torch.from_numpy(concat_padded(xs, pad).astype(np.float32)).to(dev)
     if opts["flip"]:
         x = torch.cat([x, x.flip(-1)])
     xq, xf = x, x

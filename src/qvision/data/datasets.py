@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from qvision.data.images import IMAGE_EXTENSIONS, is_image_name, load_image
-from qvision.data.preprocess import Preprocess
+from qvision.data.preprocess import Preprocess, collate
 from qvision.errors import QVisionError
 
 
@@ -191,6 +191,14 @@ class LoadReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
+def _stack(items: list[np.ndarray], preprocess: Preprocess) -> np.ndarray:
+    """One batch: ``line`` preprocessing pads its lines to the widest, as PaddleOCR pads a
+    batch; in the other modes every tensor has the same size (or that is an error)."""
+    if preprocess.resize_mode == "line":
+        return collate(items, preprocess.pad_value)
+    return np.stack(items)
+
+
 def iter_batches(
     dataset: Dataset,
     preprocess: Preprocess,
@@ -203,6 +211,7 @@ def iter_batches(
     """Decode and preprocess in a small thread pool (Pillow releases the GIL), in order.
 
     Unreadable files are skipped and recorded in ``report``, or raise with ``strict``.
+    Inputs of different widths (``line`` preprocessing) are padded to the batch's widest.
     ``transform(image, index)`` (robustness corruptions) runs between decoding and
     preprocessing; ``index`` is the sample's position in the dataset.
     """
@@ -233,7 +242,7 @@ def iter_batches(
                 pending_inputs.append(result)
                 pending_samples.append(sample)
                 if len(pending_inputs) == batch_size:
-                    yield Batch(np.stack(pending_inputs), pending_samples)
+                    yield Batch(_stack(pending_inputs, preprocess), pending_samples)
                     pending_inputs, pending_samples = [], []
     if pending_inputs:
-        yield Batch(np.stack(pending_inputs), pending_samples)
+        yield Batch(_stack(pending_inputs, preprocess), pending_samples)

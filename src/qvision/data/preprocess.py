@@ -12,7 +12,14 @@ from typing import Literal
 import numpy as np
 import yaml
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from qvision.errors import QVisionError
 
@@ -43,7 +50,12 @@ class Preprocess(BaseModel):
       - ``shorter``: scale so the shorter side equals ``resize`` (an int), keep aspect;
       - ``exact``: resize to ``resize`` = [height, width];
       - ``height``: scale to ``resize[0]`` rows keeping aspect, width capped at
-        ``resize[1]``, right side padded (text-line recognizers);
+        ``resize[1]``, right side padded to ``resize[1]`` (fixed-shape line recognizers);
+      - ``line``: scale to ``resize[0]`` rows keeping aspect; the tensor is as wide as the
+        line, rounded up to ``width_multiple``, at least ``min_width``, at most ``resize[1]``
+        (a wider line is squeezed to it), right side padded: each line keeps its own
+        aspect ratio, as PaddleOCR feeds its recognizers. Widths differ between images, so
+        a batch pads its lines to the widest (``collate``);
       - ``letterbox``: fit inside ``resize`` keeping aspect, pad bottom/right (detectors).
     ``crop`` is a centre crop [height, width] applied after resizing. Padding uses
     ``pad_value`` in the normalized output units.
@@ -52,7 +64,7 @@ class Preprocess(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     resize: int | tuple[int, int] | None = 256
-    resize_mode: Literal["shorter", "exact", "height", "letterbox"] = "shorter"
+    resize_mode: Literal["shorter", "exact", "height", "line", "letterbox"] = "shorter"
     crop: int | tuple[int, int] | None = 224
     interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos", "box"] = "bilinear"
     scale: float = 1.0 / 255.0
@@ -61,6 +73,10 @@ class Preprocess(BaseModel):
     channel_order: Literal["rgb", "bgr", "gray"] = "rgb"
     layout: Literal["nchw", "nhwc"] = "nchw"
     pad_value: float = 0.0
+    # ``line`` mode only: widths snap to multiples of this (fewer distinct shapes), and
+    # short lines widen to ``min_width`` (PaddleOCR's 320 for 48-row lines)
+    width_multiple: int = Field(default=32, gt=0)
+    min_width: int | None = Field(default=None, gt=0)
 
     @field_validator("std")
     @classmethod
@@ -68,6 +84,18 @@ class Preprocess(BaseModel):
         if any(s == 0 for s in v):
             raise ValueError("std must not contain 0")
         return v
+
+    @model_validator(mode="after")
+    def _line_sizes(self) -> Preprocess:
+        if self.resize_mode != "line":
+            return self
+        if not isinstance(self.resize, tuple):
+            raise ValueError("resize_mode 'line' needs resize [height, max width]")
+        if self.min_width is not None and self.min_width > self.resize[1]:
+            raise ValueError(
+                f"min_width {self.min_width} is larger than the width cap resize[1] = {self.resize[1]}"
+            )
+        return self
 
     @property
     def channels(self) -> int:
@@ -80,6 +108,22 @@ class Preprocess(BaseModel):
         if self.resize_mode in ("exact", "height", "letterbox"):
             return _pair(self.resize)
         return None
+
+    def typical_hw(self) -> tuple[int, int] | None:
+        """A representative tensor size (synthetic inputs for timing and energy):
+        ``output_hw()``, or for ``line`` mode the narrowest line, ``min_width`` wide (the
+        width of most short lines), else the widest, at the cap (an upper bound)."""
+        if self.resize_mode != "line" or self.crop is not None:
+            return self.output_hw()
+        height, cap = self.resize
+        return height, self.min_width or cap
+
+    def line_width(self, w: int, h: int) -> int:
+        """``line`` mode: the tensor width for a ``w`` x ``h`` picture."""
+        height, cap = self.resize
+        width = max(1, int(np.ceil(height * w / h)))
+        width = -(-width // self.width_multiple) * self.width_multiple
+        return min(cap, max(width, self.min_width or 0))
 
     def to_json(self) -> str:
         return self.model_dump_json()
@@ -123,7 +167,9 @@ class Preprocess(BaseModel):
         th, tw = _pair(self.resize)
         if self.resize_mode == "exact":
             return img.resize((tw, th), method), None
-        if self.resize_mode == "height":
+        if self.resize_mode in ("height", "line"):
+            if self.resize_mode == "line":
+                tw = self.line_width(w, h)
             new_w = min(tw, max(1, int(np.ceil(th * w / h))))
             new_h = th
         else:  # letterbox
@@ -144,6 +190,34 @@ class Preprocess(BaseModel):
         top = int(round((h - ch) / 2.0))
         left = int(round((w - cw) / 2.0))
         return img.crop((left, top, left + cw, top + ch))
+
+
+def collate(items: list[np.ndarray], pad_value: float = 0.0) -> np.ndarray:
+    """Per-image arrays -> one batch. Arrays of different sizes (``line`` mode: each line
+    as wide as itself) are first padded with ``pad_value`` at the end of each axis to the
+    largest, as PaddleOCR pads a batch to its widest line."""
+    return np.stack(_padded(items, pad_value, 0))
+
+
+def concat_padded(batches: list[np.ndarray], pad_value: float = 0.0) -> np.ndarray:
+    """Batches -> one batch along axis 0, padding the other axes as ``collate`` does; the
+    same as ``np.concatenate`` when they already match."""
+    return np.concatenate(_padded(batches, pad_value, 1))
+
+
+def _padded(arrays: list[np.ndarray], value: float, first: int) -> list[np.ndarray]:
+    """``arrays`` padded at the end of every axis from ``first`` on to the largest size."""
+    if len({a.shape[first:] for a in arrays}) <= 1:
+        return arrays
+    big = np.max([a.shape[first:] for a in arrays], axis=0)
+    return [
+        np.pad(
+            a,
+            [(0, 0)] * first + [(0, int(n - s)) for n, s in zip(big, a.shape[first:], strict=True)],
+            constant_values=np.float32(value),
+        )
+        for a in arrays
+    ]
 
 
 PRESETS: dict[str, Preprocess] = {
@@ -190,4 +264,7 @@ def _validate(data: dict, where: str | Path) -> Preprocess:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
+        if not loc:  # a check across settings (model validator)
+            msg = err["msg"].removeprefix("Value error, ")
+            raise QVisionError(f"invalid preprocess: {msg}", where) from None
         raise QVisionError(f"invalid preprocess setting '{loc}': {err['msg']}", where) from None

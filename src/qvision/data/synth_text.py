@@ -88,11 +88,37 @@ WORDS = [
 ]
 LABELS = "labels.txt"
 PAD = 3  # pixels around the ink of a page's text line in its ground-truth box
+# inclusive ranges a line draws from by default (the draws existing seeds were made with)
+LINE_WORDS = (1, 4)
+LINE_FONT = (22, 43)
+LIMITS = {"--words": (1, 50), "--font-size": (6, 300)}  # what renders a legible, sane line
 
 
-def _text(rng: np.random.Generator) -> str:
+def parse_range(text: str, flag: str) -> tuple[int, int]:
+    """``'2-5'`` -> (2, 5), ``'3'`` -> (3, 3), checked against ``LIMITS[flag]``."""
+    from qvision.errors import QVisionError
+
+    lo, dash, hi = text.strip().partition("-")
+    try:
+        pair = (int(lo), int(hi) if dash else int(lo))
+    except ValueError:
+        raise QVisionError(f"{flag} must look like 2-5 (a range) or 3, got '{text}'") from None
+    return check_range(pair, flag)
+
+
+def check_range(pair: tuple[int, int], flag: str) -> tuple[int, int]:
+    from qvision.errors import QVisionError
+
+    low, high = LIMITS[flag]
+    lo, hi = int(pair[0]), int(pair[1])
+    if not low <= lo <= hi <= high:
+        raise QVisionError(f"{flag} {lo}-{hi}: need {low} <= min <= max <= {high}")
+    return lo, hi
+
+
+def _text(rng: np.random.Generator, words: tuple[int, int] = LINE_WORDS) -> str:
     parts = []
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(words[0], words[1] + 1))):
         r = rng.random()
         if r < 0.15:
             parts.append(str(int(rng.integers(0, 10000))))
@@ -108,8 +134,10 @@ def _text(rng: np.random.Generator) -> str:
     return " ".join(parts)
 
 
-def render_line(text: str, rng: np.random.Generator) -> Image.Image:
-    size = int(rng.integers(22, 44))
+def render_line(
+    text: str, rng: np.random.Generator, font_size: tuple[int, int] = LINE_FONT
+) -> Image.Image:
+    size = int(rng.integers(font_size[0], font_size[1] + 1))
     font = ImageFont.load_default(size=size)
     spacing = float(rng.uniform(0.0, 0.15)) * size
     paper = int(rng.integers(150, 256))
@@ -218,14 +246,22 @@ def _write_set(out_dir, count: int, make: Callable[[int, Path], tuple[str, str]]
     return rows
 
 
-def synth_lines(out_dir, count: int, seed: int) -> list[tuple[str, str]]:
-    """``count`` line images and labels.txt in the new folder ``out_dir``."""
+def synth_lines(
+    out_dir,
+    count: int,
+    seed: int,
+    words: tuple[int, int] = LINE_WORDS,
+    font_size: tuple[int, int] = LINE_FONT,
+) -> list[tuple[str, str]]:
+    """``count`` line images and labels.txt in the new folder ``out_dir``; each line has
+    ``words`` (min, max) words in a font ``font_size`` (min, max) pixels tall."""
+    words, font_size = check_range(words, "--words"), check_range(font_size, "--font-size")
 
     def make(i: int, folder: Path) -> tuple[str, str]:
         rng = np.random.default_rng([seed, i])
-        text = _text(rng)
+        text = _text(rng, words)
         rel = f"images/line_{i:05d}.png"
-        render_line(text, rng).save(folder / rel)
+        render_line(text, rng, font_size).save(folder / rel)
         return rel, text
 
     return _write_set(out_dir, count, make)

@@ -17,6 +17,7 @@ from onnx import TensorProto, numpy_helper
 
 from qvision.errors import QVisionError
 from qvision.fileio import atomic_path, check_output_path
+from qvision.model.simplify import fill_output_shapes, simplify
 
 MIN_OPSET = 13
 _TWO_GB = 2**31
@@ -58,6 +59,28 @@ def _all_tensors(graph: onnx.GraphProto):
                 yield from _all_tensors(attr.g)
             for sub in attr.graphs:
                 yield from _all_tensors(sub)
+
+
+def external_data_files(path: str | Path) -> list[Path]:
+    """The external-data files beside a model file that its tensors (attributes and
+    subgraphs included) reference, each once; missing or out-of-folder ones are left out."""
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    base = path.parent.resolve()
+    files: dict[Path, Path] = {}  # resolved -> as the model names it
+    for tensor in _all_tensors(model.graph):
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        loc = {e.key: e.value for e in tensor.external_data}.get("location", "")
+        target = (base / loc).resolve()
+        if loc and base in target.parents and target.is_file():
+            files.setdefault(target, path.parent / loc)
+    return list(files.values())
+
+
+def model_size(path: str | Path) -> int:
+    """Bytes of a model on disk: the file plus the external-data files it references."""
+    return Path(path).stat().st_size + sum(f.stat().st_size for f in external_data_files(path))
 
 
 def read_model(path: str | Path) -> onnx.ModelProto:
@@ -145,10 +168,12 @@ def default_opset(model: onnx.ModelProto) -> int:
 
 
 def normalize_model(model: onnx.ModelProto, path: str | Path = "<model>") -> onnx.ModelProto:
-    """Checker, Constant -> initializer, opset upgrade, shape inference. Returns a new model."""
+    """Checker, opset upgrade, Constant -> initializer, exact simplification (constant
+    shape arithmetic, Pad into Conv, Identity), shape inference. Returns a new model."""
     model_copy = onnx.ModelProto()
     model_copy.CopyFrom(model)
     model = model_copy
+    fill_output_shapes(model)
     _run_checker(model, path)
     opset = default_opset(model)
     if opset < MIN_OPSET:
@@ -160,6 +185,8 @@ def normalize_model(model: onnx.ModelProto, path: str | Path = "<model>") -> onn
             ) from None
     # After the upgrade: the converter itself adds Constant nodes (e.g. Unsqueeze axes).
     constants_to_initializers(model)
+    if model.ByteSize() < _TWO_GB:
+        simplify(model)
     try:
         if model.ByteSize() < _TWO_GB:
             model = onnx.shape_inference.infer_shapes(

@@ -101,7 +101,8 @@ def prepare_for_quantization(
 
     BatchNormalization after Conv is folded, then constant Mul/Add after Conv (or before a
     Conv without padding); the BN statistics go into ``bn_stats`` if given. HardSwish
-    spelled as x * clip(x + 3, 0, 6) / 6 becomes one HardSwish (opset raised to 14).
+    spelled as x * clip(x + 3, 0, 6) / 6 or x * HardSigmoid(x) becomes one HardSwish
+    (opset raised to 14).
     """
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -111,9 +112,9 @@ def prepare_for_quantization(
     if bn_stats is not None:
         bn_stats.update(stats)
     swishes = 0
-    if hardswish_chains(m, dry_run=True):
+    if hardswish_chains(m, dry_run=True) or hardsigmoid_products(m, dry_run=True):
         m = _with_opset(m, 14)  # before the rewrite: the converter has no HardSwish-13
-        swishes = hardswish_chains(m)
+        swishes = hardswish_chains(m) + hardsigmoid_products(m)
     if reduce_mean_to_global_pool(m) or stats or affines or swishes:
         name_nodes(m)
         m = onnx.shape_inference.infer_shapes(m, strict_mode=False)
@@ -419,6 +420,38 @@ def hardswish_chains(model: onnx.ModelProto, dry_run: bool = False) -> int:
         hs = onnx.helper.make_node("HardSwish", [x], [out], name=f"{add.name}__hardswish")
         idx = list(model.graph.node).index(n2)
         model.graph.node.insert(idx, hs)
+    if removed:
+        _drop(model, removed)
+    return count
+
+
+def hardsigmoid_products(model: onnx.ModelProto, dry_run: bool = False) -> int:
+    """x * HardSigmoid(x) with HardSwish's slope 1/6 and offset 1/2 (paddle2onnx at opsets
+    below 14) -> HardSwish(x): one op ONNX Runtime fuses after a quantized Conv instead of
+    two it runs in float. A HardSigmoid gating another tensor (squeeze-excitation) stays.
+    Returns how many; ``dry_run`` only counts."""
+    view = GraphView(model)
+    graph_outputs = {o.name for o in model.graph.output}
+    removed: set[str] = set()
+    count = 0
+    for hs in list(model.graph.node):
+        if hs.op_type != "HardSigmoid" or hs.output[0] in graph_outputs:
+            continue
+        alpha, beta = node_attr(hs, "alpha", 0.2), node_attr(hs, "beta", 0.5)
+        readers = view.consumers.get(hs.output[0], [])
+        if abs(alpha - 1 / 6) > 1e-6 or abs(beta - 0.5) > 1e-6 or len(readers) != 1:
+            continue
+        mul = readers[0]
+        if mul.op_type != "Mul" or sorted(mul.input) != sorted([hs.input[0], hs.output[0]]):
+            continue
+        count += 1
+        if dry_run:
+            continue
+        removed |= {hs.name, mul.name}
+        swish = helper.make_node(
+            "HardSwish", [hs.input[0]], [mul.output[0]], name=f"{hs.name}__hardswish"
+        )
+        model.graph.node.insert(list(model.graph.node).index(mul), swish)
     if removed:
         _drop(model, removed)
     return count

@@ -182,6 +182,9 @@ class OnnxTorch:
         dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
         return x.reshape(dims)
 
+    def op_Transpose(self, node, a, x):  # sequence heads: [N, C, T] -> [N, T, C]
+        return x.permute(*a.get("perm", range(x.ndim - 1, -1, -1)))
+
     def op_Softmax(self, node, a, x):
         return self.torch.softmax(x, dim=a.get("axis", -1))
 

@@ -112,6 +112,8 @@ def _latency_rows(r: ReportInputs) -> list[list[str]]:
         ["FP32", "INT8", *[f"model {i}" for i in range(3, 9)]], r.bench.models, strict=False
     ):
         energy = "—" if m.energy_j is None else f"{m.energy_j * 1e3:.2f} mJ ({m.energy_method})"
+        if m.energy_uncounted:
+            energy += f", {m.uncounted_text()}"
         rows.append(
             [
                 label,
@@ -242,13 +244,21 @@ def _data_rows(r: ReportInputs) -> list[list[str]]:
     return rows
 
 
+def _file_row(f: dict) -> str:
+    """Path and sha256 of a model, and of each external-data file it needs."""
+    text = f"{f['path']} — sha256 {f['sha256']}"
+    for e in f.get("external_data", []):  # older manifests have none
+        text += f"; external data {e['path']} — sha256 {e['sha256']}"
+    return text
+
+
 def _provenance_rows(r: ReportInputs) -> list[list[str]]:
     m = r.manifest
     if not m:
         return []
     rows = [
-        ["input model", f"{m['input_model']['path']} — sha256 {m['input_model']['sha256']}"],
-        ["output model", f"{m['output_model']['path']} — sha256 {m['output_model']['sha256']}"],
+        ["input model", _file_row(m["input_model"])],
+        ["output model", _file_row(m["output_model"])],
     ]
     if m.get("calibration"):
         c = m["calibration"]

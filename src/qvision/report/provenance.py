@@ -11,17 +11,31 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from qvision.fileio import sha256_file, write_text_atomic
+from qvision.model.load import external_data_files, model_size
 
 
 class FileRecord(BaseModel):
     path: str
-    sha256: str
-    size_bytes: int
+    sha256: str  # of this file alone
+    size_bytes: int  # a model's: with its external data
+    # an ONNX model's external-data files: the sha256 above does not cover them
+    external_data: list[FileRecord] = []
 
     @classmethod
     def of(cls, path: str | Path) -> FileRecord:
         p = Path(path)
         return cls(path=str(p), sha256=sha256_file(p), size_bytes=p.stat().st_size)
+
+    @classmethod
+    def of_model(cls, path: str | Path) -> FileRecord:
+        """An ONNX model and the external-data files beside it that it needs."""
+        p = Path(path)
+        return cls(
+            path=str(p),
+            sha256=sha256_file(p),
+            size_bytes=model_size(p),
+            external_data=[cls.of(f) for f in external_data_files(p)],
+        )
 
 
 class DataRecord(BaseModel):

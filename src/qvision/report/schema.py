@@ -104,6 +104,12 @@ class ModelBench(BaseModel):
     batch_n: BatchBench | None = None
     energy_j: float | None = None  # per batch-1 inference
     energy_method: str | None = None  # "rapl"/"nvml" (measured) or "estimate" (runtime/energy.py)
+    energy_uncounted: list[str] = []  # layers the estimate left out, "name (OpType)"
+
+    def uncounted_text(self) -> str:
+        """'N layers not counted' (the estimate is a lower bound), or '' when none were."""
+        n = len(self.energy_uncounted)
+        return f"{n} layer{'s' if n != 1 else ''} not counted" if n else ""
 
 
 class BenchResult(BaseModel):

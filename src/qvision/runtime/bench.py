@@ -9,10 +9,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from qvision.model.load import model_size  # noqa: F401  (imported from here before)
 from qvision.runtime.inputs import random_feeds
 from qvision.runtime.session import make_session
 
@@ -30,24 +30,6 @@ class Timings:
             "min_ms": float(a.min()),
             "runs": int(a.size),
         }
-
-
-def model_size(path: str | Path) -> int:
-    """File size plus any external-data files it references (those live beside it)."""
-    import onnx
-
-    path = Path(path)
-    size = path.stat().st_size
-    model = onnx.load(str(path), load_external_data=False)
-    seen = set()
-    for t in model.graph.initializer:
-        for e in t.external_data:
-            if e.key == "location" and e.value not in seen:
-                seen.add(e.value)
-                f = path.parent / e.value
-                if f.is_file():
-                    size += f.stat().st_size
-    return size
 
 
 def time_interleaved(

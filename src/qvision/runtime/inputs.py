@@ -53,10 +53,11 @@ def random_feeds(
 
 
 def model_hw(model: onnx.ModelProto) -> tuple[int, int] | None:
-    """The preprocessing's fixed output size, from the model's qvision metadata."""
+    """The preprocessing's output size from the model's qvision metadata: the fixed one,
+    or a representative one where it varies (text lines keep their aspect ratio)."""
     from qvision.data.preprocess import METADATA_KEY, parse_preprocess
 
     for prop in model.metadata_props:
         if prop.key == METADATA_KEY:
-            return parse_preprocess(prop.value).output_hw()
+            return parse_preprocess(prop.value).typical_hw()
     return None

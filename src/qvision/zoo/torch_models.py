@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from pathlib import Path
 
 import onnx
 
@@ -85,3 +86,43 @@ def export_onnx(model, size: int = 224) -> onnx.ModelProto:
             external_data=False,
         )
     return normalize_model(program.model_proto, "<torch export>")
+
+
+def export_file(
+    model, path, exporter: str, dynamic: bool, size: int = 224, external: bool = False
+) -> None:
+    """Write ``model`` to ``path`` as users export it: ``exporter`` "torchscript"
+    (``dynamo=False``, opset 17) or "dynamo", fixed or dynamic batch, weights in the file or
+    in external data beside it. No qvision metadata: the export matrix of tests and bench."""
+    t = _require_torch()
+    x = t.zeros(1, 3, size, size)
+    names = {"input_names": ["input"], "output_names": ["logits"]}
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporters' deprecation and folding notes
+        if exporter == "torchscript":
+            axes = {"input": {0: "N"}, "logits": {0: "N"}} if dynamic else None
+            t.onnx.export(
+                model, (x,), str(path), dynamic_axes=axes, dynamo=False, opset_version=17, **names
+            )
+        elif exporter == "dynamo":
+            shapes = ({0: t.export.Dim("batch", min=1, max=4096)},) if dynamic else None
+            t.onnx.export(
+                model,
+                (x,),
+                str(path),
+                dynamic_shapes=shapes,
+                dynamo=True,
+                external_data=False,
+                **names,
+            )
+        else:
+            raise QVisionError(f"unknown exporter '{exporter}'; use torchscript or dynamo")
+    if external:
+        onnx.save_model(
+            onnx.load(str(path)),
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=f"{Path(path).stem}.data",
+            size_threshold=0,
+        )
