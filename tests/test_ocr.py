@@ -78,3 +78,23 @@ def test_ppocr_recognizer_reads_rendered_lines_fp32_and_int8(tmp_path):
     assert int8.metrics["cer"] < fp32.metrics["cer"] + 0.05, (fp32.metrics, int8.metrics)
     assert int8.agreement is not None and int8.agreement >= 0.5
     assert "cer_vs_reference" in int8.metrics and int8.fidelity is not None
+
+
+def test_paired_cer_change_and_interval():
+    """The CER change against a reference equals the difference of the two CERs; its
+    interval is zero when both read every line alike and grows with disagreement."""
+    from qvision.tasks.ocr import PairedCer, TextMeter
+
+    truth = ["total price", "north station", "exit 12", "coffee", "the river"]
+    ref = ["total price", "north statin", "exit 12", "coffee", "the river"]
+    model = ["total prise", "north statin", "exit 17", "coffee", "the river"]
+    paired, a, b = PairedCer(), TextMeter(), TextMeter()
+    paired.update(model, ref, truth)
+    a.update(model, truth)
+    b.update(ref, truth)
+    r = paired.result()
+    assert r["drop_points"] == pytest.approx(100 * (a.result()["cer"] - b.result()["cer"]))
+    assert r["drop_ci95_points"] > 0
+    same = PairedCer()
+    same.update(ref, ref, truth)
+    assert same.result() == {"drop_points": 0.0, "drop_ci95_points": 0.0}

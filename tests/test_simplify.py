@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -135,6 +137,24 @@ def test_torchscript_export_is_as_fast_a_graph_as_the_dynamo_one(tmp_path, flat_
         assert "QLinearConv" in ops and "Conv" not in ops and "Pad" not in ops, ops
         kinds.append(ops - {"Transpose", "Reshape", "Flatten"})
     assert kinds[0] == kinds[1]
+
+
+@pytest.mark.parametrize(
+    ("learned", "kwargs"),
+    [
+        ("brecq", {"weights": "int4", "algo_options": {"brecq": {"iters": 5, "views": 1}}}),
+        ("adaround", {"algos": ["adaround"], "algo_options": {"adaround": {"iters": 5}}}),
+    ],
+)
+def test_learned_rounding_runs_on_a_torchscript_export(tmp_path, flat_dir, learned, kwargs):
+    """brecq translates the normalized graph to PyTorch: nothing of the run-time padding
+    subgraph is left for it to refuse."""
+    path = _export(tmp_path, "torchscript", True, False)
+    plan = tmp_path / "plan.json"
+    res = api.quantize(path, tmp_path / "out.onnx", flat_dir, plan_out=plan, **kwargs)
+    assert res.float_nodes == {}
+    saved = json.loads(plan.read_text())
+    assert learned in saved["algorithms"] and saved["weight_rounding"]
 
 
 # -- one pattern at a time ------------------------------------------------------------------

@@ -332,6 +332,13 @@ def quantize_cmd(
     _save_json(result, json_out, [*inputs, output])
 
 
+def _primary(task: str) -> tuple[str, int]:
+    """The task's headline metric and +1 when higher is better (top1), -1 when lower (cer)."""
+    from qvision.tasks.adapters import ADAPTERS
+
+    return ADAPTERS[task].primary if task in ADAPTERS else ("top1", 1)
+
+
 def _agreement_label(task: str) -> str:
     from qvision.tasks.adapters import ADAPTERS
 
@@ -463,8 +470,10 @@ def eval_cmd(
     if res.fidelity:
         f = res.fidelity
         if f.drop_points is not None:
+            metric, sign = _primary(task)  # points lost -> the metric's own change
             table.add_row(
-                "top1 vs reference", f"{-f.drop_points:+.2f}{ci95_text(f.drop_ci95_points)} pts"
+                f"{metric} vs reference",
+                f"{-sign * f.drop_points:+.2f}{ci95_text(f.drop_ci95_points)} pts",
             )
         table.add_row("cosine", f"{f.cosine:.5f}")
         table.add_row("SQNR", "identical" if f.sqnr_db is None else f"{f.sqnr_db:.2f} dB")

@@ -55,9 +55,44 @@ def simplify(model: onnx.ModelProto) -> Counter:
 
 def fill_output_shapes(model: onnx.ModelProto) -> None:
     """Graph outputs declared without a shape (paddle2onnx does this; the checker refuses
-    it) get the inferred one."""
-    if any(not o.type.tensor_type.HasField("shape") for o in model.graph.output):
-        _infer(model)
+    it) get the inferred one: ONNX's shape inference, else ONNX Runtime's (which resolves
+    the computed reshapes of sequence heads), with unknown dims left symbolic."""
+    if all(o.type.tensor_type.HasField("shape") for o in model.graph.output):
+        return
+    _infer(model)
+    missing = [o for o in model.graph.output if not o.type.tensor_type.HasField("shape")]
+    if not missing:
+        return
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    del bare.graph.value_info[:]  # ORT trusts a shapeless value_info over its own inference
+    opts = _session_options()  # its constant folding resolves the computed reshapes
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    try:
+        sess = ort.InferenceSession(
+            bare.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+        )
+    except Exception:  # the model does not load: the checker's message says why
+        return
+    shapes = {o.name: o.shape for o in sess.get_outputs()}
+    for out in missing:
+        if not isinstance(shapes.get(out.name), list):
+            continue
+        shape = out.type.tensor_type.shape
+        for d in shapes[out.name]:
+            dim = shape.dim.add()
+            if isinstance(d, int):
+                dim.dim_value = d
+            elif isinstance(d, str):
+                dim.dim_param = d
+
+
+def _session_options() -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    return opts
 
 
 def _infer(model: onnx.ModelProto) -> None:
@@ -315,13 +350,9 @@ def _run_constant_nodes(
     g.initializer.extend(t for t in model.graph.initializer if t.name in wanted)
     names = sorted(produced)
     g.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in names)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
     try:
         sess = ort.InferenceSession(
-            sub.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+            sub.SerializeToString(), _session_options(), providers=["CPUExecutionProvider"]
         )
         results = sess.run(names, {})
     except Exception:  # an op ORT cannot run standalone: leave the graph as it is

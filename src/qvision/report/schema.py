@@ -40,8 +40,9 @@ class Fidelity(BaseModel):
     cosine: float
     sqnr_db: float | None  # None: outputs identical
     kl_div: float
-    # classification with labels: top-1 points lost against the reference on these images,
-    # and the half-width of its 95 % interval (paired over the same images)
+    # with labels, points of the task's headline metric lost against the reference on these
+    # images (top-1; CER for ocr-rec, where losing means a higher CER) and the half-width of
+    # its 95 % interval (paired over the same images)
     drop_points: float | None = None
     drop_ci95_points: float | None = None
 

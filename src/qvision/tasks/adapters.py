@@ -14,7 +14,7 @@ from qvision.errors import QVisionError
 from qvision.tasks import ocr_det
 from qvision.tasks.classification import FidelityMeter, PairedTopOne, TopKMeter, as_logits
 from qvision.tasks.detection import DecodeSpec, box_agreement, coco_map, decode, to_original
-from qvision.tasks.ocr import TextMeter, alphabet, ctc_greedy
+from qvision.tasks.ocr import PairedCer, TextMeter, alphabet, ctc_greedy
 from qvision.tasks.ocr_det import DbSpec, HmeanMeter, db_boxes
 from qvision.tasks.segmentation import ConfusionMeter, label_maps
 from qvision.tasks.segmentation import to_original as mask_to_original
@@ -112,6 +112,7 @@ class OcrRecognition(_Adapter):
         self.metadata, self.source = metadata, source
         self.table: list[str] | None = None  # from the first output's class count
         self.truth_meter, self.ref_meter = TextMeter(), TextMeter()
+        self.paired = PairedCer()
         self.labelled = True
         self.fid = FidelityMeter()
         self.predictions: list = []
@@ -125,13 +126,17 @@ class OcrRecognition(_Adapter):
         if self.table is None:
             self.table = alphabet(self.metadata, out.shape[-1], self.source)
         texts = ctc_greedy(out, self.table)
-        if all(s.text is not None for s in samples):
-            self.truth_meter.update(texts, [s.text for s in samples])
+        truth = [s.text for s in samples]
+        if all(t is not None for t in truth):
+            self.truth_meter.update(texts, truth)
         else:
             self.labelled = False
         if refs is not None:
-            self.ref_meter.update(texts, ctc_greedy(refs[0], self.table))
+            ref_texts = ctc_greedy(refs[0], self.table)
+            self.ref_meter.update(texts, ref_texts)
             self.fid.update(*_per_step(out, refs[0]))
+            if self.labelled:
+                self.paired.update(texts, ref_texts, truth)
 
     def result(self, with_reference: bool):
         metrics = self.truth_meter.result() if self.labelled and self.truth_meter.n else {}
@@ -140,7 +145,10 @@ class OcrRecognition(_Adapter):
             r = self.ref_meter.result()
             metrics["cer_vs_reference"] = r["cer"]
             agreement = r["exact_match"]
-        return metrics, agreement, (self.fid.result() if with_reference else None)
+        fidelity = self.fid.result() if with_reference else None
+        if fidelity is not None and metrics:
+            fidelity.update(self.paired.result())
+        return metrics, agreement, fidelity
 
 
 class Detection(_Adapter):
