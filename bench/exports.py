@@ -48,7 +48,8 @@ def export(name: str, kind: str, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}-{kind}.onnx"
     net = getattr(torch_models, name.replace("-", "_"))()
-    torch_models.export_file(net, path, exporter, dynamic, external=external)
+    # onnx's default threshold: tensors of 1 KB or more go to the data file
+    torch_models.export_file(net, path, exporter, dynamic, external=1024 if external else None)
     return path
 
 
@@ -165,18 +166,32 @@ def main() -> None:
     target, why = detect()
     out_json = OUT / "exports.json"
     if args.report_only:
-        write_section("exports", markdown(json.loads(out_json.read_text()), target.name, why))
+        write_section("exports", markdown(_load(out_json), target.name, why))
         return
     root = require_imagenet()
-    rows = []
+    # rows of earlier runs stay unless re-measured (a subset re-runs only its exports)
+    done = {(r["model"], r["export"]): r for r in _load(out_json)}
     for name in args.models.split(","):
         for kind in args.exports.split(","):
-            rows.append(run_export(name, kind, root / "calib", root / "eval", args.seconds))
-            ratio, ok = verdict(rows[-1])
+            row = run_export(name, kind, root / "calib", root / "eval", args.seconds)
+            done[(name, kind)] = row
+            ratio, ok = verdict(row)
             print(f"{name} {kind}: qvision/ORT {ratio:.2f}, met {ok}", file=sys.stderr, flush=True)
             OUT.mkdir(parents=True, exist_ok=True)
-            out_json.write_text(json.dumps(rows, indent=1))
-    write_section("exports", markdown(rows, target.name, why))
+            out_json.write_text(json.dumps(_ordered(done), indent=1))
+    write_section("exports", markdown(_ordered(done), target.name, why))
+
+
+def _load(path: Path) -> list[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+
+
+def _ordered(done: dict) -> list[dict]:
+    order = {k: i for i, k in enumerate(EXPORTS)}
+    return sorted(done.values(), key=lambda r: (r["model"], order.get(r["export"], 99)))
 
 
 if __name__ == "__main__":

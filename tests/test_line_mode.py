@@ -101,17 +101,25 @@ def test_collate_pads_each_item_to_the_widest():
 
 
 def test_iter_batches_pads_lines_to_the_batch_width(tmp_path):
+    """Batches of lines go in order of width (as PaddleOCR batches them), each padded to its
+    widest; every sample comes once, with its own tensor."""
     synth_lines(tmp_path / "l", 6, seed=7)
     ds = open_dataset(tmp_path / "l")
-    singles = [b.inputs[0] for b in iter_batches(ds, LINE, 1)]
-    assert len({x.shape[-1] for x in singles}) > 1
-    for start, batch in zip((0, 3), iter_batches(ds, LINE, 3), strict=True):
-        items = singles[start : start + 3]
+    singles = {b.samples[0].path: b.inputs[0] for b in iter_batches(ds, LINE, 1)}
+    assert [b.samples[0].path for b in iter_batches(ds, LINE, 1)] == [s.path for s in ds.samples]
+    assert len({x.shape[-1] for x in singles.values()}) > 1
+    seen, widths = [], []
+    for batch in iter_batches(ds, LINE, 3):
+        items = [singles[s.path] for s in batch.samples]
         width = max(x.shape[-1] for x in items)
         assert batch.inputs.shape == (3, 3, 48, width)
         for x, got in zip(items, batch.inputs, strict=True):
             np.testing.assert_array_equal(got[:, :, : x.shape[-1]], x)
             assert np.all(got[:, :, x.shape[-1] :] == -1.0)
+        seen += [s.path for s in batch.samples]
+        widths += [x.shape[-1] for x in items]
+    assert sorted(seen) == sorted(s.path for s in ds.samples)
+    assert widths == sorted(widths)
 
 
 def _input(height, width) -> ImageInput:

@@ -89,11 +89,12 @@ def export_onnx(model, size: int = 224) -> onnx.ModelProto:
 
 
 def export_file(
-    model, path, exporter: str, dynamic: bool, size: int = 224, external: bool = False
+    model, path, exporter: str, dynamic: bool, size: int = 224, external: int | None = None
 ) -> None:
     """Write ``model`` to ``path`` as users export it: ``exporter`` "torchscript"
-    (``dynamo=False``, opset 17) or "dynamo", fixed or dynamic batch, weights in the file or
-    in external data beside it. No qvision metadata: the export matrix of tests and bench."""
+    (``dynamo=False``, opset 17) or "dynamo", fixed or dynamic batch, weights in the file or,
+    with ``external`` bytes as the threshold (onnx's default is 1024), tensors that large in
+    external data beside it. No qvision metadata: the export matrix of tests and bench."""
     t = _require_torch()
     x = t.zeros(1, 3, size, size)
     names = {"input_names": ["input"], "output_names": ["logits"]}
@@ -117,12 +118,12 @@ def export_file(
             )
         else:
             raise QVisionError(f"unknown exporter '{exporter}'; use torchscript or dynamo")
-    if external:
+    if external is not None:
         onnx.save_model(
             onnx.load(str(path)),
             str(path),
             save_as_external_data=True,
             all_tensors_to_one_file=True,
             location=f"{Path(path).stem}.data",
-            size_threshold=0,
+            size_threshold=external,
         )
