@@ -388,9 +388,9 @@ def fold_pads(model: onnx.ModelProto) -> int:
             k = len(spatial) // 2
             old = list(node_attr(r, "pads", [0] * (2 * k)))
             new = [a + b for a, b in zip(old, spatial, strict=True)]
-            _set_ints(r, "pads", new)
+            _set_attr(r, "pads", new)
             if r.op_type == "AveragePool":
-                _set_int(r, "count_include_pad", 1)
+                _set_attr(r, "count_include_pad", 1)
             r.input[0] = pad.input[0]
         removed.append(pad)
     for pad in removed:
@@ -439,14 +439,7 @@ def _takes_pads(node: onnx.NodeProto, tensor: str) -> bool:
     return False
 
 
-def _set_ints(node: onnx.NodeProto, name: str, values: list[int]) -> None:
-    for a in list(node.attribute):
-        if a.name == name:
-            node.attribute.remove(a)
-    node.attribute.append(onnx.helper.make_attribute(name, values))
-
-
-def _set_int(node: onnx.NodeProto, name: str, value: int) -> None:
+def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
     for a in list(node.attribute):
         if a.name == name:
             node.attribute.remove(a)

@@ -27,6 +27,8 @@ import numpy as np
 import onnx
 from pydantic import BaseModel
 
+from qvision.runtime.inputs import fill_dims
+
 PJ = 1e-12
 MAC_PJ = {"float": 3.7 + 0.9, "int8": 0.2 + 0.1}
 DRAM_PJ_PER_BYTE = 20 * 8
@@ -171,21 +173,15 @@ _TWO_GB = 2**31
 
 
 def _input_dims(model: onnx.ModelProto, hw: tuple[int, int] | None) -> dict[str, list]:
-    """Each graph input's dims, batch 1 and dynamic H/W of an image input from ``hw``
-    (NCHW when axis 1 looks like channels, else NHWC); None where still unknown."""
+    """Each graph input's dims at batch 1, dynamic H/W from ``hw``; None where still unknown."""
     inits = {t.name for t in model.graph.initializer}
     out = {}
     for vi in model.graph.input:
         if vi.name in inits:
             continue
-        dims = [d.dim_value or None for d in vi.type.tensor_type.shape.dim]
-        if dims and dims[0] is None:
-            dims[0] = 1
-        if len(dims) == 4 and hw is not None:
-            h_axis = 2 if dims[1] in (1, 3) else 1
-            for axis, size in zip((h_axis, h_axis + 1), hw, strict=True):
-                dims[axis] = dims[axis] or size
-        out[vi.name] = dims
+        out[vi.name] = fill_dims(
+            [d.dim_value or None for d in vi.type.tensor_type.shape.dim], 1, hw
+        )
     return out
 
 

@@ -20,6 +20,19 @@ _NP = {
 }
 
 
+def fill_dims(dims: list[int | None], batch: int, hw: tuple[int, int] | None) -> list:
+    """An input's dims with the unknown ones filled: the first is the batch; H and W of a
+    4-D input come from ``hw`` (NCHW when axis 1 looks like 1 or 3 channels, else NHWC)."""
+    dims = list(dims)
+    if dims and dims[0] is None:
+        dims[0] = batch
+    if len(dims) == 4 and hw is not None:
+        h_axis = 2 if dims[1] in (1, 3) else 1
+        for axis, size in zip((h_axis, h_axis + 1), hw, strict=True):
+            dims[axis] = dims[axis] or size
+    return dims
+
+
 def random_feeds(
     session: ort.InferenceSession, batch: int, hw: tuple[int, int] | None, path: str, seed: int = 0
 ) -> dict[str, np.ndarray]:
@@ -27,15 +40,9 @@ def random_feeds(
     rng = np.random.default_rng(seed)
     feeds = {}
     for inp in session.get_inputs():
-        dims = [d if isinstance(d, int) and d > 0 else None for d in inp.shape]
-        if dims and dims[0] is None:
-            dims[0] = batch
-        if len(dims) == 4 and hw is not None:
-            # NCHW if the channel axis looks like 1 or 3 at index 1, else NHWC
-            h_axis = 2 if dims[1] in (1, 3) else 1
-            for axis, size in zip((h_axis, h_axis + 1), hw, strict=True):
-                if dims[axis] is None:
-                    dims[axis] = size
+        dims = fill_dims(
+            [d if isinstance(d, int) and d > 0 else None for d in inp.shape], batch, hw
+        )
         if any(d is None for d in dims):
             shown = ["?" if d is None else d for d in dims]
             raise QVisionError(
