@@ -12,6 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from qvision import api
+from qvision.errors import QVisionError
 from qvision.model import load_model
 from qvision.model.graph import node_attr
 from qvision.model.rewrite import prepare_for_quantization
@@ -375,6 +376,59 @@ def test_paddle2onnx_style_model_quantizes_as_given(tmp_path, flat_dir):
     q, f = _run(str(out), x)[0], _run(str(path), x)[0]
     assert q.shape == f.shape
     assert np.corrcoef(q.ravel(), f.ravel())[0, 1] > 0.97  # a broken graph gives ~0
+
+
+def _reshape_by_computed_target(path, computed_from_shape: bool) -> None:
+    """Output declared without a shape, produced by a Reshape whose target ONNX's inference
+    cannot evaluate (a Div); from constants ONNX Runtime folds it, from a dynamic width not."""
+    first = (
+        [helper.make_node("Shape", ["input"], ["s"]), helper.make_node("Gather", ["s", "three"], ["w"], axis=0)]
+        if computed_from_shape
+        else []
+    )  # fmt: skip
+    nodes = [
+        *first,
+        helper.make_node("Div", ["w" if computed_from_shape else "twelve", "four"], ["t"]),
+        helper.make_node("Unsqueeze", ["t"], ["t1"], axes=[0]),
+        helper.make_node("Concat", ["zero", "t1", "minus_one"], ["target"], axis=0),
+        helper.make_node("Reshape", ["input", "target"], ["out"]),
+    ]
+    inits = [
+        _init("three", np.array(3, np.int64)),
+        _init("twelve", np.array(12, np.int64)),
+        _init("four", np.array(4, np.int64)),
+        _init("zero", np.array([0], np.int64)),
+        _init("minus_one", np.array([-1], np.int64)),
+    ]
+    out = onnx.ValueInfoProto()
+    out.name = "out"
+    out.type.tensor_type.elem_type = TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 48, "W"])],
+        [out],
+        inits,
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    m.ir_version = 6
+    onnx.save(m, str(path))
+
+
+def test_output_shape_from_onnx_runtime_when_onnx_cannot_infer_it(tmp_path):
+    path = tmp_path / "m.onnx"
+    _reshape_by_computed_target(path, computed_from_shape=False)
+    loaded = load_model(path)
+    dims = loaded.graph.output[0].type.tensor_type.shape.dim
+    assert [d.dim_value or d.dim_param for d in dims][:2] == ["N", 3] and len(dims) == 3
+    _same_outputs(path, loaded, RNG.standard_normal((2, 3, 48, 40)).astype(np.float32))
+
+
+def test_output_shape_nobody_can_infer_is_a_clear_error(tmp_path):
+    path = tmp_path / "m.onnx"
+    _reshape_by_computed_target(path, computed_from_shape=True)
+    with pytest.raises(QVisionError, match="output 'out' is declared without a shape"):
+        load_model(path)
 
 
 def test_normalize_leaves_no_file_when_the_result_is_invalid(tmp_path):

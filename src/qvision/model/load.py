@@ -174,6 +174,13 @@ def normalize_model(model: onnx.ModelProto, path: str | Path = "<model>") -> onn
     model_copy.CopyFrom(model)
     model = model_copy
     fill_output_shapes(model)
+    shapeless = [o.name for o in model.graph.output if not o.type.tensor_type.HasField("shape")]
+    if shapeless:
+        raise QVisionError(
+            f"output '{shapeless[0]}' is declared without a shape and neither ONNX nor ONNX "
+            "Runtime can infer its rank; declare it in the model",
+            path,
+        )
     _run_checker(model, path)
     opset = default_opset(model)
     if opset < MIN_OPSET:
