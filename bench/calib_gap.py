@@ -21,10 +21,9 @@ import onnx
 
 from qvision import api
 from qvision.algorithms.brecq import POOLING
-from qvision.analysis.sensitivity import OutputError
 from qvision.data import iter_batches
 from qvision.model.rewrite import expose_tensors
-from qvision.qmath import sqnr_db
+from qvision.qmath import OutputError, sqnr_db
 from qvision.runtime.session import make_session
 
 from common import OUT, require_imagenet

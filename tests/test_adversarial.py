@@ -39,7 +39,7 @@ def test_torch_translation_matches_onnx_runtime(tmp_path, flat_dir):
 
 
 def test_attacks_fool_and_the_budget_matters(tmp_path, labelled_dir, flat_dir):
-    from qvision.robustness.adversarial import attack
+    from qvision.eval.robustness.adversarial import attack
 
     src = tiny_classifier(tmp_path / "t.onnx", classes=10, seed=1)
     q = tmp_path / "q.onnx"

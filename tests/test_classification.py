@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from qvision.tasks import FidelityMeter, PairedTopOne, TopKMeter
+from qvision.eval.tasks import FidelityMeter, PairedTopOne, TopKMeter
 
 
 def test_topk_counts():

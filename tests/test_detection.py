@@ -12,8 +12,8 @@ from qvision import api
 from qvision.data.coco import open_detection
 from qvision.data.preprocess import Preprocess
 from qvision.errors import QVisionError
-from qvision.tasks.detection import METADATA_KEY as DET_KEY
-from qvision.tasks.detection import coco_map, nms
+from qvision.eval.tasks.detection import METADATA_KEY as DET_KEY
+from qvision.eval.tasks.detection import coco_map, nms
 
 from conftest import SKIMAGE, constant_model
 

@@ -8,7 +8,7 @@ from qvision import api
 from qvision.data import open_dataset
 from qvision.data.synth_text import synth_lines
 from qvision.errors import QVisionError
-from qvision.tasks.ocr import TextMeter, alphabet, ctc_greedy, edit_distance
+from qvision.eval.tasks.ocr import TextMeter, alphabet, ctc_greedy, edit_distance
 
 from conftest import run_cli
 
@@ -83,7 +83,7 @@ def test_ppocr_recognizer_reads_rendered_lines_fp32_and_int8(tmp_path):
 def test_paired_cer_change_and_interval():
     """The CER change against a reference equals the difference of the two CERs; its
     interval is zero when both read every line alike and grows with disagreement."""
-    from qvision.tasks.ocr import PairedCer, TextMeter
+    from qvision.eval.tasks.ocr import PairedCer, TextMeter
 
     truth = ["total price", "north station", "exit 12", "coffee", "the river"]
     ref = ["total price", "north statin", "exit 12", "coffee", "the river"]

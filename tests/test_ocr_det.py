@@ -14,7 +14,7 @@ from qvision.data.preprocess import Preprocess
 from qvision.data.synth_text import synth_pages
 from qvision.data.text_regions import open_text_regions
 from qvision.errors import QVisionError
-from qvision.tasks.ocr_det import DbSpec, HmeanMeter, components, db_boxes, iou, rect_polygon
+from qvision.eval.tasks.ocr_det import DbSpec, HmeanMeter, components, db_boxes, iou, rect_polygon
 from qvision.zoo.registry import OCR_NORM
 
 from conftest import SKIMAGE, constant_model, run_cli

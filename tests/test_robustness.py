@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from qvision import api
-from qvision.robustness import CORRUPTIONS, corrupt
+from qvision.eval.robustness import CORRUPTIONS, corrupt
 
 from conftest import run_cli
 

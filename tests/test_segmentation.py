@@ -13,7 +13,7 @@ from qvision.data.images import load_mask
 from qvision.data.preprocess import METADATA_KEY, Preprocess
 from qvision.data.segmentation import open_segmentation
 from qvision.errors import QVisionError
-from qvision.tasks.segmentation import ConfusionMeter, label_maps, to_original
+from qvision.eval.tasks.segmentation import ConfusionMeter, label_maps, to_original
 
 from conftest import SKIMAGE
 

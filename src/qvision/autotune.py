@@ -27,6 +27,7 @@ from qvision.analysis.sensitivity import keep_float_sqnr, weight_layers
 from qvision.config import QuantConfig
 from qvision.data import Preprocess, image_folder, iter_batches
 from qvision.errors import QVisionError
+from qvision.eval.tasks.adapters import ADAPTERS, points_lost
 from qvision.fileio import check_output_path
 from qvision.model.graph import GraphView
 from qvision.plan import NodePlan
@@ -36,7 +37,6 @@ from qvision.qmath import QFormat
 from qvision.report.schema import QuantizeResult, TuneResult, TuneTrial, ci95_text
 from qvision.runtime.session import make_session
 from qvision.targets import resolve
-from qvision.tasks.adapters import ADAPTERS, points_lost
 
 SENSITIVITY_IMAGES = 16
 

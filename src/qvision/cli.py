@@ -334,13 +334,13 @@ def quantize_cmd(
 
 def _primary(task: str) -> tuple[str, int]:
     """The task's headline metric and +1 when higher is better (top1), -1 when lower (cer)."""
-    from qvision.tasks.adapters import ADAPTERS
+    from qvision.eval.tasks.adapters import ADAPTERS
 
     return ADAPTERS[task].primary if task in ADAPTERS else ("top1", 1)
 
 
 def _agreement_label(task: str) -> str:
-    from qvision.tasks.adapters import ADAPTERS
+    from qvision.eval.tasks.adapters import ADAPTERS
 
     return ADAPTERS[task].agreement if task in ADAPTERS else "agreement"
 

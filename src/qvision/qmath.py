@@ -160,3 +160,23 @@ def weight_ranges(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarr
 def sqnr_db(signal: float, noise: float) -> float | None:
     """10·log10(signal / noise) in dB; None when there is no noise."""
     return None if noise == 0 else float(10 * np.log10(max(signal, 1e-30) / noise))
+
+
+class OutputError:
+    """Signal and error energy, and the summed per-input cosine, of outputs against their
+    references, accumulated batch by batch."""
+
+    def __init__(self) -> None:
+        self.signal = self.noise = self.cos = 0.0
+        self.n = 0
+
+    def update(self, ref: np.ndarray, got: np.ndarray) -> None:
+        r = ref.reshape(ref.shape[0], -1).astype(np.float64)
+        g = got.reshape(got.shape[0], -1).astype(np.float64)
+        self.signal += float((r * r).sum())
+        self.noise += float(((g - r) ** 2).sum())
+        norms = np.linalg.norm(r, axis=1) * np.linalg.norm(g, axis=1)
+        self.cos += float(
+            np.where(norms > 0, (r * g).sum(axis=1) / np.where(norms > 0, norms, 1), 1).sum()
+        )
+        self.n += r.shape[0]

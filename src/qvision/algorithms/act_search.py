@@ -74,7 +74,7 @@ def _reference(ctx: Context, batches: list[np.ndarray]) -> list[list[np.ndarray]
 
 def _error(sess, name: str, batches: list[np.ndarray], ref: list[list[np.ndarray]]) -> float:
     """Squared error of each output relative to the float output's power, summed over outputs."""
-    from qvision.analysis.sensitivity import OutputError
+    from qvision.qmath import OutputError
 
     errs = [OutputError() for _ in ref[0]]
     for x, want in zip(batches, ref, strict=True):

@@ -18,30 +18,10 @@ from qvision.data import Preprocess, image_folder, iter_batches
 from qvision.model.rewrite import expose_tensors
 from qvision.plan import NodePlan
 from qvision.ptq import Planned, make_plan
-from qvision.qmath import sqnr_db
+from qvision.qmath import OutputError, sqnr_db
 from qvision.report.schema import AnalyzeResult, LayerReport
 from qvision.runtime.session import make_session
 from qvision.writer import write_qdq
-
-
-class OutputError:
-    """Signal and error energy, and the summed per-input cosine, of outputs against their
-    references, accumulated batch by batch."""
-
-    def __init__(self) -> None:
-        self.signal = self.noise = self.cos = 0.0
-        self.n = 0
-
-    def update(self, ref: np.ndarray, got: np.ndarray) -> None:
-        r = ref.reshape(ref.shape[0], -1).astype(np.float64)
-        g = got.reshape(got.shape[0], -1).astype(np.float64)
-        self.signal += float((r * r).sum())
-        self.noise += float(((g - r) ** 2).sum())
-        norms = np.linalg.norm(r, axis=1) * np.linalg.norm(g, axis=1)
-        self.cos += float(
-            np.where(norms > 0, (r * g).sum(axis=1) / np.where(norms > 0, norms, 1), 1).sum()
-        )
-        self.n += r.shape[0]
 
 
 def _batches(images, preprocess: Preprocess, limit: int) -> list[np.ndarray]:

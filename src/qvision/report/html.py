@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qvision.errors import MissingExtraError, QVisionError
+from qvision.eval.tasks.adapters import points_lost
 from qvision.fileio import write_text_atomic
 from qvision.report import charts
 from qvision.report.template import PAGE
-from qvision.tasks.adapters import points_lost
 
 DEFAULT_BUDGET = 1.0  # points, when the run had no --max-drop
 ROBUSTNESS_WARN = 5.0  # points of extra loss under one corruption that the verdict names
@@ -36,7 +36,7 @@ def _pct(v) -> str:
 
 
 def _metric(task: str):
-    from qvision.tasks.adapters import ADAPTERS
+    from qvision.eval.tasks.adapters import ADAPTERS
 
     return ADAPTERS[task].primary if task in ADAPTERS else ("top1", 1)
 

@@ -9,6 +9,8 @@ from qvision.runtime.machine import cpu_info
 from qvision.targets.profiles import TARGETS, Fmt, Target
 
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+# model metadata where the writer records the plan's target, read back by evaluation
+QUANT_METADATA_KEY = "qvision.quantization"
 
 
 def detect() -> tuple[Target, str]:

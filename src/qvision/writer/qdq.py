@@ -22,10 +22,10 @@ from qvision.model.graph import GraphView, node_attr
 from qvision.plan import QuantPlan, QuantSpec
 from qvision.planner import WEIGHT_INPUT
 from qvision.qmath import quantize_bias
+from qvision.targets import QUANT_METADATA_KEY
 from qvision.targets.profiles import TARGETS
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-QUANT_METADATA_KEY = "qvision.quantization"
 
 _ONNX_TYPES = {
     "int8": TensorProto.INT8,

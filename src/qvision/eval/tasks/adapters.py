@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 from qvision.errors import QVisionError
-from qvision.tasks import ocr_det
-from qvision.tasks.classification import FidelityMeter, PairedTopOne, TopKMeter, as_logits
-from qvision.tasks.detection import DecodeSpec, box_agreement, coco_map, decode, to_original
-from qvision.tasks.ocr import PairedCer, TextMeter, alphabet, ctc_greedy
-from qvision.tasks.ocr_det import DbSpec, HmeanMeter, db_boxes
-from qvision.tasks.segmentation import ConfusionMeter, label_maps
-from qvision.tasks.segmentation import to_original as mask_to_original
+from qvision.eval.tasks import ocr_det
+from qvision.eval.tasks.classification import FidelityMeter, PairedTopOne, TopKMeter, as_logits
+from qvision.eval.tasks.detection import DecodeSpec, box_agreement, coco_map, decode, to_original
+from qvision.eval.tasks.ocr import PairedCer, TextMeter, alphabet, ctc_greedy
+from qvision.eval.tasks.ocr_det import DbSpec, HmeanMeter, db_boxes
+from qvision.eval.tasks.segmentation import ConfusionMeter, label_maps
+from qvision.eval.tasks.segmentation import to_original as mask_to_original
 
 
 def _per_step(out: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
 """Task adapters: decode a model's outputs and score them."""
 
-from qvision.tasks.classification import FidelityMeter, PairedTopOne, TopKMeter, as_logits
+from qvision.eval.tasks.classification import FidelityMeter, PairedTopOne, TopKMeter, as_logits
 
 # keys of tasks.adapters.ADAPTERS
 TASKS = ("classification", "detection", "segmentation", "ocr-rec", "ocr-det")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from qvision.errors import QVisionError
-from qvision.robustness.corruptions import CORRUPTIONS, SEVERITIES
+from qvision.eval.robustness.corruptions import CORRUPTIONS, SEVERITIES
 
 
 def corrupt(name: str, severity: int, seed: int = 0):
@@ -39,10 +39,10 @@ def run_corruptions(
 ):
     """Both models on the clean images, then on each corruption and severity, in one pass
     per setting (the same corrupted images for both); INT8 also scored against FP32."""
-    from qvision.api import Runner, environment, metadata, open_task
     from qvision.data import iter_batches
+    from qvision.eval.evaluate import Runner, environment, metadata, open_task
+    from qvision.eval.tasks.adapters import points_lost
     from qvision.report.schema import RobustnessResult, RobustnessRow
-    from qvision.tasks.adapters import points_lost
 
     names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
     unknown = [n for n in names if n not in CORRUPTIONS]
@@ -102,9 +102,9 @@ def run_corruptions(
 
 def _adversarial(fp32, int8, dataset, pre, task, run_f, run_q, images: int):
     from qvision.data import iter_batches
+    from qvision.eval.robustness.adversarial import attack
     from qvision.model import load_model
     from qvision.report.schema import AdversarialRow
-    from qvision.robustness.adversarial import attack
 
     if task != "classification":
         raise QVisionError(f"adversarial attacks are implemented for classification, not {task}")

@@ -1,0 +1,1 @@
+"""Evaluation: task adapters and metrics, the scoring loop, robustness under shifts."""

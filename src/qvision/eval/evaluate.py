@@ -1,0 +1,252 @@
+"""Scoring a model on a task's data: open the model and its preprocessing, run it batch by
+batch (ONNX Runtime or a given runner) beside an optional float reference, and let the
+task's adapter keep the metrics. Used by the API, robustness, autotune and the report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from qvision.data import LoadReport, Preprocess, build_manifest, iter_batches, parse_preprocess
+from qvision.data.preprocess import METADATA_KEY
+from qvision.errors import QVisionError
+from qvision.eval.tasks import TASKS
+from qvision.eval.tasks.adapters import ADAPTERS
+from qvision.fileio import sha256_file
+from qvision.model import image_input, load_model
+from qvision.model.load import ImageInput
+from qvision.report.schema import (
+    DatasetInfo,
+    Environment,
+    EvalResult,
+    Fidelity,
+    Prediction,
+    SkippedFile,
+)
+from qvision.runtime.machine import cpu_info, versions
+from qvision.runtime.session import make_session
+from qvision.targets import QUANT_METADATA_KEY, saturation_warning
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+def environment() -> Environment:
+    return Environment(versions=versions(), cpu=cpu_info())
+
+
+def metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def resolve_preprocess(
+    model: onnx.ModelProto, given: str | dict | Preprocess | None, inp: ImageInput, path: str | Path
+) -> Preprocess:
+    """The explicit setting, else the model's ``qvision.preprocess`` metadata; checked against the input."""
+    if given is not None:
+        pre = parse_preprocess(given)
+    elif METADATA_KEY in metadata(model):
+        pre = parse_preprocess(metadata(model)[METADATA_KEY])
+    else:
+        raise QVisionError(
+            "model carries no preprocessing metadata; pass --preprocess imagenet|tf|FILE", path
+        )
+    # The model decides the layout; the spec only describes pixels.
+    pre = pre.model_copy(update={"layout": inp.layout})
+    if pre.channels != inp.channels:
+        raise QVisionError(
+            f"preprocessing gives {pre.channels} channel(s) but input '{inp.name}' takes {inp.channels}",
+            path,
+        )
+    hw = pre.output_hw()
+    if hw is None and pre.resize_mode == "line":
+        _check_line_input(pre, inp, path)
+        return pre
+    want = (inp.height, inp.width)
+    if hw is not None and any(w is not None and w != h for w, h in zip(want, hw, strict=True)):
+        shown = "x".join("?" if w is None else str(w) for w in want)
+        raise QVisionError(
+            f"preprocessing gives {hw[0]}x{hw[1]} images but input '{inp.name}' takes {shown}", path
+        )
+    if hw is None and None not in want:
+        raise QVisionError(
+            f"preprocessing has no fixed output size; input '{inp.name}' needs {want[0]}x{want[1]} (set crop)",
+            path,
+        )
+    return pre
+
+
+def _check_line_input(pre: Preprocess, inp: ImageInput, path: str | Path) -> None:
+    """``line`` preprocessing fixes the rows only: each line gets its own width."""
+    height = pre.resize[0]
+    if inp.height is not None and inp.height != height:
+        raise QVisionError(
+            f"preprocessing gives lines {height} pixels high but input '{inp.name}' takes {inp.height}",
+            path,
+        )
+    if inp.width is not None:
+        raise QVisionError(
+            f"resize_mode 'line' gives each line its own width but input '{inp.name}' takes "
+            f"a fixed width {inp.width}; use resize_mode 'height' with resize [{height}, {inp.width}]",
+            path,
+        )
+
+
+def open_model(path: str | Path) -> tuple[onnx.ModelProto, ImageInput]:
+    model = load_model(path)
+    return model, image_input(model, path)
+
+
+class Runner:
+    """Runs a session on batches, padding to a fixed batch size when the model demands one."""
+
+    def __init__(self, path: str | Path, inp: ImageInput, threads: int | None):
+        self.session = make_session(path, threads)
+        self.name = inp.name
+        self.fixed_batch = inp.batch
+        self.path = str(path)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        if self.fixed_batch is not None and n != self.fixed_batch:
+            pad = np.zeros((self.fixed_batch - n, *x.shape[1:]), dtype=x.dtype)
+            x = np.concatenate([x, pad])
+        try:
+            outs = self.session.run(None, {self.name: x})
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise QVisionError(f"inference failed: {first}", self.path) from None
+        return [o[:n] for o in outs]
+
+
+def open_task(model, data, task: str, preprocess, limit: int | None):
+    """The model, its input, the preprocessing, the task's adapter class and its dataset."""
+    if task not in TASKS:
+        raise QVisionError(f"unknown task '{task}'; available: {', '.join(TASKS)}")
+    proto, inp = open_model(model)
+    pre = resolve_preprocess(proto, preprocess, inp, model)
+    adapter_cls = ADAPTERS[task]
+    dataset = adapter_cls.open(data)
+    if limit:
+        dataset.samples = dataset.samples[:limit]
+    return proto, inp, pre, adapter_cls, dataset
+
+
+def evaluate(
+    model: str | Path,
+    data: str | Path,
+    task: str = "classification",
+    reference: str | Path | None = None,
+    preprocess: str | dict | Preprocess | None = None,
+    batch_size: int = 32,
+    threads: int | None = None,
+    strict: bool = False,
+    limit: int | None = None,
+    keep_predictions: bool = False,
+    progress: Progress | None = None,
+    decoder: dict | None = None,
+    runner: Callable[[np.ndarray], list[np.ndarray]] | None = None,
+) -> EvalResult:
+    """Score ``model`` on the images in ``data``: task metrics if labelled, fidelity to ``reference``.
+
+    ``runner`` maps an input batch to the model's outputs in place of an ONNX Runtime
+    session (``model`` is still read for its input and metadata): another runtime's
+    compiled model, scored by the same loop."""
+    start = time.perf_counter()
+    proto, inp, pre, adapter_cls, dataset = open_task(model, data, task, preprocess, limit)
+    has_truth = adapter_cls.has_truth(dataset)
+    if not has_truth and reference is None and not keep_predictions:
+        raise QVisionError(
+            f"images have {adapter_cls.truth}; pass --reference FP32.onnx for label-free fidelity",
+            data,
+        )
+    run = runner or Runner(model, inp, threads)
+    ref_run = None
+    if reference is not None:
+        ref_proto, ref_inp = open_model(reference)
+        if (ref_inp.channels, ref_inp.height, ref_inp.width) != (
+            inp.channels,
+            inp.height,
+            inp.width,
+        ):
+            raise QVisionError(
+                "reference model takes a different input shape than the model", reference
+            )
+        ref_run = Runner(reference, ref_inp, threads)
+    batch_size = inp.batch or batch_size
+    names = _json_list(metadata(proto).get("qvision.labels"))
+    adapter = adapter_cls(
+        metadata(proto),
+        names,
+        model,
+        keep_predictions,
+        dataset=dataset,
+        preprocess=pre,
+        decoder=decoder,
+    )
+    load = LoadReport()
+    done = 0
+    for batch in iter_batches(dataset, pre, batch_size, strict=strict, report=load):
+        ref = ref_run(batch.inputs) if ref_run is not None else None
+        adapter.update(run(batch.inputs), batch.samples, ref)
+        done += len(batch.samples)
+        if progress:
+            progress(done + len(load.skipped), len(dataset))
+    if done == 0:
+        raise QVisionError(f"none of the {len(dataset)} images could be read", data)
+    metrics, agreement, fid = adapter.result(ref_run is not None)
+    fidelity = Fidelity(**fid) if fid is not None else None
+    predictions = [
+        Prediction(path=p, top5=top, labels=shown) for p, top, shown in adapter.predictions
+    ]
+    return EvalResult(
+        task=task,
+        model=str(model),
+        model_sha256=sha256_file(model),
+        n=done,
+        metrics=metrics,
+        agreement=agreement,
+        reference=None if reference is None else str(reference),
+        fidelity=fidelity,
+        dataset=DatasetInfo(
+            root=str(dataset.root),
+            files=len(dataset),
+            used=done,
+            skipped=[SkippedFile(path=p, reason=r) for p, r in load.skipped],
+            labelled=has_truth,
+            sha256=build_manifest(dataset).sha256,
+        ),
+        preprocess=pre.model_dump(),
+        batch_size=batch_size,
+        seconds=time.perf_counter() - start,
+        predictions=predictions,
+        warnings=[*_target_warnings(proto), *getattr(adapter, "warnings", [])],
+        env=environment(),
+    )
+
+
+def _target_warnings(proto: onnx.ModelProto) -> list[str]:
+    """A model quantized for another CPU's kernels (from the writer's metadata)."""
+    import json
+
+    try:
+        made = json.loads(metadata(proto).get(QUANT_METADATA_KEY, "{}")).get("target")
+    except (json.JSONDecodeError, AttributeError):
+        return []
+    warning = saturation_warning(made if isinstance(made, str) else None)
+    return [warning] if warning else []
+
+
+def _json_list(text: str | None) -> list[str]:
+    import json
+
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []
