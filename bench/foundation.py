@@ -10,7 +10,7 @@ import sys
 import time
 
 from qvision import api
-from qvision.report import write_json
+from qvision.records import write_json
 from qvision.runtime.machine import cpu_info, versions
 
 from common import OUT, require_imagenet, write_section

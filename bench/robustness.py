@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from qvision import api
-from qvision.report.schema import RobustnessResult
+from qvision.records import RobustnessResult
 
 from common import OUT, require_imagenet, write_section
 

@@ -7,7 +7,7 @@ import pytest
 from qvision import api
 from qvision.data import iter_batches, labelled_folder
 from qvision.errors import QVisionError
-from qvision.report import write_json
+from qvision.records import write_json
 from qvision.targets import TARGETS, detect, saturation_warning
 
 from conftest import TINY_PRE, constant_model, tiny_classifier

@@ -113,8 +113,8 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
 
 
 def test_verdict_and_card_name_a_large_robustness_gap(report_dir):
+    from qvision.records import RobustnessResult, RobustnessRow
     from qvision.report.html import model_card, verdict
-    from qvision.report.schema import RobustnessResult, RobustnessRow
 
     r = inputs_from_json([report_dir / "qe.json"])
     rows = [

@@ -26,7 +26,7 @@ from qvision.eval.evaluate import open_task as open_task
 from qvision.fileio import check_output_path, sha256_file
 from qvision.model import GraphView, load_model, save_model
 from qvision.model.load import default_opset, graph_inputs, model_size
-from qvision.report.schema import (
+from qvision.records import (
     BatchBench,
     BenchResult,
     ModelBench,

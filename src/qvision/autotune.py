@@ -34,7 +34,7 @@ from qvision.plan import NodePlan
 from qvision.planner import is_depthwise, weight_spec
 from qvision.ptq import Planned, finish, make_plan, write_model
 from qvision.qmath import QFormat
-from qvision.report.schema import QuantizeResult, TuneResult, TuneTrial, ci95_text
+from qvision.records import QuantizeResult, TuneResult, TuneTrial, ci95_text
 from qvision.runtime.session import make_session
 from qvision.targets import resolve
 

@@ -37,7 +37,7 @@ def _save_json(result, path: Path | None, inputs: list) -> None:
     if path is None:
         return
     from qvision.fileio import check_output_path
-    from qvision.report.schema import write_json
+    from qvision.records import write_json
 
     check_output_path(path, inputs)
     write_json(result, path)
@@ -200,7 +200,7 @@ def quantize_cmd(
 ):
     """Post-training quantization to a QDQ ONNX model that the target runtime fuses."""
     from qvision import api
-    from qvision.report.schema import ci95_text
+    from qvision.records import ci95_text
 
     inputs = [model, calib, plan]
     _check_json_path(json_out, [*inputs, output])
@@ -267,7 +267,7 @@ def quantize_cmd(
     result = res
     if eval_dir is not None:
         from qvision.data import open_dataset
-        from qvision.report.schema import QuantizeEvalResult
+        from qvision.records import QuantizeEvalResult
 
         # unlabelled images: fidelity to the float model only (the float row is then trivial)
         labelled = open_dataset(eval_dir).labelled
@@ -440,7 +440,7 @@ def eval_cmd(
 ):
     """Accuracy against labels and/or fidelity against a reference model."""
     from qvision import api
-    from qvision.report.schema import ci95_text
+    from qvision.records import ci95_text
 
     _check_json_path(json_out, [model, reference])
     with _progress("evaluating") as cb:

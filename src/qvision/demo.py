@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from qvision import api
-from qvision.report.schema import DemoResult, write_json
+from qvision.records import DemoResult, write_json
 from qvision.zoo.sources import sample_photos
 
 DEMO_MODEL = "efficientnet-lite0"

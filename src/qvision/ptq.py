@@ -9,6 +9,7 @@ from pathlib import Path
 
 import onnx
 
+from qvision import provenance
 from qvision.algorithms import ALGORITHMS, Context, parse_algos, stage
 from qvision.calibrate import HistogramObserver, collect
 from qvision.config import QuantConfig
@@ -22,8 +23,7 @@ from qvision.model.load import model_size
 from qvision.model.rewrite import prepare_for_quantization
 from qvision.plan import QuantPlan
 from qvision.planner import activation_tensors, bounded_inputs, build_plan, decide_nodes
-from qvision.report import provenance
-from qvision.report.schema import QuantizeResult, SkippedFile
+from qvision.records import QuantizeResult, SkippedFile
 from qvision.runtime.session import make_session
 from qvision.targets import Target, resolve
 from qvision.writer import QDQ_OPS, write_qdq

@@ -19,7 +19,7 @@ from qvision.model.rewrite import expose_tensors
 from qvision.plan import NodePlan
 from qvision.ptq import Planned, make_plan
 from qvision.qmath import OutputError, sqnr_db
-from qvision.report.schema import AnalyzeResult, LayerReport
+from qvision.records import AnalyzeResult, LayerReport
 from qvision.runtime.session import make_session
 from qvision.writer import write_qdq
 

@@ -19,7 +19,7 @@ from qvision.eval.tasks.adapters import ADAPTERS
 from qvision.fileio import sha256_file
 from qvision.model import image_input, load_model
 from qvision.model.load import ImageInput
-from qvision.report.schema import (
+from qvision.records import (
     DatasetInfo,
     Environment,
     EvalResult,

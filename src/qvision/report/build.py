@@ -9,8 +9,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from qvision.provenance import read_manifest
 from qvision.report.html import ReportInputs
-from qvision.report.provenance import read_manifest
 
 WORST_LAYERS = 4
 

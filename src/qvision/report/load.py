@@ -8,13 +8,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from qvision.errors import QVisionError
+from qvision.provenance import read_manifest
 from qvision.report.html import ReportInputs
-from qvision.report.provenance import read_manifest
 
 
 def inputs_from_json(paths: list[str | Path], max_drop: float | None = None) -> ReportInputs:
+    from qvision import records as schema
     from qvision.data.checks import DataCheck
-    from qvision.report import schema
 
     r = ReportInputs(max_drop=max_drop)
     for path in paths:

@@ -42,7 +42,7 @@ def run_corruptions(
     from qvision.data import iter_batches
     from qvision.eval.evaluate import Runner, environment, metadata, open_task
     from qvision.eval.tasks.adapters import points_lost
-    from qvision.report.schema import RobustnessResult, RobustnessRow
+    from qvision.records import RobustnessResult, RobustnessRow
 
     names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
     unknown = [n for n in names if n not in CORRUPTIONS]
@@ -104,7 +104,7 @@ def _adversarial(fp32, int8, dataset, pre, task, run_f, run_q, images: int):
     from qvision.data import iter_batches
     from qvision.eval.robustness.adversarial import attack
     from qvision.model import load_model
-    from qvision.report.schema import AdversarialRow
+    from qvision.records import AdversarialRow
 
     if task != "classification":
         raise QVisionError(f"adversarial attacks are implemented for classification, not {task}")
