@@ -22,6 +22,7 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports  # the layers in pyproject.toml (docs/ARCHITECTURE.md)
 
 # The report test screenshots the page in headless Chromium; install Debian's where we can
 # (root with apt), else that one test skips and says why.

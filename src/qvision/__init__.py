@@ -1,8 +1,7 @@
 """qvision: quantize computer-vision ONNX models, with evidence."""
 
 from qvision.errors import QVisionError
-
-__version__ = "0.1.0"
+from qvision.version import __version__
 
 __all__ = [
     "QVisionError",

@@ -44,7 +44,7 @@ def versions() -> dict[str, str]:
     import onnx
     import onnxruntime
 
-    from qvision import __version__
+    from qvision.version import __version__
 
     return {
         "qvision": __version__,
