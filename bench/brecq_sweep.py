@@ -71,7 +71,6 @@ def _job(args) -> dict:
     import torch
 
     from qvision import ptq
-    from qvision.algorithms import ALGORITHMS
     from qvision.algorithms.context import Context
     from qvision.data.datasets import image_folder
 
@@ -90,9 +89,8 @@ def _job(args) -> dict:
         2,
         options={algo: {**opts, "seed": seed}},
     )
-    for step in STEPS[algo]:
-        ctx = ALGORITHMS[step][1](ctx)
-        planned.plan.algorithms.append(step)
+    ctx = ptq.run_algorithms(ctx, STEPS[algo], {})
+    planned.plan.algorithms.extend(STEPS[algo])
     planned.plan.warnings.extend(ctx.log)
     planned.plan.save(out / f"{model.stem}--{name}--{seed}.json")
     return {"model": model.stem, "setting": name, "seed": seed, "s": round(time.time() - t0)}

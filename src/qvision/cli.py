@@ -260,7 +260,7 @@ def quantize_cmd(
         err.print(f"warning: {w}")
     out.print(
         f"wrote {res.output} ({res.size_bytes['output'] / 1e6:.2f} MB, was {res.size_bytes['input'] / 1e6:.2f} MB) "
-        f"in {res.seconds['total']:.1f} s"
+        f"in {res.seconds['total']:.1f} s" + _algorithm_times(res)
     )
     if res.plan:
         out.print(f"plan: {res.plan}")
@@ -337,6 +337,13 @@ def _primary(task: str) -> tuple[str, int]:
     from qvision.eval.tasks.adapters import ADAPTERS
 
     return ADAPTERS[task].primary if task in ADAPTERS else ("top1", 1)
+
+
+def _algorithm_times(res) -> str:
+    """' (adaround 21 s, ...)' for the algorithms that ran, from the result's timings."""
+    phases = {"calibrate", "plan", "write", "total"}
+    spent = [f"{k} {v:.0f} s" for k, v in res.seconds.items() if k not in phases]
+    return f" ({', '.join(spent)})" if spent else ""
 
 
 def _agreement_label(task: str) -> str:

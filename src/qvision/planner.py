@@ -270,7 +270,7 @@ def build_plan(
 
     groups = scale_groups(model, decisions)
     members: dict[str, list[str]] = defaultdict(list)
-    for t in set(tensors) | set(groups.parent):
+    for t in dict.fromkeys([*tensors, *groups.parent]):  # a set would order by hash
         members[groups.find(t)].append(t)
 
     caps = clip_caps(model, decisions, view)

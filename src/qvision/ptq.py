@@ -116,8 +116,7 @@ def make_plan(
         # model-changing algorithms are data-free: redo them so the plan's names and
         # weights refer to the same float model
         ctx = Context(prepared, None, prof, None, preprocess, inp.name, threads, bn_stats=bn_stats)
-        for name in stage(plan.algorithms, "pre"):
-            ctx = ALGORITHMS[name][1](ctx)
+        run_algorithms(ctx, stage(plan.algorithms, "pre"), {})
         return Planned(
             prepared,
             plan,
@@ -147,8 +146,8 @@ def make_plan(
         bn_stats=bn_stats,
         options=dict(config.algo_options),
     )
-    for name in stage(names, "pre"):
-        ctx = ALGORITHMS[name][1](ctx)
+    algo_seconds: dict[str, float] = {}
+    ctx = run_algorithms(ctx, stage(names, "pre"), algo_seconds)
     decisions = decide_nodes(prepared, prof, set(config.keep_float))
     tensors = activation_tensors(prepared, decisions)
     skipped: list[tuple[str, str]] = []
@@ -195,9 +194,8 @@ def make_plan(
     )
     plan.algorithms.extend(stage(names, "pre"))
     ctx.plan = plan
-    for name in stage(names, "post"):
-        ctx = ALGORITHMS[name][1](ctx)
-        plan.algorithms.append(name)
+    ctx = run_algorithms(ctx, stage(names, "post"), algo_seconds)
+    plan.algorithms.extend(stage(names, "post"))
     plan.warnings.extend(ctx.log)
     return Planned(
         prepared,
@@ -211,8 +209,18 @@ def make_plan(
         calibration=(str(dataset.root), len(dataset), build_manifest(dataset).sha256),
         started=started,
         observers=(key, stats),
-        seconds={"calibrate": t1 - t0, "plan": time.perf_counter() - t1},
+        seconds={"calibrate": t1 - t0, "plan": time.perf_counter() - t1, **algo_seconds},
     )
+
+
+def run_algorithms(ctx: Context, names: list[str], seconds: dict[str, float]) -> Context:
+    """Run ``names`` in order; each one's wall time goes into ``seconds`` under its name
+    (results, not the plan: the plan of a run is the same bytes every time)."""
+    for name in names:
+        t0 = time.perf_counter()
+        ctx = ALGORITHMS[name][1](ctx)
+        seconds[name] = time.perf_counter() - t0
+    return ctx
 
 
 def write_model(planned: Planned, threads: int | None = None) -> bytes:

@@ -14,8 +14,6 @@ fold stays exact.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from qvision.algorithms.context import Context
@@ -85,7 +83,6 @@ def _error(sess, name: str, batches: list[np.ndarray], ref: list[list[np.ndarray
 
 def apply(ctx: Context) -> Context:
     """``ctx.options['act-search']`` may set images (64) and sweeps (1)."""
-    t0 = time.perf_counter()
     opts = ctx.options.get("act-search", {})
     unknown = set(opts) - {"images", "sweeps"}
     if unknown:
@@ -145,6 +142,6 @@ def apply(ctx: Context) -> Context:
         f"act-search: {len(moved)}/{len(members)} activation grids moved ({narrower} narrower), "
         f"output error x{best / max(start, 1e-30):.2f} on {sum(len(b) for b in batches)} "
         f"calibration images; {trials} trials "
-        f"({'deployed kernels' if deployed else 'reference arithmetic'}), {time.perf_counter() - t0:.0f} s"
+        f"({'deployed kernels' if deployed else 'reference arithmetic'})"
     )
     return ctx

@@ -12,8 +12,6 @@ per layer; time by an iteration cap. The learned choices go into the plan
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import onnx
 
@@ -247,7 +245,6 @@ def apply(
 ) -> Context:
     """``ctx.options['adaround']`` may set iters, rows, lr, seed, device (auto, cpu, cuda)
     and blend (mixes of each calibration image with another, sampled beside the images)."""
-    t0 = time.perf_counter()
     opts = ctx.options.get("adaround", {})
     unknown = set(opts) - {"iters", "rows", "seed", "device", "blend", "lr"}
     if unknown:
@@ -309,7 +306,6 @@ def apply(
         f"adaround: {improved}/{len(layers)} layers improved, reconstruction error x{np.mean(ratio) if ratio else 1:.2f} "
         f"of nearest rounding on average, {100 * undecided / max(1, weights):.1f} % of roundings "
         f"undecided when fitting stopped; {iters} iterations, {rows} rows from "
-        f"{images} images, {device}, "
-        f"{time.perf_counter() - t0:.0f} s"
+        f"{images} images, {device}"
     )
     return ctx

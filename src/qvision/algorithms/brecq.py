@@ -19,7 +19,6 @@ AdaRound's do, so the writer emits them unchanged.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -371,7 +370,6 @@ def apply(ctx: Context) -> Context:
     """``ctx.options["brecq"]`` may set any of OPTIONS (``--algo-option brecq.KEY=VALUE``)."""
     torch = _torch()
     opts = _options(ctx)
-    t0 = time.perf_counter()
     torch.manual_seed(opts["seed"])
     plan = ctx.plan
     graph, blocks = split(ctx, opts["min_layers"])
@@ -459,7 +457,7 @@ def apply(ctx: Context) -> Context:
         f"{np.mean(ratios) if ratios else 1:.2f} of the rounding before, on average); "
         f"{100 * undecided / max(weights, 1):.1f} % of roundings undecided when fitting "
         f"stopped, {flips} flipped by repair; {opts['iters']} iterations, batch "
-        f"{opts['batch']}, {len(x)} images on {dev}, {time.perf_counter() - t0:.0f} s"
+        f"{opts['batch']}, {len(x)} images on {dev}"
     )
     return ctx
 
