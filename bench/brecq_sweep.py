@@ -45,7 +45,7 @@ PIPELINE = {a: ",".join([BASE[a], *STEPS[a]]) for a in BASE}
 
 
 def _config(target: str, algo: str, weights: str):
-    from qvision.config import QuantConfig
+    from qvision.quant.config import QuantConfig
 
     return QuantConfig(weights=weights, algos=BASE[algo], target=target)
 
@@ -59,10 +59,10 @@ def _preprocess(model: Path):
 
 def _base(args) -> None:
     model, calib, out, target, algo, weights = args
-    from qvision import ptq
+    from qvision.quant import pipeline
 
     config = _config(target, algo, weights)
-    planned = ptq.make_plan(model, calib, _preprocess(model), config, threads=8)
+    planned = pipeline.make_plan(model, calib, _preprocess(model), config, threads=8)
     planned.plan.save(out / f"base-{model.stem}.json")
 
 
@@ -70,15 +70,15 @@ def _job(args) -> dict:
     model, calib, out, target, algo, weights, name, opts, seed = args
     import torch
 
-    from qvision import ptq
-    from qvision.algorithms.context import Context
     from qvision.data.datasets import image_folder
+    from qvision.quant import pipeline
+    from qvision.quant.algorithms.context import Context
 
     torch.set_num_threads(2)
     t0 = time.time()
     pre = _preprocess(model)
     base = out / f"base-{model.stem}.json"
-    planned = ptq.make_plan(model, None, pre, _config(target, algo, weights), plan_in=base)
+    planned = pipeline.make_plan(model, None, pre, _config(target, algo, weights), plan_in=base)
     ctx = Context(
         planned.prepared,
         planned.plan,
@@ -89,7 +89,7 @@ def _job(args) -> dict:
         2,
         options={algo: {**opts, "seed": seed}},
     )
-    ctx = ptq.run_algorithms(ctx, STEPS[algo], {})
+    ctx = pipeline.run_algorithms(ctx, STEPS[algo], {})
     planned.plan.algorithms.extend(STEPS[algo])
     planned.plan.warnings.extend(ctx.log)
     planned.plan.save(out / f"{model.stem}--{name}--{seed}.json")

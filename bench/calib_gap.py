@@ -20,10 +20,10 @@ import numpy as np
 import onnx
 
 from qvision import api
-from qvision.algorithms.brecq import POOLING
 from qvision.data import iter_batches
 from qvision.model.rewrite import expose_tensors
 from qvision.qmath import OutputError, sqnr_db
+from qvision.quant.algorithms.brecq import POOLING
 from qvision.runtime.session import make_session
 
 from common import OUT, require_imagenet

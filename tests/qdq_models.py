@@ -142,10 +142,10 @@ def lcnet_block(seed: int = 2, spelled: bool = True) -> onnx.ModelProto:
 
 def plan_context(model, flat_dir, weight_bits):
     """An algorithm Context over a min-max plan with ``weight_bits`` weights (VNNI grids)."""
-    from qvision.algorithms import Context
-    from qvision.calibrate import collect
     from qvision.data import image_folder
-    from qvision.planner import activation_tensors, build_plan, decide_nodes
+    from qvision.quant.algorithms import Context
+    from qvision.quant.calibrate import collect
+    from qvision.quant.planner import activation_tensors, build_plan, decide_nodes
     from qvision.targets import TARGETS
 
     target = TARGETS["ort-cpu-vnni"].model_copy(deep=True)

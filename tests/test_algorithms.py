@@ -6,14 +6,14 @@ import onnxruntime as ort
 import pytest
 
 from qvision import api
-from qvision.algorithms import bias_correction, parse_algos
-from qvision.algorithms.weight_ranges import mse_ranges
 from qvision.data import image_folder, iter_batches
 from qvision.errors import QVisionError
 from qvision.model.graph import GraphView
 from qvision.model.rewrite import prepare_for_quantization
 from qvision.qmath import QFormat, fake_quantize, qparams, weight_ranges
-from qvision.writer import write_qdq
+from qvision.quant.algorithms import bias_correction, parse_algos
+from qvision.quant.algorithms.weight_ranges import mse_ranges
+from qvision.quant.writer import write_qdq
 
 from conftest import tiny_classifier
 from qdq_models import PRE16, mobile_block, plan_context
@@ -77,7 +77,7 @@ def test_algos_through_the_api(tmp_path, flat_dir):
         plan_out=tmp_path / "p.json",
     )
     assert any(w.startswith("bias-correction") for w in res.warnings)
-    from qvision.plan import QuantPlan
+    from qvision.quant.plan import QuantPlan
 
     plan = QuantPlan.load(tmp_path / "p.json")
     assert plan.algorithms == ["weight-mse", "bias-correction"] and plan.biases
@@ -89,8 +89,8 @@ def test_algos_through_the_api(tmp_path, flat_dir):
 
 
 def test_act_search_moves_activation_grids_for_the_output_error(flat_dir):
-    from qvision.algorithms import act_search
-    from qvision.planner import clip_caps, fit_under
+    from qvision.quant.algorithms import act_search
+    from qvision.quant.planner import clip_caps, fit_under
 
     model = prepare_for_quantization(mobile_block())
     ctx = plan_context(model, flat_dir, weight_bits=8)
@@ -129,7 +129,7 @@ def test_act_search_moves_activation_grids_for_the_output_error(flat_dir):
 
 
 def test_adaround_beats_nearest_rounding_at_4_bits(flat_dir):
-    from qvision.algorithms import adaround
+    from qvision.quant.algorithms import adaround
 
     model = prepare_for_quantization(mobile_block())
     x = next(iter_batches(image_folder(flat_dir), PRE16, batch_size=4)).inputs
@@ -171,7 +171,7 @@ def test_adaround_beats_nearest_rounding_at_4_bits(flat_dir):
 
 def test_soft_rounding_starts_at_the_float_weight_and_anneals():
     torch = pytest.importorskip("torch")
-    from qvision.algorithms import soft_rounding as sr
+    from qvision.quant.algorithms import soft_rounding as sr
 
     rest = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0])
     h = sr.rectified(torch, sr.start_logits(torch, rest))
@@ -189,7 +189,7 @@ def test_soft_rounding_starts_at_the_float_weight_and_anneals():
 
 
 def test_brecq_blocks_follow_the_graph(tmp_path, flat_dir):
-    from qvision.algorithms import brecq
+    from qvision.quant.algorithms import brecq
 
     model = prepare_for_quantization(mobile_block())
     ctx = plan_context(model, flat_dir, weight_bits=4)
@@ -220,7 +220,7 @@ def _mobile_4bit(flat_dir):
 
 
 def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir, monkeypatch):
-    from qvision.algorithms import brecq
+    from qvision.quant.algorithms import brecq
 
     model, x, ref, nearest, ctx = _mobile_4bit(flat_dir)
     ctx.options = {"brecq": {"iters": 200, "batch": 4, "crop": 8}}
@@ -280,7 +280,7 @@ def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir, monkeypatch):
 
 
 def test_brecq_blends_mix_each_input_with_another():
-    from qvision.algorithms import brecq
+    from qvision.quant.algorithms import brecq
 
     # input i is 1 in channel i only, so a blend's channels name its two photos and weights
     x = np.eye(6, dtype=np.float32)[:, :, None, None] * np.ones((6, 6, 4, 4), np.float32)
@@ -301,7 +301,7 @@ def test_brecq_blends_mix_each_input_with_another():
 def test_brecq_views_are_crops_of_the_photo_itself():
     from PIL import Image
 
-    from qvision.algorithms import brecq
+    from qvision.quant.algorithms import brecq
 
     pixels = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
     photo = Image.fromarray(pixels)
@@ -331,7 +331,7 @@ def test_brecq_views_are_crops_of_the_photo_itself():
 
 
 def test_brecq_learns_activation_step_sizes_within_their_limits(flat_dir):
-    from qvision.algorithms import brecq
+    from qvision.quant.algorithms import brecq
 
     model, x, ref, nearest, ctx = _mobile_4bit(flat_dir)
     ctx.options = {"brecq": {"iters": 200, "batch": 4, "crop": 8, "act": "true"}}
@@ -349,7 +349,7 @@ def test_brecq_learns_activation_step_sizes_within_their_limits(flat_dir):
 
 
 def test_brecq_repair_flips_undecided_roundings_only_when_they_help(flat_dir):
-    from qvision.algorithms import brecq
+    from qvision.quant.algorithms import brecq
 
     torch = pytest.importorskip("torch")
     model = prepare_for_quantization(mobile_block())
@@ -377,7 +377,7 @@ def test_brecq_repair_flips_undecided_roundings_only_when_they_help(flat_dir):
 
 
 def test_brecq_mixes_float_and_quantized_block_inputs(flat_dir):
-    from qvision.algorithms import brecq
+    from qvision.quant.algorithms import brecq
 
     torch = pytest.importorskip("torch")
     xq, xf = torch.zeros(4, 8, 16, 16), torch.ones(4, 8, 16, 16)
@@ -397,7 +397,7 @@ def test_brecq_mixes_float_and_quantized_block_inputs(flat_dir):
 
 
 def test_default_pipeline_adds_block_reconstruction_for_4_bit_weights():
-    from qvision.ptq import default_algos
+    from qvision.quant.pipeline import default_algos
     from qvision.targets import TARGETS
 
     avx2 = TARGETS["ort-cpu-avx2"]
@@ -413,8 +413,8 @@ def test_default_pipeline_adds_block_reconstruction_for_4_bit_weights():
 
 def test_torch_algorithms_refuse_a_device_they_cannot_use(flat_dir):
     torch = pytest.importorskip("torch")
-    from qvision.algorithms import adaround, brecq
     from qvision.model.torch_graph import torch_device
+    from qvision.quant.algorithms import adaround, brecq
 
     assert torch_device(torch, None, "x") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert torch_device(torch, "CPU", "x") == "cpu"

@@ -11,7 +11,7 @@ import pytest
 from qvision import api
 from qvision.data import image_folder, iter_batches
 from qvision.data.preprocess import METADATA_KEY, Preprocess
-from qvision.plan import QuantPlan
+from qvision.quant.plan import QuantPlan
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")

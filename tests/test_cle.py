@@ -6,9 +6,9 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from qvision import api
-from qvision.algorithms import bias_correction, cle, parse_algos
 from qvision.data import image_folder, iter_batches
 from qvision.model.rewrite import prepare_for_quantization
+from qvision.quant.algorithms import bias_correction, cle, parse_algos
 
 from qdq_models import PRE16, _model, plan_context
 
@@ -135,7 +135,7 @@ def test_analytical_bias_correction_reduces_mean_output_error(flat_dir):
     ref = _run(model, x)
 
     def mean_error(ctx):
-        from qvision.writer import write_qdq
+        from qvision.quant.writer import write_qdq
 
         got = _run(write_qdq(ctx.model, ctx.plan), x)
         return np.abs((got - ref).mean(axis=(0, 2, 3))).mean()

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from qvision.calibrate import HistogramObserver, MinMaxObserver, make_observer
-from qvision.calibrate.observers import NonFiniteError
 from qvision.qmath import QFormat, fake_quantize, qparams
+from qvision.quant.calibrate import HistogramObserver, MinMaxObserver, make_observer
+from qvision.quant.calibrate.observers import NonFiniteError
 
 U8 = QFormat("uint8", 8, symmetric=False)
 
@@ -63,7 +63,7 @@ def test_unknown_method():
 
 
 def test_mean_minmax_averages_per_batch_extremes_and_any_method_reads_histograms():
-    from qvision.calibrate.observers import HistogramObserver, MinMaxObserver
+    from qvision.quant.calibrate.observers import HistogramObserver, MinMaxObserver
 
     o = MinMaxObserver("mean-minmax")
     for lo, hi in [(-1.0, 2.0), (-3.0, 4.0), (0.0, 100.0)]:

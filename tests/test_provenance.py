@@ -5,7 +5,7 @@ import json
 
 from qvision import api
 from qvision.data import build_manifest, image_folder
-from qvision.plan import QuantPlan
+from qvision.quant.plan import QuantPlan
 
 
 def _sha(path):

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from qvision import api
 from qvision.data import PRESETS, image_folder, iter_batches
 from qvision.errors import QVisionError
-from qvision.plan import QuantPlan
 from qvision.qmath import dequantize, fake_quantize, quantize_bias
+from qvision.quant.plan import QuantPlan
 from qvision.targets import TARGETS, detect
 
 from conftest import run_cli

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from qvision.config import QuantConfig
 from qvision.data import (
     Preprocess,
     build_manifest,
@@ -26,6 +25,7 @@ from qvision.eval.evaluate import open_task as open_task
 from qvision.fileio import check_output_path, sha256_file
 from qvision.model import GraphView, load_model, save_model
 from qvision.model.load import default_opset, graph_inputs, model_size
+from qvision.quant.config import QuantConfig
 from qvision.records import (
     BatchBench,
     BenchResult,
@@ -210,10 +210,10 @@ def quantize(
     """Post-training quantization to a QDQ ONNX model for ``target`` ('auto' picks from the CPU).
 
     With ``max_drop`` (points) and labelled ``tune_data``, autotune searches the fastest
-    configuration within that metric drop (see qvision.autotune); the result's ``tuning``
+    configuration within that metric drop (see qvision.quant.autotune); the result's ``tuning``
     lists every trial.
     """
-    from qvision import ptq
+    from qvision.quant import pipeline
 
     proto, inp = open_model(model)
     pre = resolve_preprocess(proto, preprocess, inp, model)
@@ -230,7 +230,7 @@ def quantize(
         strict=strict,
     )
     if max_drop is not None:
-        from qvision import autotune
+        from qvision.quant import autotune
 
         if tune_data is None:
             raise QVisionError(
@@ -257,7 +257,7 @@ def quantize(
             environment=environment(),
             proto=proto,
         )
-    return ptq.run(
+    return pipeline.run(
         model,
         output,
         calib,
@@ -286,7 +286,7 @@ def analyze(
     progress: Progress | None = None,
 ):
     """Per-layer error of the plan for ``model`` and a ranking of the most sensitive layers."""
-    from qvision.analysis import analyze as run_analysis
+    from qvision.quant.analysis import analyze as run_analysis
 
     proto, inp = open_model(model)
     pre = resolve_preprocess(proto, preprocess, inp, model)

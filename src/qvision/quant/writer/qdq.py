@@ -19,9 +19,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qvision.errors import QVisionError
 from qvision.model.graph import GraphView, node_attr
-from qvision.plan import QuantPlan, QuantSpec
-from qvision.planner import WEIGHT_INPUT
 from qvision.qmath import quantize_bias
+from qvision.quant.plan import QuantPlan, QuantSpec
+from qvision.quant.planner import WEIGHT_INPUT
 from qvision.targets import QUANT_METADATA_KEY
 from qvision.targets.profiles import TARGETS
 

@@ -1,5 +1,5 @@
 """Plan + model -> QDQ ONNX. The only code that emits QuantizeLinear/DequantizeLinear."""
 
-from qvision.writer.qdq import QDQ_OPS, write_qdq
+from qvision.quant.writer.qdq import QDQ_OPS, write_qdq
 
 __all__ = ["QDQ_OPS", "write_qdq"]

@@ -13,10 +13,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from qvision.calibrate.observers import MinMaxObserver, NonFiniteError, make_observer
 from qvision.data import Dataset, LoadReport, Preprocess, iter_batches
 from qvision.errors import QVisionError
 from qvision.model.rewrite import expose_tensors
+from qvision.quant.calibrate.observers import MinMaxObserver, NonFiniteError, make_observer
 from qvision.runtime.session import make_session
 
 Progress = Callable[[int, int], None]

@@ -12,12 +12,12 @@ import math
 import numpy as np
 from onnx import numpy_helper
 
-from qvision.algorithms.context import Context
-from qvision.calibrate import collect
-from qvision.calibrate.observers import ChannelMeanObserver
 from qvision.model.graph import GraphView
-from qvision.planner import WEIGHT_INPUT, node_attr
 from qvision.qmath import dequantize
+from qvision.quant.algorithms.context import Context
+from qvision.quant.calibrate import collect
+from qvision.quant.calibrate.observers import ChannelMeanObserver
+from qvision.quant.planner import WEIGHT_INPUT, node_attr
 
 
 def _shift(node, kind: str, dw: np.ndarray, mean: np.ndarray) -> np.ndarray | None:
@@ -116,7 +116,7 @@ def expected_input(
 def apply_analytical(ctx: Context) -> Context:
     """Data-free bias correction: E[x] from the BatchNorm statistics of the layer before,
     assuming its pre-activations are Gaussian (DFQ sec. 4.2.2)."""
-    from qvision.algorithms.cle import _clip_max
+    from qvision.quant.algorithms.cle import _clip_max
 
     view = GraphView(ctx.model)
     inits = {t.name: t for t in ctx.model.graph.initializer}

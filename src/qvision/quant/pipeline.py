@@ -10,9 +10,6 @@ from pathlib import Path
 import onnx
 
 from qvision import provenance
-from qvision.algorithms import ALGORITHMS, Context, parse_algos, stage
-from qvision.calibrate import HistogramObserver, collect
-from qvision.config import QuantConfig
 from qvision.data import Preprocess, open_dataset
 from qvision.data.datasets import image_folder
 from qvision.data.manifest import build_manifest
@@ -21,12 +18,15 @@ from qvision.fileio import atomic_path, check_output_path, sha256_file
 from qvision.model import image_input, load_model
 from qvision.model.load import model_size
 from qvision.model.rewrite import prepare_for_quantization
-from qvision.plan import QuantPlan
-from qvision.planner import activation_tensors, bounded_inputs, build_plan, decide_nodes
+from qvision.quant.algorithms import ALGORITHMS, Context, parse_algos, stage
+from qvision.quant.calibrate import HistogramObserver, collect
+from qvision.quant.config import QuantConfig
+from qvision.quant.plan import QuantPlan
+from qvision.quant.planner import activation_tensors, bounded_inputs, build_plan, decide_nodes
+from qvision.quant.writer import QDQ_OPS, write_qdq
 from qvision.records import QuantizeResult, SkippedFile
 from qvision.runtime.session import make_session
 from qvision.targets import Target, resolve
-from qvision.writer import QDQ_OPS, write_qdq
 
 # --weights: cap on weight bits, and the tensor type that stores them. "int4" keeps 4-bit
 # values in INT8 tensors (range -8..7), so every INT8 runtime fuses and runs them;

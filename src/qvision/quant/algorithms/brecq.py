@@ -24,17 +24,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from qvision.algorithms import soft_rounding as sr
-from qvision.algorithms.context import Context
 from qvision.data import iter_batches
 from qvision.data.preprocess import concat_padded
 from qvision.errors import QVisionError
 from qvision.model.graph import GraphView, node_attr
 from qvision.model.torch_graph import OnnxTorch, _torch, torch_device
-from qvision.plan import QuantSpec, pack_bits
-from qvision.planner import WEIGHT_INPUT, clip_caps, fit_under, scale_groups
-from qvision.writer import QDQ_OPS, write_qdq
-from qvision.writer.qdq import BIAS_INPUT
+from qvision.quant.algorithms import soft_rounding as sr
+from qvision.quant.algorithms.context import Context
+from qvision.quant.plan import QuantSpec, pack_bits
+from qvision.quant.planner import WEIGHT_INPUT, clip_caps, fit_under, scale_groups
+from qvision.quant.writer import QDQ_OPS, write_qdq
+from qvision.quant.writer.qdq import BIAS_INPUT
 
 MIN_LAYERS = 3
 ITERS = 300

@@ -9,54 +9,54 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from qvision.algorithms.context import Context
 from qvision.errors import QVisionError
+from qvision.quant.algorithms.context import Context
 
 
 def _bias_correction(ctx: Context) -> Context:
-    from qvision.algorithms import bias_correction
+    from qvision.quant.algorithms import bias_correction
 
     return bias_correction.apply(ctx)
 
 
 def _weight_mse(ctx: Context) -> Context:
-    from qvision.algorithms import weight_ranges
+    from qvision.quant.algorithms import weight_ranges
 
     return weight_ranges.apply(ctx)
 
 
 def _cle(ctx: Context) -> Context:
-    from qvision.algorithms import cle
+    from qvision.quant.algorithms import cle
 
     return cle.apply(ctx)
 
 
 def _cle_relu(ctx: Context) -> Context:
-    from qvision.algorithms import cle
+    from qvision.quant.algorithms import cle
 
     return cle.apply(ctx, relax_relu6=True)
 
 
 def _bias_correction_analytical(ctx: Context) -> Context:
-    from qvision.algorithms import bias_correction
+    from qvision.quant.algorithms import bias_correction
 
     return bias_correction.apply_analytical(ctx)
 
 
 def _adaround(ctx: Context) -> Context:
-    from qvision.algorithms import adaround
+    from qvision.quant.algorithms import adaround
 
     return adaround.apply(ctx)
 
 
 def _act_search(ctx: Context) -> Context:
-    from qvision.algorithms import act_search
+    from qvision.quant.algorithms import act_search
 
     return act_search.apply(ctx)
 
 
 def _brecq(ctx: Context) -> Context:
-    from qvision.algorithms import brecq
+    from qvision.quant.algorithms import brecq
 
     return brecq.apply(ctx)
 

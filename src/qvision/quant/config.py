@@ -1,6 +1,6 @@
 """QuantConfig: the knobs of one quantization run, passed as one value through the pipeline.
 
-api.quantize, ptq.make_plan, analysis and autotune take this one object instead of
+api.quantize, pipeline.make_plan, analysis and autotune take this one object instead of
 repeating a dozen parameters; autotune's trials are variations of it (dataclasses.replace).
 """
 

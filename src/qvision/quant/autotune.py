@@ -23,17 +23,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from qvision.analysis.sensitivity import keep_float_sqnr, weight_layers
-from qvision.config import QuantConfig
 from qvision.data import Preprocess, image_folder, iter_batches
 from qvision.errors import QVisionError
 from qvision.eval.tasks.adapters import ADAPTERS, points_lost
 from qvision.fileio import check_output_path
 from qvision.model.graph import GraphView
-from qvision.plan import NodePlan
-from qvision.planner import is_depthwise, weight_spec
-from qvision.ptq import Planned, finish, make_plan, write_model
 from qvision.qmath import QFormat
+from qvision.quant.analysis.sensitivity import keep_float_sqnr, weight_layers
+from qvision.quant.config import QuantConfig
+from qvision.quant.pipeline import Planned, finish, make_plan, write_model
+from qvision.quant.plan import NodePlan
+from qvision.quant.planner import is_depthwise, weight_spec
 from qvision.records import QuantizeResult, TuneResult, TuneTrial, ci95_text
 from qvision.runtime.session import make_session
 from qvision.targets import resolve

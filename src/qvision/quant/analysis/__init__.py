@@ -1,5 +1,5 @@
 """Where quantization error comes from: per-layer error and sensitivity ranking."""
 
-from qvision.analysis.sensitivity import analyze
+from qvision.quant.analysis.sensitivity import analyze
 
 __all__ = ["analyze"]

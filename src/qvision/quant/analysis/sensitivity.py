@@ -13,15 +13,15 @@ import time
 
 import numpy as np
 
-from qvision.config import QuantConfig
 from qvision.data import Preprocess, image_folder, iter_batches
 from qvision.model.rewrite import expose_tensors
-from qvision.plan import NodePlan
-from qvision.ptq import Planned, make_plan
 from qvision.qmath import OutputError, sqnr_db
+from qvision.quant.config import QuantConfig
+from qvision.quant.pipeline import Planned, make_plan
+from qvision.quant.plan import NodePlan
+from qvision.quant.writer import write_qdq
 from qvision.records import AnalyzeResult, LayerReport
 from qvision.runtime.session import make_session
-from qvision.writer import write_qdq
 
 
 def _batches(images, preprocess: Preprocess, limit: int) -> list[np.ndarray]:

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from qvision.data import Dataset, Preprocess
-from qvision.plan import QuantPlan
+from qvision.quant.plan import QuantPlan
 from qvision.targets import Target
 
 

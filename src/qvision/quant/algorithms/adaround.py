@@ -15,19 +15,19 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from qvision.algorithms import soft_rounding as sr
-from qvision.algorithms.context import Context
 from qvision.data import iter_batches
 from qvision.data.preprocess import concat_padded
 from qvision.errors import MissingExtraError, QVisionError
 from qvision.model.graph import GraphView, clip_bounds
 from qvision.model.rewrite import expose_tensors
 from qvision.model.torch_graph import torch_device
-from qvision.plan import pack_bits
-from qvision.planner import node_attr
 from qvision.qmath import fake_quantize
+from qvision.quant.algorithms import soft_rounding as sr
+from qvision.quant.algorithms.context import Context
+from qvision.quant.plan import pack_bits
+from qvision.quant.planner import node_attr
+from qvision.quant.writer import write_qdq
 from qvision.runtime.session import make_session
-from qvision.writer import write_qdq
 
 # sampled rows (patches) per layer; a depthwise row holds every channel, so it takes a quarter.
 # 2048 rows lost 1.3 top-1 against these on MobileNetV2 W4A8: a 1x1 layer's rounding (up to
@@ -99,7 +99,7 @@ def _patches(torch, layer: _Layer, x: np.ndarray) -> np.ndarray:
 
 def _inputs(ctx: Context, blends: int, seed: int):
     """The calibration images, one at a time, then ``blends`` mixes of each with another."""
-    from qvision.algorithms.brecq import blend
+    from qvision.quant.algorithms.brecq import blend
 
     photos = []
     for batch in iter_batches(ctx.dataset, ctx.preprocess, batch_size=1):

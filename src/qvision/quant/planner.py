@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 
 from qvision.model.graph import GraphView, clip_bounds, node_attr
-from qvision.plan import NodePlan, QuantPlan, QuantSpec
 from qvision.qmath import QFormat, qparams, weight_ranges
+from qvision.quant.plan import NodePlan, QuantPlan, QuantSpec
 from qvision.targets import Target
 
 # Which inputs of each handler kind are activations that need a Q/DQ pair.

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from qvision.algorithms.context import Context
 from qvision.model.graph import GraphView
-from qvision.plan import QuantSpec
 from qvision.qmath import QFormat, fake_quantize, qparams, weight_ranges
+from qvision.quant.algorithms.context import Context
+from qvision.quant.plan import QuantSpec
 
 RATIOS = np.linspace(0.5, 1.0, 51)
 

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from qvision.algorithms.context import Context
 from qvision.data import iter_batches
 from qvision.data.preprocess import concat_padded
 from qvision.errors import QVisionError
 from qvision.model.graph import GraphView
-from qvision.plan import QuantSpec
-from qvision.planner import clip_caps, fit_under, scale_groups
+from qvision.quant.algorithms.context import Context
+from qvision.quant.plan import QuantSpec
+from qvision.quant.planner import clip_caps, fit_under, scale_groups
+from qvision.quant.writer import write_qdq
 from qvision.runtime.session import make_session
 from qvision.targets import detect
-from qvision.writer import write_qdq
 
 MULTIPLES = (0.8, 0.9, 1.1)
 IMAGES = 64

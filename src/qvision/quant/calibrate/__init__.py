@@ -1,7 +1,12 @@
 """Calibration: stream images through the float model and observe activation ranges."""
 
-from qvision.calibrate.collector import collect, float_tensors, plan_chunks
-from qvision.calibrate.observers import METHODS, HistogramObserver, MinMaxObserver, make_observer
+from qvision.quant.calibrate.collector import collect, float_tensors, plan_chunks
+from qvision.quant.calibrate.observers import (
+    METHODS,
+    HistogramObserver,
+    MinMaxObserver,
+    make_observer,
+)
 
 __all__ = [
     "METHODS",

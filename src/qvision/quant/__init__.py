@@ -1,0 +1,1 @@
+"""The quantization engine: statistics -> plan -> algorithms -> writer, and autotuning."""
