@@ -22,7 +22,7 @@ import onnx
 
 from qvision import api
 from qvision.model.graph import GraphView
-from qvision.quant.planner import is_depthwise
+from qvision.model.ops import is_depthwise
 from qvision.runtime.bench import time_calls
 from qvision.runtime.machine import cpu_info
 from qvision.targets import detect

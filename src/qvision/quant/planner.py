@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from qvision.model.graph import GraphView, clip_bounds, node_attr
+from qvision.model.ops import is_depthwise, layer
 from qvision.qmath import QFormat, qparams, weight_ranges
 from qvision.quant.plan import NodePlan, QuantPlan, QuantSpec
 from qvision.targets import Target
@@ -29,39 +30,24 @@ _ACTIVATION_INPUTS = {
     "same-scale": (0,),
     "concat": None,  # all inputs
 }
-WEIGHT_INPUT = {"conv": 1, "gemm": 1, "matmul": 1}
+# Kinds with a weight input; model.ops says which input and how it is laid out.
+WEIGHTED_KINDS = frozenset({"conv", "gemm", "matmul"})
 # Kinds whose ONNX Runtime integer kernel needs its output quantized (QLinearConv,
 # QLinearGlobalAveragePool, QLinearSigmoid...); see quantized_outputs.
 OUTPUT_Q_KINDS = ("conv", "pool", "unary")
 
 
-def weight_axis(node: onnx.NodeProto, kind: str) -> int:
-    """The output-channel axis of the weight, for per-channel scales."""
-    if node.op_type == "ConvTranspose":
-        return 1
-    if kind == "gemm":
-        return 0 if node_attr(node, "transB", 0) else 1
-    if kind == "matmul":
-        return 1
-    return 0
-
-
-def is_depthwise(node: onnx.NodeProto, view: GraphView) -> bool:
-    w = view.weight(node.input[1]) if len(node.input) > 1 else None
-    return (
-        node.op_type == "Conv"
-        and w is not None
-        and node_attr(node, "group", 1) > 1
-        and w.shape[1] == 1
-    )
-
-
 def _why_not(node: onnx.NodeProto, kind: str, view: GraphView) -> str | None:
     """Why a node of a quantizable type must still stay float, or None."""
-    if kind in WEIGHT_INPUT:
-        if len(node.input) < 2 or not view.is_constant(node.input[1]):
+    if kind in WEIGHTED_KINDS:
+        lay = layer(node)
+        if (
+            lay is None
+            or len(node.input) <= lay.weight
+            or not view.is_constant(node.input[lay.weight])
+        ):
             return "weight is not a constant"
-        w = view.weight(node.input[1])
+        w = view.weight(node.input[lay.weight])
         if kind == "matmul" and w.ndim != 2:
             return "MatMul weight is not 2-D"
         if kind == "gemm" and (
@@ -70,7 +56,8 @@ def _why_not(node: onnx.NodeProto, kind: str, view: GraphView) -> str | None:
             or node_attr(node, "beta", 1.0) != 1.0
         ):
             return "Gemm with transA/alpha/beta is not supported quantized"
-        if len(node.input) > 2 and node.input[2] and not view.is_constant(node.input[2]):
+        bias = lay.bias_of(node)
+        if bias is not None and not view.is_constant(bias):
             return "bias is not a constant"
     if kind in ("binary", "concat") and any(view.is_constant(i) for i in node.input if i):
         return "constant operand"
@@ -304,7 +291,7 @@ def build_plan(
     weighted = [
         n
         for n in view.topological_order()
-        if (d := decisions.get(n.name)) and d.action == "quantize" and d.kind in WEIGHT_INPUT
+        if (d := decisions.get(n.name)) and d.action == "quantize" and d.kind in WEIGHTED_KINDS
     ]
     # Capped (4-bit) weights: the first layer (raw pixels, few weights) and the last (the
     # logits) keep the target's bits, as AdaRound, BRECQ and QDrop report W4 results.
@@ -312,11 +299,12 @@ def build_plan(
     edges -= set(layer_bits or {})
     for node in weighted:
         d = decisions[node.name]
-        wname = node.input[WEIGHT_INPUT[d.kind]]
+        lay = layer(node)
+        wname = node.input[lay.weight]
         if wname in plan.weights:
             continue
         w = view.weight(wname)
-        axis = weight_axis(node, d.kind) if target.per_channel else None
+        axis = lay.out_axis if target.per_channel else None
         cap = None if node.name in edges else weight_bits
         fmt = target.weight_format(d.kind, is_depthwise(node, view), cap)
         if layer_bits and node.name in layer_bits:

@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 from pydantic import BaseModel
 
+from qvision.model import ops
 from qvision.runtime.inputs import fill_dims
 
 PJ = 1e-12
@@ -266,10 +267,8 @@ def _macs(node: onnx.NodeProto, x: list | None, w: list | None, out: list) -> in
     if op == "ConvTranspose":  # each input value scatters into Cout/groups x kernel outputs
         return None if x is None or w is None else int(np.prod(x)) * int(np.prod(w[1:]))
     if op == "Gemm":
-        trans_a, trans_b = (
-            any(a.name == t and a.i for a in node.attribute) for t in ("transA", "transB")
-        )
-        depth = _depth(x, 0 if trans_a else 1, w, 1 if trans_b else 0)
+        lay = ops.layer(node)
+        depth = _depth(x, lay.data_axis, w, lay.in_axis)
     else:  # MatMul family: A [..., M, K] x B [..., K, N] (a 1-D B is [K])
         depth = _depth(x, -1, w, -2 if w and len(w) > 1 else 0)
     return None if depth is None else int(np.prod(out)) * depth

@@ -18,14 +18,14 @@ import onnx
 from qvision.data import iter_batches
 from qvision.data.preprocess import concat_padded
 from qvision.errors import MissingExtraError, QVisionError
-from qvision.model.graph import GraphView, clip_bounds
+from qvision.model import ops
+from qvision.model.graph import GraphView, clip_bounds, node_attr
 from qvision.model.rewrite import expose_tensors
 from qvision.model.torch_graph import torch_device
 from qvision.qmath import fake_quantize
 from qvision.quant.algorithms import soft_rounding as sr
 from qvision.quant.algorithms.context import Context
 from qvision.quant.plan import pack_bits
-from qvision.quant.planner import node_attr
 from qvision.quant.writer import write_qdq
 from qvision.runtime.session import make_session
 
@@ -57,7 +57,8 @@ def _torch():
 class _Layer:
     def __init__(self, node: onnx.NodeProto, kind: str, w: np.ndarray, bias: np.ndarray | None):
         self.node, self.kind, self.w, self.bias = node, kind, w, bias
-        self.groups = int(node_attr(node, "group", 1)) if kind == "conv" else 1
+        self.ops = ops.layer(node)
+        self.groups = self.ops.groups if kind == "conv" else 1
         self.depthwise = kind == "conv" and self.groups > 1 and w.shape[1] == 1
         self.xq: list[np.ndarray] = []
         self.act: tuple[float, float] | None = None  # bounds of a Relu/Clip that follows
@@ -153,18 +154,13 @@ def _optimize(
     """Learned round-up bits for the layer's weight; also reconstruction MSE (nearest,
     learned) and how many roundings were still between down and up when fitting stopped."""
     torch = _torch()
-    name = layer.node.input[1]
+    name = layer.node.input[layer.ops.weight]
     spec = ctx.plan.weights[name]
     scale, zp = spec.arrays()
     fmt = spec.format
     w = layer.w.astype(np.float32)
     # Work on a [Cout, F] matrix whatever the op: rows of X are [F] (or [C, F] for depthwise).
-    if layer.kind == "conv":
-        w2 = w.reshape(w.shape[0], -1)
-    elif layer.kind == "gemm" and node_attr(layer.node, "transB", 0):
-        w2 = w
-    else:  # Gemm without transB and MatMul: W is [K, N]
-        w2 = w.T
+    w2 = layer.ops.as_rows(w)
     s2 = np.broadcast_to(
         scale.reshape(-1, 1) if spec.axis is not None else scale, (w2.shape[0], 1)
     ).astype(np.float32)
@@ -220,10 +216,8 @@ def _optimize(
         up = (hv >= 0.5).to(torch.int64)
         learned = float(((forward(xq, weight_of(up.float())) - target) ** 2).mean())
         undecided = sr.undecided(hv)
-    bits = up.cpu().numpy()
-    if layer.kind != "conv" and not (layer.kind == "gemm" and node_attr(layer.node, "transB", 0)):
-        bits = bits.T
-    return bits.reshape(w.shape), nearest, learned, undecided
+    bits = layer.ops.from_rows(up.cpu().numpy(), w.shape)
+    return bits, nearest, learned, undecided
 
 
 def activation_after(node: onnx.NodeProto, view: GraphView) -> tuple[float, float] | None:
@@ -270,14 +264,14 @@ def apply(
         d = ctx.plan.nodes.get(node.name)
         if not d or d.action != "quantize" or d.kind not in ("conv", "gemm", "matmul"):
             continue
-        if node.input[1] not in ctx.plan.weights or node.input[0] not in ctx.plan.activations:
+        facts = ops.layer(node)
+        wname = node.input[facts.weight]
+        if wname not in ctx.plan.weights or node.input[0] not in ctx.plan.activations:
             continue
         bias = ctx.plan.biases.get(node.name)
-        if bias is None and len(node.input) > 2 and node.input[2]:
-            bias = view.weight(node.input[2])
-        layer = _Layer(
-            node, d.kind, view.weight(node.input[1]), None if bias is None else np.asarray(bias)
-        )
+        if bias is None and facts.bias_of(node):
+            bias = view.weight(facts.bias_of(node))
+        layer = _Layer(node, d.kind, view.weight(wname), None if bias is None else np.asarray(bias))
         layer.act = activation_after(node, view)
         if layer.supported:
             layers.append(layer)
@@ -297,7 +291,7 @@ def apply(
                 bits, nearest, learned, open_ = _optimize(ctx, g, iters, rng, device, lr)
                 undecided += open_
                 if learned <= nearest:
-                    ctx.plan.weight_rounding[g.node.input[1]] = pack_bits(bits)
+                    ctx.plan.weight_rounding[g.node.input[g.ops.weight]] = pack_bits(bits)
                     improved += 1
                     ratio.append(learned / max(nearest, 1e-30))
                 g.xq = []

@@ -13,55 +13,55 @@ import numpy as np
 from onnx import numpy_helper
 
 from qvision.model.graph import GraphView
+from qvision.model.ops import layer
 from qvision.qmath import dequantize
 from qvision.quant.algorithms.context import Context
 from qvision.quant.calibrate import collect
 from qvision.quant.calibrate.observers import ChannelMeanObserver
-from qvision.quant.planner import WEIGHT_INPUT, node_attr
+from qvision.quant.planner import WEIGHTED_KINDS
 
 
-def _shift(node, kind: str, dw: np.ndarray, mean: np.ndarray) -> np.ndarray | None:
-    """(W_q - W)·E[x] per output channel."""
-    if kind == "conv":
-        groups = int(node_attr(node, "group", 1))
-        cout, cin_g = dw.shape[:2]
-        if mean.size != cin_g * groups:
-            return None
-        per = dw.reshape(groups, cout // groups, cin_g, -1).sum(axis=3)  # [g, cout/g, cin_g]
-        return np.einsum("goc,gc->go", per, mean.reshape(groups, cin_g)).reshape(cout)
-    if kind == "gemm":
-        return dw @ mean if node_attr(node, "transB", 0) else mean @ dw
-    return mean @ dw  # matmul: W is [K, N]
+def _shift(node, dw: np.ndarray, mean: np.ndarray) -> np.ndarray | None:
+    """(W_q - W)·E[x] per output channel; E[x] per input channel, each group's own."""
+    lay = layer(node)
+    moved = np.moveaxis(dw, (lay.out_axis, lay.in_axis), (0, 1))  # [out, in per group, k...]
+    per = moved.reshape(moved.shape[0], moved.shape[1], -1).sum(axis=2)
+    cout, cin_g = per.shape
+    if mean.size != cin_g * lay.groups or cout % lay.groups:
+        return None
+    group_of = np.arange(cout) // (cout // lay.groups)
+    return np.einsum("oc,oc->o", per, mean.reshape(lay.groups, cin_g)[group_of])
 
 
 def _weight_error(ctx: Context, view: GraphView, node) -> np.ndarray:
     """W_q - W as the writer will emit W_q (nearest or learned rounding)."""
-    w = view.weight(node.input[1])
-    spec = ctx.plan.weights[node.input[1]]
+    name = node.input[layer(node).weight]
+    w = view.weight(name)
+    spec = ctx.plan.weights[name]
     s, z = spec.arrays()
-    wq = dequantize(ctx.plan.quantized_weight(node.input[1], w), s, z, spec.axis)
+    wq = dequantize(ctx.plan.quantized_weight(name, w), s, z, spec.axis)
     return wq.astype(np.float64) - w
 
 
 def _set_bias(ctx: Context, node, inits: dict, shift: np.ndarray) -> None:
     # The corrected float bias lives in the plan, so `--plan` reproduces it without data.
-    has_bias = len(node.input) > 2 and node.input[2] and node.input[2] in inits
-    bias = numpy_helper.to_array(inits[node.input[2]]) if has_bias else np.zeros(shift.shape)
+    name = layer(node).bias_of(node)
+    bias = numpy_helper.to_array(inits[name]) if name in inits else np.zeros(shift.shape)
     ctx.plan.biases[node.name] = [float(v) for v in (bias - shift).astype(np.float32)]
 
 
 def apply(ctx: Context) -> Context:
     view = GraphView(ctx.model)
     nodes = [
-        (n, ctx.plan.nodes[n.name].kind)
+        n
         for n in ctx.model.graph.node
-        if n.name in ctx.plan.nodes
-        and ctx.plan.nodes[n.name].action == "quantize"
-        and ctx.plan.nodes[n.name].kind in WEIGHT_INPUT
-        and n.input[1] in ctx.plan.weights
-        and ctx.plan.nodes[n.name].kind != "matmul"  # MatMul has no bias input to correct
+        if (d := ctx.plan.nodes.get(n.name)) is not None
+        and d.action == "quantize"
+        and d.kind in WEIGHTED_KINDS
+        and n.input[layer(n).weight] in ctx.plan.weights
+        and layer(n).bias is not None  # MatMul has no bias input to correct
     ]
-    inputs = sorted({n.input[0] for n, _ in nodes})
+    inputs = sorted({n.input[0] for n in nodes})
     means, _ = collect(
         ctx.model,
         ctx.dataset,
@@ -74,8 +74,8 @@ def apply(ctx: Context) -> Context:
     inits = {t.name: t for t in ctx.model.graph.initializer}
     corrected = 0
     total_shift = 0.0
-    for node, kind in nodes:
-        shift = _shift(node, kind, _weight_error(ctx, view, node), means[node.input[0]].mean())
+    for node in nodes:
+        shift = _shift(node, _weight_error(ctx, view, node), means[node.input[0]].mean())
         if shift is None:
             continue
         _set_bias(ctx, node, inits, shift)
@@ -125,7 +125,7 @@ def apply_analytical(ctx: Context) -> Context:
         d = ctx.plan.nodes.get(node.name)
         if not d or d.action != "quantize" or d.kind not in ("conv", "gemm"):
             continue
-        if node.input[1] not in ctx.plan.weights:
+        if node.input[layer(node).weight] not in ctx.plan.weights:
             continue
         src, lo, hi = node.input[0], None, None
         act = view.producer.get(src)
@@ -137,7 +137,7 @@ def apply_analytical(ctx: Context) -> Context:
             missing += 1
             continue
         mu, sd = (s.astype(np.float64) for s in ctx.bn_stats[src])
-        shift = _shift(node, d.kind, _weight_error(ctx, view, node), expected_input(mu, sd, lo, hi))
+        shift = _shift(node, _weight_error(ctx, view, node), expected_input(mu, sd, lo, hi))
         if shift is None:
             missing += 1
             continue

@@ -27,14 +27,14 @@ from PIL import Image
 from qvision.data import iter_batches
 from qvision.data.preprocess import concat_padded
 from qvision.errors import QVisionError
-from qvision.model.graph import GraphView, node_attr
+from qvision.model import ops
+from qvision.model.graph import GraphView
 from qvision.model.torch_graph import OnnxTorch, _torch, torch_device
 from qvision.quant.algorithms import soft_rounding as sr
 from qvision.quant.algorithms.context import Context
 from qvision.quant.plan import QuantSpec, pack_bits
-from qvision.quant.planner import WEIGHT_INPUT, clip_caps, fit_under, scale_groups
+from qvision.quant.planner import WEIGHTED_KINDS, clip_caps, fit_under, scale_groups
 from qvision.quant.writer import QDQ_OPS, write_qdq
-from qvision.quant.writer.qdq import BIAS_INPUT
 
 MIN_LAYERS = 3
 ITERS = 300
@@ -263,23 +263,23 @@ def split(ctx: Context, min_layers: int = MIN_LAYERS):
     bias_of: dict[str, tuple] = {}  # layer -> (its bias tensor in the QDQ graph, float bias)
     for node in ctx.model.graph.node:
         d = plan.nodes.get(node.name)
-        if not d or d.action != "quantize" or d.kind not in WEIGHT_INPUT:
+        if not d or d.action != "quantize" or d.kind not in WEIGHTED_KINDS:
             continue
-        wname = node.input[WEIGHT_INPUT[d.kind]]
+        facts = ops.layer(node)
+        wname = node.input[facts.weight]
         if wname not in plan.weights or node.name not in by_name:
             continue
-        out = by_name[node.name].input[WEIGHT_INPUT[d.kind]]
+        out = by_name[node.name].input[facts.weight]
         w = view.weight(wname)
         soft_of[out] = _Soft(
             torch, wname, w, plan.weights[wname], plan.quantized_weight(wname, w), out
         )
-        b = BIAS_INPUT.get(d.kind)
-        if b is not None and len(by_name[node.name].input) > b and by_name[node.name].input[b]:
-            original = view.weight(node.input[b]) if len(node.input) > b and node.input[b] else None
+        written = facts.bias_of(by_name[node.name])  # the bias the QDQ graph reads
+        if written is not None:
+            original = view.weight(facts.bias_of(node)) if facts.bias_of(node) else None
             if original is None:
-                rows_out = d.kind == "conv" or node_attr(node, "transB", 0)
-                original = np.zeros(w.shape[0 if rows_out else -1], np.float32)
-            bias_of[node.name] = (by_name[node.name].input[b], original)
+                original = np.zeros(w.shape[facts.out_axis], np.float32)
+            bias_of[node.name] = (written, original)
     # Nodes that read only constants (weight, bias and scale DQs) are evaluated once.
     consts = graph.consts
     rest = []

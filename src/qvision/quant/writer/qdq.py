@@ -18,10 +18,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from qvision.errors import QVisionError
-from qvision.model.graph import GraphView, node_attr
+from qvision.model.graph import GraphView
+from qvision.model.ops import layer
 from qvision.qmath import quantize_bias
 from qvision.quant.plan import QuantPlan, QuantSpec
-from qvision.quant.planner import WEIGHT_INPUT
+from qvision.quant.planner import WEIGHTED_KINDS
 from qvision.targets import QUANT_METADATA_KEY
 from qvision.targets.profiles import TARGETS
 
@@ -35,7 +36,6 @@ _ONNX_TYPES = {
     "int4": TensorProto.INT4,
     "uint4": TensorProto.UINT4,
 }
-BIAS_INPUT = {"conv": 2, "gemm": 2}
 FLOAT_LAYERS = ("Conv", "ConvTranspose", "Gemm")  # what ONNX Runtime would quantize itself
 
 
@@ -174,12 +174,13 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         for i, name in enumerate(node.input):
             if name in dq_of:
                 node.input[i] = dq_of[name]
-        if kind in WEIGHT_INPUT:
-            w_idx = WEIGHT_INPUT[kind]
+        if kind in WEIGHTED_KINDS:
+            lay = layer(node)
+            w_idx = lay.weight
             wname = node.input[w_idx]
             if wname in wdq_of:
                 node.input[w_idx] = wdq_of[wname]
-            b_idx = BIAS_INPUT.get(kind)
+            b_idx = lay.bias
             if b_idx is not None and node.name in plan.biases:
                 # bias set by the plan (bias correction): a float initializer of its own
                 name = _unique(f"{node.name}_bias", taken)
@@ -232,15 +233,11 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
 def _channels(node: onnx.NodeProto, view: GraphView) -> tuple[int, int]:
     """(channel axis, channel count) of a Conv/ConvTranspose/Gemm's data input, read from
     its float weight initializer; (0, 0) when the weight is not one."""
-    w = view.weight(node.input[1]) if len(node.input) > 1 else None
+    lay = layer(node)
+    w = view.weight(node.input[lay.weight]) if lay and len(node.input) > lay.weight else None
     if w is None or w.ndim < 2:
         return 0, 0
-    if node.op_type == "Conv":
-        return 1, w.shape[1] * node_attr(node, "group", 1)
-    if node.op_type == "ConvTranspose":
-        return 1, w.shape[0]
-    k = w.shape[1] if node_attr(node, "transB", 0) else w.shape[0]
-    return (0 if node_attr(node, "transA", 0) else 1), k
+    return lay.data_axis, lay.input_channels(w.shape)
 
 
 def _float_layer_dq(node, i, tensor, plan, view, q_of, taken, new_inits, new_nodes) -> str | None:
