@@ -89,7 +89,7 @@ def _job(args) -> dict:
         2,
         options={algo: {**opts, "seed": seed}},
     )
-    ctx = pipeline.run_algorithms(ctx, STEPS[algo], {})
+    pipeline.run_algorithms(ctx, STEPS[algo])
     planned.plan.algorithms.extend(STEPS[algo])
     planned.plan.warnings.extend(ctx.log)
     planned.plan.save(out / f"{model.stem}--{name}--{seed}.json")

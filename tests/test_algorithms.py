@@ -11,7 +11,7 @@ from qvision.errors import QVisionError
 from qvision.model.graph import GraphView
 from qvision.model.rewrite import prepare_for_quantization
 from qvision.qmath import QFormat, fake_quantize, qparams, weight_ranges
-from qvision.quant.algorithms import bias_correction, parse_algos
+from qvision.quant.algorithms import ALGORITHMS, parse_algos, run
 from qvision.quant.algorithms.weight_ranges import mse_ranges
 from qvision.quant.writer import write_qdq
 
@@ -48,8 +48,11 @@ def test_bias_correction_removes_mean_output_shift(flat_dir):
 
     plain = plan_context(model, flat_dir, weight_bits=4)
     before = mean_error(plain)
-    corrected = bias_correction.apply(plan_context(model, flat_dir, weight_bits=4))
+    corrected = plan_context(model, flat_dir, weight_bits=4)
+    res = run("bias-correction", corrected)
     assert set(corrected.plan.biases) == {"conv1", "dw", "pw"}
+    assert (res.unit, res.changed, res.of) == ("biases", 3, 3)
+    assert res.details["images"] == len(image_folder(flat_dir)) and res.seconds > 0
     after = mean_error(corrected)
     assert after < 0.6 * before, (before, after)
 
@@ -76,7 +79,9 @@ def test_algos_through_the_api(tmp_path, flat_dir):
         algos="bias-correction,weight-mse",
         plan_out=tmp_path / "p.json",
     )
-    assert any(w.startswith("bias-correction") for w in res.warnings)
+    assert [a.name for a in res.algorithms] == ["weight-mse", "bias-correction"]
+    assert res.algorithms[1].message in res.warnings  # the plan keeps each one's line
+    assert set(res.seconds) >= {"weight-mse", "bias-correction"}
     from qvision.quant.plan import QuantPlan
 
     plan = QuantPlan.load(tmp_path / "p.json")
@@ -89,7 +94,6 @@ def test_algos_through_the_api(tmp_path, flat_dir):
 
 
 def test_act_search_moves_activation_grids_for_the_output_error(flat_dir):
-    from qvision.quant.algorithms import act_search
     from qvision.quant.planner import clip_caps, fit_under
 
     model = prepare_for_quantization(mobile_block())
@@ -110,22 +114,22 @@ def test_act_search_moves_activation_grids_for_the_output_error(flat_dir):
         return float(((_run(write_qdq(model, plan), x) - ref) ** 2).mean())
 
     start = err(ctx.plan)
-    act_search.apply(ctx)
-    line = ctx.log[-1]
-    assert line.startswith("act-search:") and "trials" in line, line
+    res = run("act-search", ctx)
+    line = res.message
     moved = [t for t, sp in ctx.plan.activations.items() if sp.scale[0] != before[t]]
-    assert moved, line
+    assert moved and res.changed == len(moved) and res.details["trials"] > 1, line
+    assert res.error_after < res.error_before and ctx.log[-1] == line
     assert err(ctx.plan) < start  # the flat images are the calibration images here
     after = ctx.plan.activations[capped]
     assert np.float32(after.scale[0]) * (after.format.qmax - after.zero_point[0]) <= 6.0
     # tied tensors (MaxPool keeps its input's grid) still share one grid
     assert ctx.plan.activations.get("out", ctx.plan.activations["r3"]) == ctx.plan.activations["r3"]
     ctx.options = {"act-search": {"images": 0}}
-    with pytest.raises(QVisionError, match="act-search needs images"):
-        act_search.apply(ctx)
+    with pytest.raises(QVisionError, match="act-search.images: input should be greater"):
+        run("act-search", ctx)
     ctx.options = {"act-search": {"steps": 3}}
     with pytest.raises(QVisionError, match="unknown act-search option 'steps'"):
-        act_search.apply(ctx)
+        run("act-search", ctx)
 
 
 def test_adaround_beats_nearest_rounding_at_4_bits(flat_dir):
@@ -136,8 +140,11 @@ def test_adaround_beats_nearest_rounding_at_4_bits(flat_dir):
     ref = _run(model, x)
 
     nearest = plan_context(model, flat_dir, weight_bits=4)
-    learned = adaround.apply(plan_context(model, flat_dir, weight_bits=4), iters=300, rows=1024)
-    assert learned.plan.weight_rounding and "adaround" in learned.log[-1]
+    learned = plan_context(model, flat_dir, weight_bits=4)
+    learned.options = {"adaround": {"iters": 300, "rows": 1024}}
+    res = run("adaround", learned)
+    assert learned.plan.weight_rounding and res.changed == len(learned.plan.weight_rounding)
+    assert res.error_after < res.error_before == 1.0 and res.options["iters"] == 300
     err_nearest = float(((_run(write_qdq(model, nearest.plan), x) - ref) ** 2).mean())
     err_learned = float(((_run(write_qdq(model, learned.plan), x) - ref) ** 2).mean())
     assert err_learned < err_nearest, (err_nearest, err_learned)
@@ -153,20 +160,19 @@ def test_adaround_beats_nearest_rounding_at_4_bits(flat_dir):
     after = {n.name: adaround.activation_after(n, view) for n in model.graph.node}
     assert after["conv1"] == (0.0, float("inf")) and after["dw"] == (0.0, 6.0)
     assert after["pw"] is None  # feeds the residual Add
-    assert "% of roundings undecided" in learned.log[-1]
+    assert 0 <= res.details["undecided_percent"] <= 100
     # blends of the images (brecq.blend's) are sampled beside them
     n = len(image_folder(flat_dir))
-    assert f"1024 rows from {n} images" in learned.log[-1]
+    assert (res.details["rows"], res.details["images"]) == (1024, n)
     ctx = plan_context(model, flat_dir, weight_bits=4)
-    ctx.options = {"adaround": {"blend": 2}}
-    blended = adaround.apply(ctx, iters=50, rows=1024)
-    assert f"1024 rows from {3 * n} images" in blended.log[-1]
+    ctx.options = {"adaround": {"blend": 2, "iters": 50, "rows": 1024}}
+    assert run("adaround", ctx).details["images"] == 3 * n
     ctx.options = {"adaround": {"blend": -1}}
-    with pytest.raises(QVisionError, match="adaround.blend is a count"):
-        adaround.apply(ctx)
+    with pytest.raises(QVisionError, match="adaround.blend: input should be greater"):
+        run("adaround", ctx)
     ctx.options = {"adaround": {"lr": "fast"}}
-    with pytest.raises(QVisionError, match="lr a number"):
-        adaround.apply(ctx)
+    with pytest.raises(QVisionError, match="adaround.lr: input should be a valid number"):
+        run("adaround", ctx)
 
 
 def test_soft_rounding_starts_at_the_float_weight_and_anneals():
@@ -224,21 +230,23 @@ def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir, monkeypatch):
 
     model, x, ref, nearest, ctx = _mobile_4bit(flat_dir)
     ctx.options = {"brecq": {"iters": 200, "batch": 4, "crop": 8}}
-    learned = brecq.apply(ctx)
+    res = run("brecq", ctx)
+    learned = ctx
     assert set(learned.plan.weight_rounding) == {"w1", "w2", "w3"}
-    assert "brecq: 1 blocks, 1 improved" in learned.log[-1]
+    assert (res.unit, res.changed, res.of) == ("blocks", 1, 1), res.message
     # the roundings settle on 0 or 1 within the iterations (at lr 1e-2 with the absolute
     # loss, a fifth to a half stayed in between and the hard rounding lost the fit)
-    undecided = float(learned.log[-1].split(" % of roundings undecided")[0].rsplit(" ", 1)[1])
-    assert undecided < 5, learned.log[-1]
+    assert res.details["undecided_percent"] < 5, res.message
     err_nearest = float(((_run(write_qdq(model, nearest.plan), x) - ref) ** 2).mean())
     err_learned = float(((_run(write_qdq(model, learned.plan), x) - ref) ** 2).mean())
     assert err_learned < 0.9 * err_nearest, (err_nearest, err_learned)
     # from bias correction's result: the targets stay the float model's, not the plan's biases
-    corrected = bias_correction.apply(plan_context(model, flat_dir, weight_bits=4))
+    corrected = plan_context(model, flat_dir, weight_bits=4)
+    run("bias-correction", corrected)
     err_bc = float(((_run(write_qdq(model, corrected.plan), x) - ref) ** 2).mean())
     corrected.options = ctx.options
-    both = brecq.apply(corrected)
+    run("brecq", corrected)
+    both = corrected
     err_both = float(((_run(write_qdq(model, both.plan), x) - ref) ** 2).mean())
     assert err_both < err_bc, (err_bc, err_both)
     # learned dequantization scales (the default): the rounding stays on the grid it was
@@ -247,7 +255,7 @@ def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir, monkeypatch):
     assert learned.plan.weights["w2"].scale != learned.plan.weight_grid["w2"]
     fixed = plan_context(model, flat_dir, weight_bits=4)
     fixed.options = {"brecq": {"iters": 200, "batch": 4, "crop": 8, "scale": "false"}}
-    fixed = brecq.apply(fixed)
+    run("brecq", fixed)
     assert not fixed.plan.weight_grid
     assert fixed.plan.weights["w2"].scale == nearest.plan.weights["w2"].scale
     err_fixed = float(((_run(write_qdq(model, fixed.plan), x) - ref) ** 2).mean())
@@ -266,17 +274,20 @@ def test_brecq_beats_nearest_rounding_at_4_bits(flat_dir, monkeypatch):
         views.options = {
             "brecq": {"iters": 5, "crop": 8, **({} if count is None else {"views": count})}
         }
-        assert f"batch 16, {want} images" in brecq.apply(views).log[-1]
+        got = run("brecq", views).details
+        assert (got["batch"], got["images"]) == (16, want)
     blended = plan_context(model, flat_dir, weight_bits=4)
     blended.options = {"brecq": {"iters": 5, "crop": 8, "views": 0, "blend": 2}}
-    assert f"batch 16, {3 * n} images" in brecq.apply(blended).log[-1]
+    assert run("brecq", blended).details["images"] == 3 * n
     blended.options = {"brecq": {"blend": -1}}
-    with pytest.raises(QVisionError, match="brecq.blend is a count"):
-        brecq.apply(blended)
-    assert brecq._flag("false") is False and brecq._flag("1") is True  # command-line strings
+    with pytest.raises(QVisionError, match="brecq.blend: input should be greater"):
+        run("brecq", blended)
+    # command-line strings are read by the option's type
+    parsed = ALGORITHMS["brecq"].options({"scale": "false", "act": "1", "iters": "7"})
+    assert (parsed.scale, parsed.act, parsed.iters) == (False, True, 7)
     ctx.options = {"brecq": {"iterations": 5}}
     with pytest.raises(QVisionError, match="unknown brecq option 'iterations'"):
-        brecq.apply(ctx)
+        run("brecq", ctx)
 
 
 def test_brecq_blends_mix_each_input_with_another():
@@ -331,12 +342,11 @@ def test_brecq_views_are_crops_of_the_photo_itself():
 
 
 def test_brecq_learns_activation_step_sizes_within_their_limits(flat_dir):
-    from qvision.quant.algorithms import brecq
-
     model, x, ref, nearest, ctx = _mobile_4bit(flat_dir)
     ctx.options = {"brecq": {"iters": 200, "batch": 4, "crop": 8, "act": "true"}}
-    learned = brecq.apply(ctx)
-    before, after = nearest.plan.activations, learned.plan.activations
+    run("brecq", ctx)
+    learned = ctx
+    before, after = nearest.plan.activations, ctx.plan.activations
     assert any(after[t].scale != before[t].scale for t in ("input", "r1", "c3"))
     # MaxPool ties its input's scale to its output's: neither is learned
     assert after["r3"].scale == before["r3"].scale
@@ -389,11 +399,11 @@ def test_brecq_mixes_float_and_quantized_block_inputs(flat_dir):
     assert 0.45 < float(half.mean()) < 0.55  # 8192 draws: element by element, not per image
     ctx = plan_context(prepare_for_quantization(mobile_block()), flat_dir, weight_bits=4)
     ctx.options = {"brecq": {"iters": 5, "mix": 1.5}}
-    with pytest.raises(QVisionError, match="brecq.mix is a probability"):
-        brecq.apply(ctx)
+    with pytest.raises(QVisionError, match="brecq.mix: input should be less than or equal to 1"):
+        run("brecq", ctx)
     ctx.options = {"brecq": {"iters": 5, "drop": -0.1}}
-    with pytest.raises(QVisionError, match="brecq.drop is a probability"):
-        brecq.apply(ctx)
+    with pytest.raises(QVisionError, match="brecq.drop: input should be greater"):
+        run("brecq", ctx)
 
 
 def test_default_pipeline_adds_block_reconstruction_for_4_bit_weights():
@@ -414,17 +424,16 @@ def test_default_pipeline_adds_block_reconstruction_for_4_bit_weights():
 def test_torch_algorithms_refuse_a_device_they_cannot_use(flat_dir):
     torch = pytest.importorskip("torch")
     from qvision.model.torch_graph import torch_device
-    from qvision.quant.algorithms import adaround, brecq
 
     assert torch_device(torch, None, "x") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert torch_device(torch, "CPU", "x") == "cpu"
     model = prepare_for_quantization(mobile_block())
-    for algo in (adaround, brecq):
+    for algo in ("adaround", "brecq"):
         ctx = plan_context(model, flat_dir, weight_bits=4)
-        ctx.options = {algo.__name__.rsplit(".", 1)[1]: {"device": "tpu"}}
+        ctx.options = {algo: {"device": "tpu"}}
         with pytest.raises(QVisionError, match="device=tpu: use auto, cpu or cuda"):
-            algo.apply(ctx)
+            run(algo, ctx)
         if not torch.cuda.is_available():
-            ctx.options = {algo.__name__.rsplit(".", 1)[1]: {"device": "cuda"}}
+            ctx.options = {algo: {"device": "cuda"}}
             with pytest.raises(QVisionError, match="device=cuda: PyTorch sees no CUDA GPU"):
-                algo.apply(ctx)
+                run(algo, ctx)

@@ -8,7 +8,7 @@ from onnx import helper, numpy_helper
 from qvision import api
 from qvision.data import image_folder, iter_batches
 from qvision.model.rewrite import prepare_for_quantization
-from qvision.quant.algorithms import bias_correction, cle, parse_algos
+from qvision.quant.algorithms import bias_correction, cle, parse_algos, run
 
 from qdq_models import PRE16, _model, plan_context
 
@@ -145,8 +145,9 @@ def test_analytical_bias_correction_reduces_mean_output_error(flat_dir):
     for c in (plain, ctx):  # only conv2's weight error, which the correction targets
         c.plan.nodes["conv1"].action = "float"
     ctx.bn_stats = stats
-    bias_correction.apply_analytical(ctx)
-    assert set(ctx.plan.biases) == {"conv2"}, ctx.log
+    res = run("bias-correction-analytical", ctx)
+    assert set(ctx.plan.biases) == {"conv2"} and res.changed == 1, res.message
+    assert res.details["no_batchnorm"] == 0  # conv1 kept float is no candidate
     before, after = mean_error(plain), mean_error(ctx)
     assert after < 0.6 * before, (before, after)
 
@@ -172,7 +173,9 @@ def test_cle_through_the_api_and_replayed_from_theplan_context(tmp_path, flat_di
         algos="cle,bias-correction",
         plan_out=tmp_path / "p.json",
     )
-    assert any(w.startswith("cle: equalized 2") for w in a.warnings), a.warnings
+    cle_done = a.algorithms[0]
+    assert (cle_done.name, cle_done.unit, cle_done.changed) == ("cle", "layer pairs", 2)
+    assert cle_done.error_after < cle_done.error_before  # weight range imbalance
     b = api.quantize(src, tmp_path / "b.onnx", plan=tmp_path / "p.json")
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
     assert b.output_sha256 == a.output_sha256

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -189,6 +189,23 @@ class TuneResult(BaseModel):
     seconds: float
 
 
+class AlgorithmResult(BaseModel):
+    """What one recovery algorithm changed, and its own error measure before and after."""
+
+    name: str
+    stage: str  # "pre" (float model, before calibration) or "post" (the plan)
+    options: dict[str, Any] = {}  # every option as used, defaults included
+    unit: str  # what ``changed`` counts: "biases", "weight grids", "layers", "blocks", ...
+    changed: int
+    of: int | None = None  # how many were candidates
+    error: str | None = None  # what error_before and error_after measure
+    error_before: float | None = None
+    error_after: float | None = None
+    details: dict[str, Any] = {}  # the algorithm's own figures (iterations, images, ...)
+    seconds: float = 0.0
+    message: str  # the one line also kept in the plan's warnings
+
+
 class QuantizeResult(BaseModel):
     kind: Literal["quantize"] = "quantize"
     model: str
@@ -207,6 +224,7 @@ class QuantizeResult(BaseModel):
     size_bytes: dict[str, int]  # input, output
     seconds: dict[str, float]  # calibrate, plan, write, total
     warnings: list[str] = []
+    algorithms: list[AlgorithmResult] = []  # in run order (empty when replaying a plan)
     tuning: TuneResult | None = None  # set by --max-drop
     manifest: str | None = None  # provenance record beside the output (<stem>.manifest.json)
     env: Environment

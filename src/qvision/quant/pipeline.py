@@ -18,13 +18,14 @@ from qvision.fileio import atomic_path, check_output_path, sha256_file
 from qvision.model import image_input, load_model
 from qvision.model.load import model_size
 from qvision.model.rewrite import prepare_for_quantization
-from qvision.quant.algorithms import ALGORITHMS, Context, parse_algos, stage
+from qvision.quant import algorithms
+from qvision.quant.algorithms import Context, check_options, parse_algos, stage
 from qvision.quant.calibrate import HistogramObserver, collect
 from qvision.quant.config import QuantConfig
 from qvision.quant.plan import QuantPlan
 from qvision.quant.planner import activation_tensors, bounded_inputs, build_plan, decide_nodes
 from qvision.quant.writer import QDQ_OPS, write_qdq
-from qvision.records import QuantizeResult, SkippedFile
+from qvision.records import AlgorithmResult, QuantizeResult, SkippedFile
 from qvision.runtime.session import make_session
 from qvision.targets import Target, resolve
 
@@ -65,6 +66,7 @@ class Planned:
     started: str = ""
     observers: tuple[str, dict] | None = None  # (model-changing algorithms, statistics), for reuse
     seconds: dict[str, float] = field(default_factory=dict)
+    algorithms: list[AlgorithmResult] = field(default_factory=list)  # what each one did
 
 
 def make_plan(
@@ -86,10 +88,8 @@ def make_plan(
     cover this plan: autotune plans many variants from one pass over the images, collected
     as ``histograms`` so that every calibration method can read them.
     """
-    parse_algos(config.algos)  # unknown names fail before any work
-    for name in config.algo_options:
-        if name not in ALGORITHMS:
-            raise QVisionError(f"--algo-option names unknown algorithm '{name}'")
+    parse_algos(config.algos)  # unknown names and bad options fail before any work
+    check_options(config.algo_options)
     if config.weights not in WEIGHT_BITS:
         raise QVisionError(
             f"unknown --weights '{config.weights}'; available: {', '.join(WEIGHT_BITS)}"
@@ -116,7 +116,7 @@ def make_plan(
         # model-changing algorithms are data-free: redo them so the plan's names and
         # weights refer to the same float model
         ctx = Context(prepared, None, prof, None, preprocess, inp.name, threads, bn_stats=bn_stats)
-        run_algorithms(ctx, stage(plan.algorithms, "pre"), {})
+        run_algorithms(ctx, stage(plan.algorithms, "pre"))
         return Planned(
             prepared,
             plan,
@@ -146,8 +146,7 @@ def make_plan(
         bn_stats=bn_stats,
         options=dict(config.algo_options),
     )
-    algo_seconds: dict[str, float] = {}
-    ctx = run_algorithms(ctx, stage(names, "pre"), algo_seconds)
+    done = run_algorithms(ctx, stage(names, "pre"))
     decisions = decide_nodes(prepared, prof, set(config.keep_float))
     tensors = activation_tensors(prepared, decisions)
     skipped: list[tuple[str, str]] = []
@@ -194,7 +193,7 @@ def make_plan(
     )
     plan.algorithms.extend(stage(names, "pre"))
     ctx.plan = plan
-    ctx = run_algorithms(ctx, stage(names, "post"), algo_seconds)
+    done += run_algorithms(ctx, stage(names, "post"))
     plan.algorithms.extend(stage(names, "post"))
     plan.warnings.extend(ctx.log)
     return Planned(
@@ -209,18 +208,19 @@ def make_plan(
         calibration=(str(dataset.root), len(dataset), build_manifest(dataset).sha256),
         started=started,
         observers=(key, stats),
-        seconds={"calibrate": t1 - t0, "plan": time.perf_counter() - t1, **algo_seconds},
+        seconds={
+            "calibrate": t1 - t0,
+            "plan": time.perf_counter() - t1,
+            **{a.name: a.seconds for a in done},
+        },
+        algorithms=done,
     )
 
 
-def run_algorithms(ctx: Context, names: list[str], seconds: dict[str, float]) -> Context:
-    """Run ``names`` in order; each one's wall time goes into ``seconds`` under its name
-    (results, not the plan: the plan of a run is the same bytes every time)."""
-    for name in names:
-        t0 = time.perf_counter()
-        ctx = ALGORITHMS[name][1](ctx)
-        seconds[name] = time.perf_counter() - t0
-    return ctx
+def run_algorithms(ctx: Context, names: list[str]) -> list[AlgorithmResult]:
+    """The only algorithm loop: ``names`` in order on ``ctx``. Wall times stay in the results,
+    not the plan, so the plan of a run is the same bytes every time."""
+    return [algorithms.run(name, ctx) for name in names]
 
 
 def write_model(planned: Planned, threads: int | None = None) -> bytes:
@@ -300,6 +300,7 @@ def finish(
         size_bytes={"input": model_size(model), "output": model_size(output)},
         seconds={**planned.seconds, "write": t_end - t_write, "total": t_end - t0},
         warnings=plan.warnings,
+        algorithms=planned.algorithms,
         manifest=str(manifest),
         env=environment,
     )

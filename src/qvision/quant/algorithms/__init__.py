@@ -3,78 +3,57 @@
 Pre-calibration algorithms change the float model (CLE); post-plan algorithms see the
 plan's quantized weights (bias correction, AdaRound). The writer stays the only emitter
 of Q/DQ: algorithms only edit float initializers and plan entries.
+
+Every algorithm is a module with an ``Options`` model and ``apply(ctx, options) -> Change``;
+``run`` parses its options, times it and returns an ``AlgorithmResult``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from qvision.errors import QVisionError
+from qvision.quant.algorithms.base import Change, Options, parse_options
 from qvision.quant.algorithms.context import Context
+from qvision.records import AlgorithmResult
 
 
-def _bias_correction(ctx: Context) -> Context:
-    from qvision.quant.algorithms import bias_correction
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    stage: str  # "pre": the float model, before calibration, data-free; "post": the plan
+    module: str  # imported when used (torch-backed ones import torch there)
+    function: str = "apply"
+    images: bool = False  # reads the calibration images (ctx.dataset)
 
-    return bias_correction.apply(ctx)
+    def load(self):
+        return importlib.import_module(f"qvision.quant.algorithms.{self.module}")
 
-
-def _weight_mse(ctx: Context) -> Context:
-    from qvision.quant.algorithms import weight_ranges
-
-    return weight_ranges.apply(ctx)
-
-
-def _cle(ctx: Context) -> Context:
-    from qvision.quant.algorithms import cle
-
-    return cle.apply(ctx)
+    def options(self, raw: Mapping[str, Any] | None = None) -> Options:
+        return parse_options(self.name, self.load().Options, raw or {})
 
 
-def _cle_relu(ctx: Context) -> Context:
-    from qvision.quant.algorithms import cle
-
-    return cle.apply(ctx, relax_relu6=True)
-
-
-def _bias_correction_analytical(ctx: Context) -> Context:
-    from qvision.quant.algorithms import bias_correction
-
-    return bias_correction.apply_analytical(ctx)
-
-
-def _adaround(ctx: Context) -> Context:
-    from qvision.quant.algorithms import adaround
-
-    return adaround.apply(ctx)
-
-
-def _act_search(ctx: Context) -> Context:
-    from qvision.quant.algorithms import act_search
-
-    return act_search.apply(ctx)
-
-
-def _brecq(ctx: Context) -> Context:
-    from qvision.quant.algorithms import brecq
-
-    return brecq.apply(ctx)
-
-
-# name -> (stage, function); stages run in order: "pre" before calibration, "post" after planning.
-ALGORITHMS: dict[str, tuple[str, Callable[[Context], Context]]] = {
-    "cle": ("pre", _cle),
-    "cle-relu": ("pre", _cle_relu),
-    "weight-mse": ("post", _weight_mse),
-    "adaround": ("post", _adaround),
-    # data-free: E[x] from BatchNorm statistics; the empirical one below overrides it
-    "bias-correction-analytical": ("post", _bias_correction_analytical),
-    # after AdaRound, so it corrects the shift of the final (learned) rounding
-    "bias-correction": ("post", _bias_correction),
-    # block reconstruction learns rounding and biases from where the others left them
-    "brecq": ("post", _brecq),
-    # last: activation grids for the output error of the final weights and biases
-    "act-search": ("post", _act_search),
+# The order is the run order: "pre" before calibration, "post" after planning.
+ALGORITHMS: dict[str, Algorithm] = {
+    a.name: a
+    for a in (
+        Algorithm("cle", "pre", "cle"),
+        Algorithm("cle-relu", "pre", "cle", "apply_relu"),
+        Algorithm("weight-mse", "post", "weight_ranges"),
+        Algorithm("adaround", "post", "adaround", images=True),
+        # data-free: E[x] from BatchNorm statistics; the empirical one below overrides it
+        Algorithm("bias-correction-analytical", "post", "bias_correction", "apply_analytical"),
+        # after AdaRound, so it corrects the shift of the final (learned) rounding
+        Algorithm("bias-correction", "post", "bias_correction", images=True),
+        # block reconstruction learns rounding and biases from where the others left them
+        Algorithm("brecq", "post", "brecq", images=True),
+        # last: activation grids for the output error of the final weights and biases
+        Algorithm("act-search", "post", "act_search", images=True),
+    )
 }
 ORDER = list(ALGORITHMS)
 
@@ -93,8 +72,53 @@ def parse_algos(spec: str | list[str] | tuple[str, ...] | None) -> list[str]:
     return names
 
 
+def check_options(options: Mapping[str, Mapping[str, Any]]) -> dict[str, Options]:
+    """Every algorithm's options parsed, before any work: one line for the first problem."""
+    for name in options:
+        if name not in ALGORITHMS:
+            raise QVisionError(f"--algo-option names unknown algorithm '{name}'")
+    return {name: ALGORITHMS[name].options(raw) for name, raw in options.items()}
+
+
 def stage(names: list[str], which: str) -> list[str]:
-    return [n for n in names if ALGORITHMS[n][0] == which]
+    return [n for n in names if ALGORITHMS[n].stage == which]
 
 
-__all__ = ["ALGORITHMS", "Context", "parse_algos", "stage"]
+def run(name: str, ctx: Context) -> AlgorithmResult:
+    """Run one algorithm on ``ctx`` (it edits ``ctx.model``'s initializers and ``ctx.plan``);
+    its one-line message also goes to ``ctx.log``."""
+    algo = ALGORITHMS[name]
+    options = algo.options(ctx.options.get(name))
+    if algo.images and ctx.dataset is None:
+        raise QVisionError(f"{name} needs calibration images (--calib)")
+    t0 = time.perf_counter()
+    change: Change = getattr(algo.load(), algo.function)(ctx, options)
+    seconds = time.perf_counter() - t0
+    ctx.log.append(change.message)
+    return AlgorithmResult(
+        name=name,
+        stage=algo.stage,
+        options=options.model_dump(),
+        unit=change.unit,
+        changed=change.changed,
+        of=change.of,
+        error=change.error,
+        error_before=change.error_before,
+        error_after=change.error_after,
+        details=change.details,
+        seconds=seconds,
+        message=change.message,
+    )
+
+
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "Change",
+    "Context",
+    "Options",
+    "check_options",
+    "parse_algos",
+    "run",
+    "stage",
+]

@@ -15,11 +15,14 @@ fold stays exact.
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
 from qvision.data import iter_batches
 from qvision.data.preprocess import concat_padded
 from qvision.errors import QVisionError
 from qvision.model.graph import GraphView
+from qvision.quant.algorithms import base
+from qvision.quant.algorithms.base import Change
 from qvision.quant.algorithms.context import Context
 from qvision.quant.plan import QuantSpec
 from qvision.quant.planner import clip_caps, fit_under, scale_groups
@@ -81,18 +84,13 @@ def _error(sess, name: str, batches: list[np.ndarray], ref: list[list[np.ndarray
     return float(sum(e.noise / max(e.signal, 1e-30) for e in errs))
 
 
-def apply(ctx: Context) -> Context:
-    """``ctx.options['act-search']`` may set images (64) and sweeps (1)."""
-    opts = ctx.options.get("act-search", {})
-    unknown = set(opts) - {"images", "sweeps"}
-    if unknown:
-        raise QVisionError(f"unknown act-search option '{sorted(unknown)[0]}' (images, sweeps)")
-    try:
-        images, sweeps = int(opts.get("images", IMAGES)), int(opts.get("sweeps", SWEEPS))
-    except ValueError:
-        raise QVisionError("act-search options images and sweeps take integers") from None
-    if images < 1 or sweeps < 0:
-        raise QVisionError(f"act-search needs images >= 1 and sweeps >= 0, not {images}, {sweeps}")
+class Options(base.Options):
+    images: int = Field(IMAGES, ge=1)  # calibration images the output error is measured on
+    sweeps: int = Field(SWEEPS, ge=0)  # passes over the grids
+
+
+def apply(ctx: Context, options: Options) -> Change:
+    images, sweeps = options.images, options.sweeps
     plan, view = ctx.plan, GraphView(ctx.model)
     ref_batches = _inputs(ctx, images)
     ref = _reference(ctx, ref_batches)
@@ -138,10 +136,17 @@ def apply(ctx: Context) -> Context:
     moved = {r: plan.activations[ts[0]].scale[0] / first[r] for r, ts in members.items()}
     moved = {r: m for r, m in moved.items() if m != 1.0}
     narrower = sum(1 for m in moved.values() if m < 1)
-    ctx.log.append(
+    kernels = "deployed kernels" if deployed else "reference arithmetic"
+    seen = sum(len(b) for b in batches)
+    return Change(
+        "activation grids",
+        len(moved),
         f"act-search: {len(moved)}/{len(members)} activation grids moved ({narrower} narrower), "
-        f"output error x{best / max(start, 1e-30):.2f} on {sum(len(b) for b in batches)} "
-        f"calibration images; {trials} trials "
-        f"({'deployed kernels' if deployed else 'reference arithmetic'})"
+        f"output error x{best / max(start, 1e-30):.2f} on {seen} "
+        f"calibration images; {trials} trials ({kernels})",
+        of=len(members),
+        error="model output error (squared error / float output power, summed over outputs)",
+        error_before=float(start),
+        error_after=float(best),
+        details={"narrower": narrower, "images": seen, "trials": trials, "kernels": kernels},
     )
-    return ctx

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from pydantic import Field
 
 from qvision.data import iter_batches
 from qvision.data.preprocess import concat_padded
-from qvision.errors import MissingExtraError, QVisionError
+from qvision.errors import MissingExtraError
 from qvision.model import ops
 from qvision.model.graph import GraphView, clip_bounds, node_attr
 from qvision.model.rewrite import expose_tensors
 from qvision.model.torch_graph import torch_device
 from qvision.qmath import fake_quantize
+from qvision.quant.algorithms import base
 from qvision.quant.algorithms import soft_rounding as sr
+from qvision.quant.algorithms.base import Change
 from qvision.quant.algorithms.context import Context
 from qvision.quant.plan import pack_bits
 from qvision.quant.writer import write_qdq
@@ -230,33 +233,18 @@ def activation_after(node: onnx.NodeProto, view: GraphView) -> tuple[float, floa
     return clip_bounds(after[0], view) if after[0].op_type == "Clip" else None
 
 
-def apply(
-    ctx: Context,
-    iters: int = ITERS,
-    rows: int = ROWS,
-    seed: int = 0,
-    device: str | None = None,
-) -> Context:
-    """``ctx.options['adaround']`` may set iters, rows, lr, seed, device (auto, cpu, cuda)
-    and blend (mixes of each calibration image with another, sampled beside the images)."""
-    opts = ctx.options.get("adaround", {})
-    unknown = set(opts) - {"iters", "rows", "seed", "device", "blend", "lr"}
-    if unknown:
-        raise QVisionError(
-            f"unknown adaround option '{sorted(unknown)[0]}' (iters, rows, seed, device, blend, lr)"
-        )
-    try:
-        iters, rows = int(opts.get("iters", iters)), int(opts.get("rows", rows))
-        seed = int(opts.get("seed", seed))
-        blends = int(opts.get("blend", 0))
-        lr = float(opts.get("lr", LR))
-    except ValueError:
-        raise QVisionError(
-            "adaround options iters, rows, seed and blend take integers, lr a number"
-        ) from None
-    if blends < 0:
-        raise QVisionError(f"adaround.blend is a count of mixes per image, not {blends}")
-    device = torch_device(_torch(), opts.get("device", device), "adaround")
+class Options(base.Options):
+    iters: int = Field(ITERS, ge=0)
+    rows: int = Field(ROWS, ge=1)  # sampled input rows per layer
+    seed: int = 0
+    device: str | None = None  # auto, cpu, cuda
+    blend: int = Field(0, ge=0)  # mixes of each calibration image with another
+    lr: float = LR
+
+
+def apply(ctx: Context, options: Options) -> Change:
+    iters, rows, seed, blends = options.iters, options.rows, options.seed, options.blend
+    device = torch_device(_torch(), options.device, "adaround")
     rng = np.random.default_rng(seed)
     view = GraphView(ctx.model)
     layers = []
@@ -288,7 +276,7 @@ def apply(
         if used >= BUDGET_BYTES or i == len(layers) - 1:
             _capture(ctx, group, per_image, rng, blends, seed)
             for g in group:
-                bits, nearest, learned, open_ = _optimize(ctx, g, iters, rng, device, lr)
+                bits, nearest, learned, open_ = _optimize(ctx, g, iters, rng, device, options.lr)
                 undecided += open_
                 if learned <= nearest:
                     ctx.plan.weight_rounding[g.node.input[g.ops.weight]] = pack_bits(bits)
@@ -296,10 +284,24 @@ def apply(
                     ratio.append(learned / max(nearest, 1e-30))
                 g.xq = []
             group, used = [], 0
-    ctx.log.append(
-        f"adaround: {improved}/{len(layers)} layers improved, reconstruction error x{np.mean(ratio) if ratio else 1:.2f} "
-        f"of nearest rounding on average, {100 * undecided / max(1, weights):.1f} % of roundings "
+    ratio_mean = float(np.mean(ratio)) if ratio else 1.0
+    share = 100 * undecided / max(1, weights)
+    return Change(
+        "layers",
+        improved,
+        f"adaround: {improved}/{len(layers)} layers improved, reconstruction error x{ratio_mean:.2f} "
+        f"of nearest rounding on average, {share:.1f} % of roundings "
         f"undecided when fitting stopped; {iters} iterations, {rows} rows from "
-        f"{images} images, {device}"
+        f"{images} images, {device}",
+        of=len(layers),
+        error="layer reconstruction error relative to nearest rounding (mean over improved layers)",
+        error_before=1.0,
+        error_after=ratio_mean,
+        details={
+            "undecided_percent": share,
+            "iterations": iters,
+            "rows": rows,
+            "images": images,
+            "device": device,
+        },
     )
-    return ctx

@@ -15,6 +15,8 @@ from onnx import numpy_helper
 from qvision.model.graph import GraphView
 from qvision.model.ops import layer
 from qvision.qmath import dequantize
+from qvision.quant.algorithms import base
+from qvision.quant.algorithms.base import Change
 from qvision.quant.algorithms.context import Context
 from qvision.quant.calibrate import collect
 from qvision.quant.calibrate.observers import ChannelMeanObserver
@@ -50,7 +52,11 @@ def _set_bias(ctx: Context, node, inits: dict, shift: np.ndarray) -> None:
     ctx.plan.biases[node.name] = [float(v) for v in (bias - shift).astype(np.float32)]
 
 
-def apply(ctx: Context) -> Context:
+class Options(base.Options):
+    pass  # none
+
+
+def apply(ctx: Context, options: Options) -> Change:
     view = GraphView(ctx.model)
     nodes = [
         n
@@ -81,10 +87,14 @@ def apply(ctx: Context) -> Context:
         _set_bias(ctx, node, inits, shift)
         corrected += 1
         total_shift += float(np.abs(shift).mean())
-    ctx.log.append(
-        f"bias-correction: corrected {corrected} biases (mean |shift| {total_shift / max(corrected, 1):.2e})"
+    mean_shift = total_shift / max(corrected, 1)
+    return Change(
+        "biases",
+        corrected,
+        f"bias-correction: corrected {corrected} biases (mean |shift| {mean_shift:.2e})",
+        of=len(nodes),
+        details={"mean_abs_shift": mean_shift, "images": len(ctx.dataset)},
     )
-    return ctx
 
 
 def _phi(x: np.ndarray) -> np.ndarray:
@@ -113,7 +123,7 @@ def expected_input(
     return mean
 
 
-def apply_analytical(ctx: Context) -> Context:
+def apply_analytical(ctx: Context, options: Options) -> Change:
     """Data-free bias correction: E[x] from the BatchNorm statistics of the layer before,
     assuming its pre-activations are Gaussian (DFQ sec. 4.2.2)."""
     from qvision.quant.algorithms.cle import _clip_max
@@ -143,8 +153,11 @@ def apply_analytical(ctx: Context) -> Context:
             continue
         _set_bias(ctx, node, inits, shift)
         corrected += 1
-    ctx.log.append(
+    return Change(
+        "biases",
+        corrected,
         f"bias-correction-analytical: corrected {corrected} biases from BatchNorm statistics; "
-        f"{missing} layers have no BatchNorm before them"
+        f"{missing} layers have no BatchNorm before them",
+        of=corrected + missing,
+        details={"no_batchnorm": missing},
     )
-    return ctx

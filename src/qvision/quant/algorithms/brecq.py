@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
+from pydantic import Field
 
 from qvision.data import iter_batches
 from qvision.data.preprocess import concat_padded
@@ -30,7 +31,9 @@ from qvision.errors import QVisionError
 from qvision.model import ops
 from qvision.model.graph import GraphView
 from qvision.model.torch_graph import OnnxTorch, _torch, torch_device
+from qvision.quant.algorithms import base
 from qvision.quant.algorithms import soft_rounding as sr
+from qvision.quant.algorithms.base import Change
 from qvision.quant.algorithms.context import Context
 from qvision.quant.plan import QuantSpec, pack_bits
 from qvision.quant.planner import WEIGHTED_KINDS, clip_caps, fit_under, scale_groups
@@ -83,30 +86,31 @@ VIEWS = 2
 # views help, and every input's block activations are held in memory (x3 with two views)
 VIEW_INPUTS = 300
 VIEW_SIDE = (0.57, 1.0)
+
+
 # ``blend``: extra inputs, each photo mixed with another (off by default: every input's block
 # activations are held in memory). H200, 4 seeds: 4 blends (700 inputs) +0.31 dB SQNR on
 # EfficientNet-Lite0 (all seeds), +0.08 dB on MobileNetV2 (3 seeds), top-1 within ±0.1;
 # 1 or 2 blends in place of views (300 inputs) gained nothing
-OPTIONS = (
-    "iters",
-    "batch",
-    "lr",
-    "reg",
-    "seed",
-    "flip",
-    "min_layers",
-    "crop",
-    "bias",
-    "asym",
-    "drop",
-    "views",
-    "device",
-    "scale",
-    "repair",
-    "mix",
-    "act",
-    "blend",
-)
+class Options(base.Options):
+    iters: int = Field(ITERS, ge=0)
+    batch: int = Field(BATCH, ge=1)
+    lr: float = LR
+    reg: float = REG
+    seed: int = 0
+    flip: bool = False
+    min_layers: int = Field(MIN_LAYERS, ge=1)
+    crop: int = CROP
+    bias: bool = True
+    asym: bool = True
+    drop: float = Field(0.0, ge=0, le=1)  # a probability
+    views: int | None = Field(None, ge=0)  # None: VIEWS, capped by VIEW_INPUTS
+    device: str | None = None  # auto, cpu, cuda
+    scale: bool = SCALE
+    repair: int = REPAIR
+    mix: float = Field(MIX, ge=0, le=1)  # a probability
+    act: bool = ACT
+    blend: int = Field(0, ge=0)  # extra inputs per photo
 
 
 class _Soft:
@@ -314,62 +318,9 @@ def split(ctx: Context, min_layers: int = MIN_LAYERS):
     return graph, blocks
 
 
-def _flag(value) -> bool:
-    """A switch from the API (bool) or the command line ('true', 'false', '1', '0')."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(value)
-
-
-def _options(ctx: Context) -> dict:
-    opts = dict(ctx.options.get("brecq", {}))
-    unknown = set(opts) - set(OPTIONS)
-    if unknown:
-        raise QVisionError(f"unknown brecq option '{sorted(unknown)[0]}' ({', '.join(OPTIONS)})")
-    try:
-        parsed = {
-            "iters": int(opts.get("iters", ITERS)),
-            "batch": int(opts.get("batch", BATCH)),
-            "lr": float(opts.get("lr", LR)),
-            "reg": float(opts.get("reg", REG)),
-            "seed": int(opts.get("seed", 0)),
-            "flip": _flag(opts.get("flip", False)),
-            "min_layers": int(opts.get("min_layers", MIN_LAYERS)),
-            "crop": int(opts.get("crop", CROP)),
-            "bias": _flag(opts.get("bias", True)),
-            "asym": _flag(opts.get("asym", True)),
-            "drop": float(opts.get("drop", 0.0)),
-            "views": int(opts["views"]) if "views" in opts else None,
-            "device": torch_device(_torch(), opts.get("device"), "brecq"),
-            "scale": _flag(opts.get("scale", SCALE)),
-            "repair": int(opts.get("repair", REPAIR)),
-            "mix": float(opts.get("mix", MIX)),
-            "act": _flag(opts.get("act", ACT)),
-            "blend": int(opts.get("blend", 0)),
-        }
-    except (TypeError, ValueError):
-        raise QVisionError(
-            "brecq options take numbers (flip, bias, asym, scale, act: true/false)"
-        ) from None
-    if parsed["blend"] < 0:
-        raise QVisionError(
-            f"brecq.blend is a count of extra inputs per photo, not {parsed['blend']}"
-        )
-    for key in ("mix", "drop"):
-        if not 0 <= parsed[key] <= 1:
-            raise QVisionError(f"brecq.{key} is a probability (0 to 1), not {parsed[key]:g}")
-    return parsed
-
-
-def apply(ctx: Context) -> Context:
-    """``ctx.options["brecq"]`` may set any of OPTIONS (``--algo-option brecq.KEY=VALUE``)."""
+def apply(ctx: Context, options: Options) -> Change:
     torch = _torch()
-    opts = _options(ctx)
+    opts = {**options.model_dump(), "device": torch_device(torch, options.device, "brecq")}
     torch.manual_seed(opts["seed"])
     plan = ctx.plan
     graph, blocks = split(ctx, opts["min_layers"])
@@ -452,14 +403,29 @@ def apply(ctx: Context) -> Context:
                 kept += 1
                 ratios.append(learned / max(before, 1e-30))
         xq, xf = out, target
-    ctx.log.append(
+    ratio = float(np.mean(ratios)) if ratios else 1.0
+    share = 100 * undecided / max(weights, 1)
+    return Change(
+        "blocks",
+        kept,
         f"brecq: {len(blocks)} blocks, {kept} improved (block output error x"
-        f"{np.mean(ratios) if ratios else 1:.2f} of the rounding before, on average); "
-        f"{100 * undecided / max(weights, 1):.1f} % of roundings undecided when fitting "
+        f"{ratio:.2f} of the rounding before, on average); "
+        f"{share:.1f} % of roundings undecided when fitting "
         f"stopped, {flips} flipped by repair; {opts['iters']} iterations, batch "
-        f"{opts['batch']}, {len(x)} images on {dev}"
+        f"{opts['batch']}, {len(x)} images on {dev}",
+        of=len(blocks),
+        error="block output error relative to the rounding before (mean over improved blocks)",
+        error_before=1.0,
+        error_after=ratio,
+        details={
+            "undecided_percent": share,
+            "repair_flips": flips,
+            "images": len(x),
+            "iterations": opts["iters"],
+            "batch": opts["batch"],
+            "device": dev,
+        },
     )
-    return ctx
 
 
 def runner(graph: OnnxTorch):

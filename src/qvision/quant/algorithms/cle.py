@@ -19,6 +19,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from qvision.model.graph import GraphView
+from qvision.quant.algorithms import base
+from qvision.quant.algorithms.base import Change
 from qvision.quant.algorithms.context import Context
 from qvision.quant.planner import clip_bounds, node_attr
 
@@ -158,7 +160,15 @@ def imbalance(model: onnx.ModelProto) -> float:
     return float(np.mean(ratios)) if ratios else 1.0
 
 
-def apply(ctx: Context, relax_relu6: bool = False) -> Context:
+class Options(base.Options):
+    pass  # none: the ReLU6 choice is the algorithm's name (cle, cle-relu)
+
+
+def apply_relu(ctx: Context, options: Options) -> Change:
+    return apply(ctx, options, relax_relu6=True)
+
+
+def apply(ctx: Context, options: Options, relax_relu6: bool = False) -> Change:
     info = equalize(ctx.model, relax_relu6, ctx.bn_stats)
     name = "cle-relu" if relax_relu6 else "cle"
     note = (
@@ -166,8 +176,13 @@ def apply(ctx: Context, relax_relu6: bool = False) -> Context:
         if relax_relu6
         else f"{info['skipped_relu6']} pairs joined by ReLU6 left alone (float exact)"
     )
-    ctx.log.append(
+    return Change(
+        "layer pairs",
+        info["pairs"],
         f"{name}: equalized {info['pairs']} layer pairs; {note}; weight range imbalance "
-        f"{info['imbalance_before']:.1f} -> {info['imbalance_after']:.1f}"
+        f"{info['imbalance_before']:.1f} -> {info['imbalance_after']:.1f}",
+        error="weight range imbalance",
+        error_before=float(info["imbalance_before"]),
+        error_after=float(info["imbalance_after"]),
+        details={k: info[k] for k in ("relaxed_relu6", "skipped_relu6") if k in info},
     )
-    return ctx

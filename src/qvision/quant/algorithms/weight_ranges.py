@@ -7,6 +7,8 @@ import numpy as np
 
 from qvision.model.graph import GraphView
 from qvision.qmath import QFormat, fake_quantize, qparams, weight_ranges
+from qvision.quant.algorithms import base
+from qvision.quant.algorithms.base import Change
 from qvision.quant.algorithms.context import Context
 from qvision.quant.plan import QuantSpec
 
@@ -31,7 +33,11 @@ def mse_ranges(w: np.ndarray, axis: int | None, fmt: QFormat) -> tuple[np.ndarra
     return (lo[0], hi[0]) if axis is None else (lo, hi)
 
 
-def apply(ctx: Context) -> Context:
+class Options(base.Options):  # weight-mse has no settings
+    pass
+
+
+def apply(ctx: Context, options: Options) -> Change:
     view = GraphView(ctx.model)
     changed = 0
     for name, spec in ctx.plan.weights.items():
@@ -40,5 +46,9 @@ def apply(ctx: Context) -> Context:
         scale, zp = qparams(lo, hi, spec.format)
         ctx.plan.weights[name] = QuantSpec.from_arrays(spec.format, scale, zp, spec.axis)
         changed += 1
-    ctx.log.append(f"weight-mse: MSE-optimal clipping for {changed} weights")
-    return ctx
+    return Change(
+        "weight grids",
+        changed,
+        f"weight-mse: MSE-optimal clipping for {changed} weights",
+        of=len(ctx.plan.weights),
+    )
