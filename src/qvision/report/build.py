@@ -21,8 +21,7 @@ def activation_ranges(
     """For each named layer of the QDQ model: a histogram of the float values its input
     quantizer sees on a few calibration images, and the range the grid covers."""
     from qvision.data import image_folder, iter_batches
-    from qvision.model.rewrite import expose_tensors
-    from qvision.runtime.session import make_session
+    from qvision.quant.sim import Probe
 
     model = onnx.load(str(qdq_model))
     by_name = {n.name: n for n in model.graph.node}
@@ -45,18 +44,15 @@ def activation_ranges(
         found.append((name, q.input[0], lo, hi))
     if not found:
         return []
-    sess = make_session(
-        expose_tensors(model, [t for _, t, _, _ in found]).SerializeToString(),
-        threads,
-        optimize=False,
-    )
-    names = [o.name for o in sess.get_outputs()]
+    first = next(i.name for i in model.graph.input if i.name not in inits)
+    probe = Probe(
+        model, first, [t for _, t, _, _ in found], threads
+    )  # as written: Q inputs observable
     ds = image_folder(calib)
     ds.samples = ds.samples[:images]
     values: dict[str, list[np.ndarray]] = {t: [] for _, t, _, _ in found}
     for batch in iter_batches(ds, preprocess, 1):
-        feed = {sess.get_inputs()[0].name: batch.inputs}  # a graph input is no output
-        outs = {**feed, **dict(zip(names, sess.run(None, feed), strict=True))}
+        outs = probe(batch.inputs)  # the input too: a graph input is no output
         for t in values:
             v = outs[t].ravel()
             values[t].append(v[:: max(1, v.size // 20000)])

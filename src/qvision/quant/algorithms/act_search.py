@@ -26,8 +26,7 @@ from qvision.quant.algorithms.base import Change
 from qvision.quant.algorithms.context import Context
 from qvision.quant.plan import QuantSpec
 from qvision.quant.planner import clip_caps, fit_under, scale_groups
-from qvision.quant.writer import write_qdq
-from qvision.runtime.session import make_session
+from qvision.quant.sim import Simulator
 from qvision.targets import detect
 
 MULTIPLES = (0.8, 0.9, 1.1)
@@ -56,34 +55,6 @@ def _inputs(ctx: Context, images: int) -> list[np.ndarray]:
     ]
 
 
-def _run(sess, name: str, x: np.ndarray) -> list[np.ndarray]:
-    return [o.astype(np.float32) for o in sess.run(None, {name: x})]
-
-
-def _reference(ctx: Context, batches: list[np.ndarray]) -> list[list[np.ndarray]]:
-    """Float outputs per batch; fewer batches where they would pass REF_BYTES (big dense
-    outputs, e.g. segmentation maps), since every trial is compared with all of them."""
-    sess = make_session(ctx.model.SerializeToString(), ctx.threads)
-    ref, used = [], 0
-    for x in batches:
-        ref.append(_run(sess, ctx.input_name, x))
-        used += sum(o.nbytes for o in ref[-1])
-        if used >= REF_BYTES:
-            break
-    return ref
-
-
-def _error(sess, name: str, batches: list[np.ndarray], ref: list[list[np.ndarray]]) -> float:
-    """Squared error of each output relative to the float output's power, summed over outputs."""
-    from qvision.qmath import OutputError
-
-    errs = [OutputError() for _ in ref[0]]
-    for x, want in zip(batches, ref, strict=True):
-        for e, g, r in zip(errs, _run(sess, name, x), want, strict=True):
-            e.update(r, g)
-    return float(sum(e.noise / max(e.signal, 1e-30) for e in errs))
-
-
 class Options(base.Options):
     images: int = Field(IMAGES, ge=1)  # calibration images the output error is measured on
     sweeps: int = Field(SWEEPS, ge=0)  # passes over the grids
@@ -92,15 +63,13 @@ class Options(base.Options):
 def apply(ctx: Context, options: Options) -> Change:
     images, sweeps = options.images, options.sweeps
     plan, view = ctx.plan, GraphView(ctx.model)
-    ref_batches = _inputs(ctx, images)
-    ref = _reference(ctx, ref_batches)
-    batches = ref_batches[: len(ref)]
+    sim = Simulator(ctx.model, ctx.input_name, ctx.threads)
+    ref = sim.reference(_inputs(ctx, images), REF_BYTES)
+    batches = ref.batches
     deployed = ctx.target.name == detect()[0].name
 
     def error() -> float:
-        q = write_qdq(ctx.model, plan).SerializeToString()
-        sess = make_session(q, ctx.threads, optimize=deployed)
-        return _error(sess, ctx.input_name, batches, ref)
+        return sim.relative_error(plan, ref, optimize=deployed)
 
     groups = scale_groups(ctx.model, plan.nodes)
     caps = clip_caps(ctx.model, plan.nodes, view)

@@ -21,7 +21,6 @@ from qvision.data.preprocess import concat_padded
 from qvision.errors import MissingExtraError
 from qvision.model import ops
 from qvision.model.graph import GraphView, clip_bounds, node_attr
-from qvision.model.rewrite import expose_tensors
 from qvision.model.torch_graph import torch_device
 from qvision.qmath import fake_quantize
 from qvision.quant.algorithms import base
@@ -29,8 +28,7 @@ from qvision.quant.algorithms import soft_rounding as sr
 from qvision.quant.algorithms.base import Change
 from qvision.quant.algorithms.context import Context
 from qvision.quant.plan import pack_bits
-from qvision.quant.writer import write_qdq
-from qvision.runtime.session import make_session
+from qvision.quant.sim import Simulator
 
 # sampled rows (patches) per layer; a depthwise row holds every channel, so it takes a quarter.
 # 2048 rows lost 1.3 top-1 against these on MobileNetV2 W4A8: a 1x1 layer's rounding (up to
@@ -129,14 +127,10 @@ def _capture(
     names = sorted({layer.node.input[0] for layer in layers})
     specs = ctx.plan.activations
 
-    qdq = expose_tensors(write_qdq(ctx.model, ctx.plan), names)
-    qsess = make_session(
-        qdq.SerializeToString(), ctx.threads, optimize=False
-    )  # keep tensors before Q
-    outputs = [o.name for o in qsess.get_outputs()]
+    # as written (not fused), so the tensors in front of each QuantizeLinear stay observable
+    probe = Simulator(ctx.model, ctx.input_name, ctx.threads).probe(ctx.plan, names)
     for x in _inputs(ctx, blends, seed):
-        qo = dict(zip(outputs, qsess.run(None, {ctx.input_name: x}), strict=True))
-        qo[ctx.input_name] = x
+        qo = probe(x)
         for layer in layers:
             t = layer.node.input[0]
             s, z = specs[t].arrays()

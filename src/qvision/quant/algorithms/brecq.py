@@ -37,7 +37,8 @@ from qvision.quant.algorithms.base import Change
 from qvision.quant.algorithms.context import Context
 from qvision.quant.plan import QuantSpec, pack_bits
 from qvision.quant.planner import WEIGHTED_KINDS, clip_caps, fit_under, scale_groups
-from qvision.quant.writer import QDQ_OPS, write_qdq
+from qvision.quant.sim import Simulator
+from qvision.quant.writer import QDQ_OPS
 
 MIN_LAYERS = 3
 ITERS = 300
@@ -258,7 +259,7 @@ def split(ctx: Context, min_layers: int = MIN_LAYERS):
     torch = _torch()
     plan = ctx.plan
     try:
-        graph = OnnxTorch(write_qdq(ctx.model, plan))
+        graph = OnnxTorch(Simulator(ctx.model, ctx.input_name).qdq(plan))
     except QVisionError as exc:
         raise QVisionError(f"brecq: {exc.problem}; use adaround for this model") from None
     view = GraphView(ctx.model)

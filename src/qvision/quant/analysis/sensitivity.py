@@ -14,14 +14,12 @@ import time
 import numpy as np
 
 from qvision.data import Preprocess, image_folder, iter_batches
-from qvision.model.rewrite import expose_tensors
 from qvision.qmath import OutputError, sqnr_db
 from qvision.quant.config import QuantConfig
 from qvision.quant.pipeline import Planned, make_plan
 from qvision.quant.plan import NodePlan
-from qvision.quant.writer import write_qdq
+from qvision.quant.sim import Reference, Simulator
 from qvision.records import AnalyzeResult, LayerReport
-from qvision.runtime.session import make_session
 
 
 def _batches(images, preprocess: Preprocess, limit: int) -> list[np.ndarray]:
@@ -43,24 +41,23 @@ def weight_layers(prepared, plan) -> list:
 
 
 def keep_float_sqnr(
-    prepared, plan, input_name: str, batches, threads=None, progress=None, ref_sess=None
+    prepared,
+    plan,
+    input_name: str,
+    batches,
+    threads=None,
+    progress=None,
+    ref: Reference | None = None,
 ) -> dict[str, float | None]:
     """Model output SQNR with each weight layer kept float in turn (QDQ reference run)."""
-    output = prepared.graph.output[0].name
-    if ref_sess is None:
-        ref_sess = make_session(prepared.SerializeToString(), threads)
-    refs = [ref_sess.run([output], {input_name: x})[0] for x in batches]
+    sim = Simulator(prepared, input_name, threads)
+    ref = ref or sim.reference(batches)
     layers = weight_layers(prepared, plan)
     gains: dict[str, float | None] = {}
     for i, node in enumerate(layers):
         variant = plan.model_copy(deep=True)
         variant.nodes[node.name] = NodePlan(op_type=node.op_type, action="float", reason="analysis")
-        sess = make_session(
-            write_qdq(prepared, variant).SerializeToString(), threads, optimize=False
-        )
-        e = OutputError()
-        for x, r in zip(batches, refs, strict=True):
-            e.update(r, sess.run([output], {input_name: x})[0])
+        (e,) = sim.output_errors(variant, ref, outputs=[0])
         gains[node.name] = sqnr_db(e.signal, e.noise)
         if progress:
             progress(i + 1, len(layers))
@@ -93,33 +90,29 @@ def analyze(
         if plan.nodes.get(n.name) and plan.nodes[n.name].action in ("quantize", "fold")
     ]
     tensors = [n.output[0] for n in layers]
-    ref_sess = make_session(expose_tensors(prepared, tensors).SerializeToString(), threads)
-    q_sess = make_session(
-        expose_tensors(write_qdq(prepared, plan), tensors).SerializeToString(),
-        threads,
-        optimize=False,
-    )
+    sim = Simulator(prepared, planned.input_name, threads)
+    float_probe, q_probe = sim.float_probe(tensors), sim.probe(plan, tensors)
     errs = {t: OutputError() for t in tensors}
     final = OutputError()
+    outputs = []
     for x in batches:
-        names = [o.name for o in ref_sess.get_outputs()]
-        ref = dict(zip(names, ref_sess.run(None, {planned.input_name: x}), strict=True))
-        got = dict(
-            zip(
-                [o.name for o in q_sess.get_outputs()],
-                q_sess.run(None, {planned.input_name: x}),
-                strict=True,
-            )
-        )
+        ref, got = float_probe(x), q_probe(x)
         for t in tensors:
             errs[t].update(ref[t], got[t])
         final.update(ref[output], got[output])
+        outputs.append([ref[o] for o in sim.output_names])
     base = sqnr_db(final.signal, final.noise)
 
     gains: dict[str, float | None] = {}
     if sensitivity:
         gains = keep_float_sqnr(
-            prepared, plan, planned.input_name, batches, threads, progress, ref_sess
+            prepared,
+            plan,
+            planned.input_name,
+            batches,
+            threads,
+            progress,
+            Reference(batches, outputs),
         )
     reports = []
     for node, t in zip(layers, tensors, strict=True):
