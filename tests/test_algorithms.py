@@ -94,7 +94,7 @@ def test_algos_through_the_api(tmp_path, flat_dir):
 
 
 def test_act_search_moves_activation_grids_for_the_output_error(flat_dir):
-    from qvision.quant.planner import clip_caps, fit_under
+    from qvision.quant.constraints import clip_caps, fit_under
 
     model = prepare_for_quantization(mobile_block())
     ctx = plan_context(model, flat_dir, weight_bits=8)

@@ -1,7 +1,9 @@
-"""The weighted layers' facts, written once: which input is the weight and which the bias,
-which weight axis holds the output channels and which is summed over, and which axis of
-the data input holds its channels. The planner, the writer, the recovery algorithms and
-the energy estimate read them here instead of each knowing Gemm's transB."""
+"""The op facts, written once. Per handler kind: which inputs are activations, whether it
+has a weight, whether its kernel needs a quantized output. Per weighted layer: which input
+is the weight and which the bias, which weight axis holds the output channels and which is
+summed over, and which axis of the data input holds its channels. The planner, the
+writer, the recovery algorithms and the energy estimate read them here instead of each
+knowing Gemm's transB."""
 
 from __future__ import annotations
 
@@ -13,6 +15,30 @@ import onnx
 from qvision.model.graph import GraphView, node_attr
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A handler kind, as a target's op table maps op types to them."""
+
+    activation_inputs: tuple[int, ...] | None  # inputs that take a Q/DQ pair; None: all
+    weighted: bool = False  # has a weight input (``layer`` says which, and its layout)
+    # ONNX Runtime's integer kernel needs its output quantized (QLinearConv,
+    # QLinearGlobalAveragePool, QLinearSigmoid...)
+    quantized_output: bool = False
+
+
+KINDS: dict[str, Kind] = {
+    "conv": Kind((0,), weighted=True, quantized_output=True),
+    "gemm": Kind((0,), weighted=True),
+    "matmul": Kind((0,), weighted=True),
+    "binary": Kind((0, 1)),
+    "pool": Kind((0,), quantized_output=True),
+    "unary": Kind((0,), quantized_output=True),
+    "same-scale": Kind((0,)),
+    "concat": Kind(None),  # all inputs
+}
+WEIGHTED_KINDS = frozenset(k for k, v in KINDS.items() if v.weighted)
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,9 @@ from qvision.model.ops import is_depthwise
 from qvision.qmath import QFormat
 from qvision.quant.analysis.sensitivity import keep_float_sqnr, weight_layers
 from qvision.quant.config import QuantConfig
+from qvision.quant.constraints import weight_spec
 from qvision.quant.pipeline import Planned, finish, make_plan, write_model
 from qvision.quant.plan import NodePlan
-from qvision.quant.planner import weight_spec
 from qvision.records import QuantizeResult, TuneResult, TuneTrial, ci95_text
 from qvision.runtime.session import make_session
 from qvision.targets import resolve

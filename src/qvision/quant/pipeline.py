@@ -69,25 +69,26 @@ class Planned:
     algorithms: list[AlgorithmResult] = field(default_factory=list)  # what each one did
 
 
-def make_plan(
-    model: str | Path,
-    calib: str | Path | None,
-    preprocess: Preprocess,
-    config: QuantConfig,
-    plan_in: str | Path | None = None,
-    threads: int | None = None,
-    progress=None,
-    proto: onnx.ModelProto | None = None,
-    observers: tuple[str, dict] | None = None,
-    histograms: bool = False,
-) -> Planned:
-    """Load (unless ``proto`` is the already loaded model), calibrate, plan and run the
-    recovery algorithms (or read ``plan_in``).
+@dataclass
+class Prepared:
+    """The checked, prepared float model and the settings resolved for it."""
 
-    ``observers`` (from an earlier Planned's ``observers``) skips calibration when they
-    cover this plan: autotune plans many variants from one pass over the images, collected
-    as ``histograms`` so that every calibration method can read them.
-    """
+    model: onnx.ModelProto  # prepared for quantization; "pre" algorithms edit it
+    input_name: str
+    target: Target
+    reason: str
+    method: str
+    model_sha256: str
+    bn_stats: dict = field(default_factory=dict)
+    started: str = ""
+    t0: float = 0.0
+
+
+def prepare(
+    model: str | Path, config: QuantConfig, proto: onnx.ModelProto | None = None
+) -> Prepared:
+    """Check the settings (before any work), load (unless ``proto`` is the loaded model),
+    refuse an already quantized model, resolve the target and prepare the float graph."""
     parse_algos(config.algos)  # unknown names and bad options fail before any work
     check_options(config.algo_options)
     if config.weights not in WEIGHT_BITS:
@@ -102,36 +103,115 @@ def make_plan(
             model,
         )
     prof, reason = resolve(config.target)
-    method = config.method or prof.default_method
-    model_hash = sha256_file(model)
     bn_stats: dict = {}
     prepared = prepare_for_quantization(proto, bn_stats)
-    t0, started = time.perf_counter(), provenance.now()
-    if plan_in is not None:
-        plan = QuantPlan.load(plan_in)
-        if plan.model_sha256 != model_hash:
-            raise QVisionError(
-                f"plan was made for another model (sha256 {plan.model_sha256[:12]}…)", plan_in
-            )
-        # model-changing algorithms are data-free: redo them so the plan's names and
-        # weights refer to the same float model
-        ctx = Context(prepared, None, prof, None, preprocess, inp.name, threads, bn_stats=bn_stats)
-        run_algorithms(ctx, stage(plan.algorithms, "pre"))
-        return Planned(
-            prepared,
-            plan,
-            prof,
-            reason,
-            model_hash,
-            inp.name,
-            started=started,
-            seconds={"calibrate": 0.0, "plan": 0.0},
+    return Prepared(
+        prepared,
+        inp.name,
+        prof,
+        reason,
+        config.method or prof.default_method,
+        sha256_file(model),
+        bn_stats,
+        provenance.now(),
+        time.perf_counter(),
+    )
+
+
+def replay(prep: Prepared, plan_in: str | Path, preprocess: Preprocess, threads=None) -> Planned:
+    """A saved plan for this model: its model-changing algorithms are data-free, so they
+    are redone to make the plan's names and weights refer to the same float model."""
+    plan = QuantPlan.load(plan_in)
+    if plan.model_sha256 != prep.model_sha256:
+        raise QVisionError(
+            f"plan was made for another model (sha256 {plan.model_sha256[:12]}…)", plan_in
         )
+    ctx = Context(
+        prep.model,
+        None,
+        prep.target,
+        None,
+        preprocess,
+        prep.input_name,
+        threads,
+        bn_stats=prep.bn_stats,
+    )
+    run_algorithms(ctx, stage(plan.algorithms, "pre"))
+    return Planned(
+        prep.model,
+        plan,
+        prep.target,
+        prep.reason,
+        prep.model_sha256,
+        prep.input_name,
+        started=prep.started,
+        seconds={"calibrate": 0.0, "plan": 0.0},
+    )
+
+
+def calibrate(
+    ctx: Context,
+    tensors: list[str],
+    method: str,
+    config: QuantConfig,
+    key: str,
+    observers: tuple[str, dict] | None,
+    histograms: bool,
+    progress=None,
+) -> tuple[dict, list[tuple[str, str]]]:
+    """One observer per tensor over the calibration images (or ``observers`` reused when
+    they were collected on the same float model and serve ``method``); skipped files."""
+    if (
+        observers is not None
+        and observers[0] == key
+        and all(o.serves(method) for o in observers[1].values())
+    ):
+        stats = {t: o.for_method(method) for t, o in observers[1].items()}
+        if all(t in stats for t in tensors):
+            return stats, []
+    stats, report = collect(
+        ctx.model,
+        ctx.dataset,
+        ctx.preprocess,
+        tensors,
+        (lambda _t: HistogramObserver(method=method)) if histograms else method,
+        ctx.input_name,
+        config.batch_size,
+        threads=ctx.threads,
+        strict=config.strict,
+        progress=progress,
+    )
+    return stats, report.skipped
+
+
+def make_plan(
+    model: str | Path,
+    calib: str | Path | None,
+    preprocess: Preprocess,
+    config: QuantConfig,
+    plan_in: str | Path | None = None,
+    threads: int | None = None,
+    progress=None,
+    proto: onnx.ModelProto | None = None,
+    observers: tuple[str, dict] | None = None,
+    histograms: bool = False,
+) -> Planned:
+    """prepare → ("pre" algorithms → calibrate → plan → "post" algorithms), or the saved
+    ``plan_in`` replayed.
+
+    ``observers`` (from an earlier Planned's ``observers``) skips calibration when they
+    cover this plan: autotune plans many variants from one pass over the images, collected
+    as ``histograms`` so that every calibration method can read them.
+    """
+    prep = prepare(model, config, proto)
+    if plan_in is not None:
+        return replay(prep, plan_in, preprocess, threads)
     if calib is None:
         raise QVisionError("--calib DIR is needed (or --plan PLAN.json)")
     dataset = image_folder(calib) if Path(calib).is_dir() else open_dataset(calib)
     if config.limit:
         dataset.samples = dataset.samples[: config.limit]
+    prof, method, prepared = prep.target, prep.method, prep.model
     names = parse_algos(
         default_algos(prof, config.weights) if config.algos is None else config.algos
     )
@@ -141,38 +221,17 @@ def make_plan(
         prof,
         dataset,
         preprocess,
-        inp.name,
+        prep.input_name,
         threads,
-        bn_stats=bn_stats,
+        bn_stats=prep.bn_stats,
         options=dict(config.algo_options),
     )
     done = run_algorithms(ctx, stage(names, "pre"))
     decisions = decide_nodes(prepared, prof, set(config.keep_float))
     tensors = activation_tensors(prepared, decisions)
-    skipped: list[tuple[str, str]] = []
     # statistics depend on the float model (CLE changes it); histograms serve every method
     key = "|".join(stage(names, "pre"))
-    stats = {}
-    if (
-        observers is not None
-        and observers[0] == key
-        and all(o.serves(method) for o in observers[1].values())
-    ):
-        stats = {t: o.for_method(method) for t, o in observers[1].items()}
-    if any(t not in stats for t in tensors):
-        stats, report = collect(
-            prepared,
-            dataset,
-            preprocess,
-            tensors,
-            (lambda _t: HistogramObserver(method=method)) if histograms else method,
-            inp.name,
-            config.batch_size,
-            threads=threads,
-            strict=config.strict,
-            progress=progress,
-        )
-        skipped = report.skipped
+    stats, skipped = calibrate(ctx, tensors, method, config, key, observers, histograms, progress)
     act_fmt = prof.activation.q()
     full = bounded_inputs(prepared)
     ranges = {
@@ -185,7 +244,7 @@ def make_plan(
         ranges,
         prof,
         method,
-        model_hash,
+        prep.model_sha256,
         decisions,
         WEIGHT_BITS[config.weights],
         config.layer_bits,
@@ -200,16 +259,16 @@ def make_plan(
         prepared,
         plan,
         prof,
-        reason,
-        model_hash,
-        inp.name,
+        prep.reason,
+        prep.model_sha256,
+        prep.input_name,
         skipped=[SkippedFile(path=p, reason=r) for p, r in skipped],
         calib_images=len(dataset) - len(skipped),
         calibration=(str(dataset.root), len(dataset), build_manifest(dataset).sha256),
-        started=started,
+        started=prep.started,
         observers=(key, stats),
         seconds={
-            "calibrate": t1 - t0,
+            "calibrate": t1 - prep.t0,
             "plan": time.perf_counter() - t1,
             **{a.name: a.seconds for a in done},
         },

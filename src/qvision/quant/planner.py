@@ -14,27 +14,11 @@ import numpy as np
 import onnx
 
 from qvision.model.graph import GraphView, clip_bounds, node_attr
-from qvision.model.ops import is_depthwise, layer
-from qvision.qmath import QFormat, qparams, weight_ranges
+from qvision.model.ops import KINDS, WEIGHTED_KINDS, is_depthwise, layer
+from qvision.qmath import QFormat, qparams
+from qvision.quant.constraints import clip_caps, fit_under, scale_groups, weight_spec
 from qvision.quant.plan import NodePlan, QuantPlan, QuantSpec
 from qvision.targets import Target
-
-# Which inputs of each handler kind are activations that need a Q/DQ pair.
-_ACTIVATION_INPUTS = {
-    "conv": (0,),
-    "gemm": (0,),
-    "matmul": (0,),
-    "binary": (0, 1),
-    "pool": (0,),
-    "unary": (0,),
-    "same-scale": (0,),
-    "concat": None,  # all inputs
-}
-# Kinds with a weight input; model.ops says which input and how it is laid out.
-WEIGHTED_KINDS = frozenset({"conv", "gemm", "matmul"})
-# Kinds whose ONNX Runtime integer kernel needs its output quantized (QLinearConv,
-# QLinearGlobalAveragePool, QLinearSigmoid...); see quantized_outputs.
-OUTPUT_Q_KINDS = ("conv", "pool", "unary")
 
 
 def _why_not(node: onnx.NodeProto, kind: str, view: GraphView) -> str | None:
@@ -61,7 +45,7 @@ def _why_not(node: onnx.NodeProto, kind: str, view: GraphView) -> str | None:
             return "bias is not a constant"
     if kind in ("binary", "concat") and any(view.is_constant(i) for i in node.input if i):
         return "constant operand"
-    idx = _ACTIVATION_INPUTS[kind]
+    idx = KINDS[kind].activation_inputs
     acts = [
         node.input[i]
         for i in (range(len(node.input)) if idx is None else idx)
@@ -70,48 +54,6 @@ def _why_not(node: onnx.NodeProto, kind: str, view: GraphView) -> str | None:
     if any(view.elem_type(t) not in (None, onnx.TensorProto.FLOAT) for t in acts if t):
         return "input is not float32"
     return None
-
-
-class _Groups:
-    """Union-find over tensor names that must share one scale."""
-
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-
-    def find(self, x: str) -> str:
-        self.parent.setdefault(x, x)
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
-
-    def union(self, a: str, b: str) -> None:
-        self.parent[self.find(a)] = self.find(b)
-
-
-def scale_groups(model: onnx.ModelProto, decisions: dict[str, NodePlan]) -> _Groups:
-    """Tensors that must share a scale: same-scale ops and Concat tie inputs to outputs."""
-    groups = _Groups()
-    for node in model.graph.node:
-        d = decisions.get(node.name)
-        if d and d.action == "quantize" and d.kind == "same-scale":
-            groups.union(node.output[0], node.input[0])
-        if d and d.action == "quantize" and d.kind == "concat":
-            for t in node.input:
-                groups.union(t, node.output[0])
-    return groups
-
-
-def clip_caps(
-    model: onnx.ModelProto, decisions: dict[str, NodePlan], view: GraphView
-) -> dict[str, float]:
-    """A tensor after a folded Clip must not exceed the clip's max once rounded to the grid."""
-    caps: dict[str, float] = {}
-    for node in model.graph.node:
-        d = decisions.get(node.name)
-        if d and d.action == "fold" and node.op_type == "Clip":
-            caps[node.output[0]] = clip_bounds(node, view)[1]
-    return caps
 
 
 def decide_nodes(
@@ -180,7 +122,7 @@ def activation_tensors(model: onnx.ModelProto, decisions: dict[str, NodePlan]) -
         d = decisions.get(node.name)
         if d is None or d.action != "quantize":
             continue
-        idx = _ACTIVATION_INPUTS[d.kind]
+        idx = KINDS[d.kind].activation_inputs
         names = [
             node.input[i]
             for i in (range(len(node.input)) if idx is None else idx)
@@ -207,7 +149,11 @@ def quantized_outputs(model: onnx.ModelProto, decisions: dict[str, NodePlan]) ->
     out = []
     for node in model.graph.node:
         d = decisions.get(node.name)
-        if d is None or d.action != "quantize" or d.kind not in OUTPUT_Q_KINDS:
+        if (
+            d is None
+            or d.action != "quantize"
+            or not (d.kind in KINDS and KINDS[d.kind].quantized_output)
+        ):
             continue
         t = node.output[0]
         readers = view.consumers.get(t, [])
@@ -243,15 +189,10 @@ def build_plan(
     most 4 bits in true 4-bit tensors.
     """
     view = GraphView(model)
+    # new data only: the caller's decisions and ranges stay as they were given
+    decisions = {name: d.model_copy() for name, d in decisions.items()}
     ranges = {**ranges, **_bounded_outputs(model, ranges)}
     _float_mixed_concats(model, decisions, ranges)  # before the plan copies the decisions
-    plan = QuantPlan(
-        model_sha256=model_sha256,
-        target=target.name,
-        method=method,
-        nodes=decisions,
-        weights_dtype=weight_dtype or ("int4" if weight_bits == 4 else "int8"),
-    )
     act_fmt = target.activation.q()
     tensors = activation_tensors(model, decisions)
 
@@ -264,11 +205,20 @@ def build_plan(
 
     missing = [t for t in tensors if all(m not in ranges for m in members[groups.find(t)])]
     if missing:
+        # before the plan takes the decisions (it holds its own copy of the mapping)
+        _demote_consumers(model, decisions, set(missing))
+        tensors = [t for t in tensors if t not in missing]
+    plan = QuantPlan(
+        model_sha256=model_sha256,
+        target=target.name,
+        method=method,
+        nodes=decisions,
+        weights_dtype=weight_dtype or ("int4" if weight_bits == 4 else "int8"),
+    )
+    if missing:
         plan.warnings.append(
             f"{len(missing)} tensor(s) had no calibration range; their consumers stay float"
         )
-        _demote_consumers(model, decisions, set(missing))
-        tensors = [t for t in tensors if t not in missing]
 
     for t in tensors:
         group = members[groups.find(t)]
@@ -379,21 +329,6 @@ def _float_mixed_concats(
                 kind="concat",
                 reason=f"input ranges differ {spread:.0f}x; one shared scale would erase the narrow ones",
             )
-
-
-def weight_spec(w: np.ndarray, fmt: QFormat, axis: int | None) -> QuantSpec:
-    """Min/max (per-channel when ``axis`` is set) weight grid on ``fmt``."""
-    lo, hi = weight_ranges(w, axis)
-    scale, zp = qparams(lo, hi, fmt)
-    return QuantSpec.from_arrays(fmt, scale, zp, axis)
-
-
-def fit_under(scale: np.ndarray, zp: np.ndarray, fmt: QFormat, cap: float) -> np.ndarray:
-    """Shrink the scale by ulps until the top of the grid is <= cap (float32 rounding)."""
-    s = np.float32(scale)
-    while np.float32(s) * np.float32(fmt.qmax - int(zp)) > np.float32(cap):
-        s = np.nextafter(s, np.float32(0))
-    return np.asarray(s, dtype=np.float32)
 
 
 def _demote_consumers(

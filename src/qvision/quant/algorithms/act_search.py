@@ -24,8 +24,8 @@ from qvision.model.graph import GraphView
 from qvision.quant.algorithms import base
 from qvision.quant.algorithms.base import Change
 from qvision.quant.algorithms.context import Context
+from qvision.quant.constraints import clip_caps, fit_under, scale_groups
 from qvision.quant.plan import QuantSpec
-from qvision.quant.planner import clip_caps, fit_under, scale_groups
 from qvision.quant.sim import Simulator
 from qvision.targets import detect
 

@@ -13,14 +13,13 @@ import numpy as np
 from onnx import numpy_helper
 
 from qvision.model.graph import GraphView
-from qvision.model.ops import layer
+from qvision.model.ops import WEIGHTED_KINDS, layer
 from qvision.qmath import dequantize
 from qvision.quant.algorithms import base
 from qvision.quant.algorithms.base import Change
 from qvision.quant.algorithms.context import Context
 from qvision.quant.calibrate import collect
 from qvision.quant.calibrate.observers import ChannelMeanObserver
-from qvision.quant.planner import WEIGHTED_KINDS
 
 
 def _shift(node, dw: np.ndarray, mean: np.ndarray) -> np.ndarray | None:

@@ -30,13 +30,14 @@ from qvision.data.preprocess import concat_padded
 from qvision.errors import QVisionError
 from qvision.model import ops
 from qvision.model.graph import GraphView
+from qvision.model.ops import WEIGHTED_KINDS
 from qvision.model.torch_graph import OnnxTorch, _torch, torch_device
 from qvision.quant.algorithms import base
 from qvision.quant.algorithms import soft_rounding as sr
 from qvision.quant.algorithms.base import Change
 from qvision.quant.algorithms.context import Context
+from qvision.quant.constraints import clip_caps, fit_under, scale_groups
 from qvision.quant.plan import QuantSpec, pack_bits
-from qvision.quant.planner import WEIGHTED_KINDS, clip_caps, fit_under, scale_groups
 from qvision.quant.sim import Simulator
 from qvision.quant.writer import QDQ_OPS
 

@@ -18,11 +18,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from qvision.model.graph import GraphView
+from qvision.model.graph import GraphView, clip_bounds, node_attr
 from qvision.quant.algorithms import base
 from qvision.quant.algorithms.base import Change
 from qvision.quant.algorithms.context import Context
-from qvision.quant.planner import clip_bounds, node_attr
 
 SWEEPS = 20
 S_MIN, S_MAX = 1e-3, 1e3  # dead channels (range ~0) must not get absurd factors

@@ -19,10 +19,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qvision.errors import QVisionError
 from qvision.model.graph import GraphView
-from qvision.model.ops import layer
+from qvision.model.ops import WEIGHTED_KINDS, layer
 from qvision.qmath import quantize_bias
 from qvision.quant.plan import QuantPlan, QuantSpec
-from qvision.quant.planner import WEIGHTED_KINDS
 from qvision.targets import QUANT_METADATA_KEY
 from qvision.targets.profiles import TARGETS
 

@@ -1,4 +1,5 @@
-"""The simulator measures a plan the way ONNX Runtime runs the written model."""
+"""The engine's shared parts: the simulator measures a plan the way ONNX Runtime runs the
+written model; the planner returns new data."""
 
 import numpy as np
 import onnxruntime as ort
@@ -55,3 +56,25 @@ def test_probe_exposes_inner_tensors_before_their_quantizer(flat_dir):
     # the tensor in front of its QuantizeLinear: close to the float one, not equal
     assert got[inner].shape == want[inner].shape
     assert 0 < np.abs(got[inner] - want[inner]).max() < 0.5 * np.abs(want[inner]).max()
+
+
+def test_build_plan_leaves_its_inputs_alone(flat_dir):
+    """The planner returns new data: demoting a consumer, or a Concat of mixed ranges, edits
+    the plan's decisions, never the caller's."""
+    from qvision.quant.planner import activation_tensors, build_plan, decide_nodes
+    from qvision.targets import TARGETS
+
+    model = prepare_for_quantization(mobile_block())
+    target = TARGETS["ort-cpu-vnni"]
+    decisions = decide_nodes(model, target, set())
+    tensors = activation_tensors(model, decisions)
+    ranges = {t: (-1.0, 1.0) for t in tensors[1:]}  # the first has none: its consumer demotes
+    given = {k: v.model_dump() for k, v in decisions.items()}
+    plan = build_plan(model, ranges, target, "minmax", "x", decisions)
+    assert {k: v.model_dump() for k, v in decisions.items()} == given
+    assert ranges == {t: (-1.0, 1.0) for t in tensors[1:]}
+    # the consumer of the tensor without a range is float in the plan itself (it used to be
+    # demoted in the caller's mapping only, while the plan still quantized it)
+    assert plan.nodes["conv1"].action == "float" and decisions["conv1"].action == "quantize"
+    assert "input" not in plan.activations
+    assert plan.nodes.keys() == decisions.keys()
