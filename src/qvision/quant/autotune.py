@@ -228,7 +228,13 @@ def tune(
     def plan_with(method: str, algos: str):
         cfg = dataclasses.replace(config, method=method, algos=algos)
         return lambda: make_plan(
-            model, calib, preprocess, cfg, threads=threads, proto=proto, observers=planned.observers
+            model,
+            calib,
+            preprocess,
+            cfg,
+            threads=threads,
+            proto=proto,
+            statistics=planned.statistics,
         )
 
     method, algos = _first(config, planned.target)

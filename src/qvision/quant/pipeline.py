@@ -19,11 +19,13 @@ from qvision.model import image_input, load_model
 from qvision.model.load import model_size
 from qvision.model.rewrite import prepare_for_quantization
 from qvision.quant import algorithms
-from qvision.quant.algorithms import Context, check_options, parse_algos, stage
-from qvision.quant.calibrate import HistogramObserver, collect
+from qvision.quant.algorithms import ALGORITHMS, Context, check_options, parse_algos, stage
+from qvision.quant.calibrate import HistogramObserver
+from qvision.quant.calibrate.observers import make_observer
 from qvision.quant.config import QuantConfig
 from qvision.quant.plan import QuantPlan
 from qvision.quant.planner import activation_tensors, bounded_inputs, build_plan, decide_nodes
+from qvision.quant.stats import RANGES, Statistics
 from qvision.quant.writer import QDQ_OPS, write_qdq
 from qvision.records import AlgorithmResult, QuantizeResult, SkippedFile
 from qvision.runtime.session import make_session
@@ -64,7 +66,7 @@ class Planned:
     calib_images: int = 0
     calibration: tuple[str, int, str] | None = None  # (root, images, dataset sha256)
     started: str = ""
-    observers: tuple[str, dict] | None = None  # (model-changing algorithms, statistics), for reuse
+    statistics: Statistics | None = None  # of the float model on the calibration images, for reuse
     seconds: dict[str, float] = field(default_factory=dict)
     algorithms: list[AlgorithmResult] = field(default_factory=list)  # what each one did
 
@@ -151,31 +153,33 @@ def replay(prep: Prepared, plan_in: str | Path, preprocess: Preprocess, threads=
 
 def calibrate(
     ctx: Context,
-    tensors: list[str],
+    requests: dict[str, dict],
     method: str,
     config: QuantConfig,
     key: str,
-    observers: tuple[str, dict] | None,
-    histograms: bool,
+    earlier: Statistics | None,
     progress=None,
-) -> tuple[dict, list[tuple[str, str]]]:
-    """One observer per tensor over the calibration images (or ``observers`` reused when
-    they were collected on the same float model and serve ``method``); skipped files."""
-    if (
-        observers is not None
-        and observers[0] == key
-        and all(o.serves(method) for o in observers[1].values())
-    ):
-        stats = {t: o.for_method(method) for t, o in observers[1].items()}
-        if all(t in stats for t in tensors):
-            return stats, []
-    stats, report = collect(
+) -> tuple[Statistics, list[tuple[str, str]]]:
+    """Every requested statistic in one pass over the calibration images (``RANGES``: the
+    activation ranges; each algorithm's own points), or ``earlier``'s reused when they were
+    gathered on the same float model and their ranges serve ``method``; skipped files."""
+    if earlier is not None and earlier.key == key:
+        ranges = earlier.of(RANGES)
+        if all(o.serves(method) for o in ranges.values()) and not earlier.missing(
+            RANGES, requests[RANGES]
+        ):
+            points = {
+                **earlier.points,
+                RANGES: {t: o.for_method(method) for t, o in ranges.items()},
+            }
+            return Statistics(key, points), []
+    stats = Statistics(key)
+    report = stats.gather(
         ctx.model,
         ctx.dataset,
         ctx.preprocess,
-        tensors,
-        (lambda _t: HistogramObserver(method=method)) if histograms else method,
         ctx.input_name,
+        requests,
         config.batch_size,
         threads=ctx.threads,
         strict=config.strict,
@@ -193,15 +197,15 @@ def make_plan(
     threads: int | None = None,
     progress=None,
     proto: onnx.ModelProto | None = None,
-    observers: tuple[str, dict] | None = None,
+    statistics: Statistics | None = None,
     histograms: bool = False,
 ) -> Planned:
     """prepare → ("pre" algorithms → calibrate → plan → "post" algorithms), or the saved
     ``plan_in`` replayed.
 
-    ``observers`` (from an earlier Planned's ``observers``) skips calibration when they
-    cover this plan: autotune plans many variants from one pass over the images, collected
-    as ``histograms`` so that every calibration method can read them.
+    ``statistics`` (an earlier Planned's) skips calibration when they cover this plan:
+    autotune plans many variants from one pass over the images, collected as
+    ``histograms`` so that every calibration method can read them.
     """
     prep = prepare(model, config, proto)
     if plan_in is not None:
@@ -231,12 +235,22 @@ def make_plan(
     tensors = activation_tensors(prepared, decisions)
     # statistics depend on the float model (CLE changes it); histograms serve every method
     key = "|".join(stage(names, "pre"))
-    stats, skipped = calibrate(ctx, tensors, method, config, key, observers, histograms, progress)
+    make = (
+        (lambda: HistogramObserver(method=method))
+        if histograms
+        else (lambda: make_observer(method))
+    )
+    requests = {RANGES: dict.fromkeys(tensors, make)}
+    for name in stage(names, "post"):
+        if points := ALGORITHMS[name].statistics(prepared, decisions):
+            requests[name] = points
+    stats, skipped = calibrate(ctx, requests, method, config, key, statistics, progress)
+    ctx.stats = stats
     act_fmt = prof.activation.q()
     full = bounded_inputs(prepared)
     ranges = {
         t: (o.for_method("minmax") if t in full and o.serves("minmax") else o).range(act_fmt)
-        for t, o in stats.items()
+        for t, o in stats.of(RANGES).items()
     }
     t1 = time.perf_counter()
     plan = build_plan(
@@ -266,7 +280,7 @@ def make_plan(
         calib_images=len(dataset) - len(skipped),
         calibration=(str(dataset.root), len(dataset), build_manifest(dataset).sha256),
         started=prep.started,
-        observers=(key, stats),
+        statistics=stats,
         seconds={
             "calibrate": t1 - prep.t0,
             "plan": time.perf_counter() - t1,

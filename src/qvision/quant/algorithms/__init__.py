@@ -36,6 +36,12 @@ class Algorithm:
     def options(self, raw: Mapping[str, Any] | None = None) -> Options:
         return parse_options(self.name, self.load().Options, raw or {})
 
+    def statistics(self, model, nodes: dict) -> dict:
+        """Its statistic points on the float model (tensor -> new observer), if it declares
+        any (a module-level ``statistics(model, nodes)``), so calibration gathers them too."""
+        declare = getattr(self.load(), "statistics", None)
+        return declare(model, nodes) if declare else {}
+
 
 # The order is the run order: "pre" before calibration, "post" after planning.
 ALGORITHMS: dict[str, Algorithm] = {

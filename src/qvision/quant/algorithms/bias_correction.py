@@ -18,7 +18,6 @@ from qvision.qmath import dequantize
 from qvision.quant.algorithms import base
 from qvision.quant.algorithms.base import Change
 from qvision.quant.algorithms.context import Context
-from qvision.quant.calibrate import collect
 from qvision.quant.calibrate.observers import ChannelMeanObserver
 
 
@@ -55,27 +54,35 @@ class Options(base.Options):
     pass  # none
 
 
+def _candidates(model, nodes: dict) -> list:
+    """Quantized weighted layers with a bias input (MatMul has none to correct)."""
+    return [
+        n
+        for n in model.graph.node
+        if (d := nodes.get(n.name)) is not None
+        and d.action == "quantize"
+        and d.kind in WEIGHTED_KINDS
+        and layer(n).bias is not None
+    ]
+
+
+def statistics(model, nodes: dict) -> dict:
+    """Statistic points: E[x] per channel of each candidate layer's input, on the float model."""
+    return {n.input[0]: _channel_mean for n in _candidates(model, nodes)}
+
+
+def _channel_mean() -> ChannelMeanObserver:
+    return ChannelMeanObserver(axis=1)
+
+
 def apply(ctx: Context, options: Options) -> Change:
     view = GraphView(ctx.model)
     nodes = [
         n
-        for n in ctx.model.graph.node
-        if (d := ctx.plan.nodes.get(n.name)) is not None
-        and d.action == "quantize"
-        and d.kind in WEIGHTED_KINDS
-        and n.input[layer(n).weight] in ctx.plan.weights
-        and layer(n).bias is not None  # MatMul has no bias input to correct
+        for n in _candidates(ctx.model, ctx.plan.nodes)
+        if n.input[layer(n).weight] in ctx.plan.weights
     ]
-    inputs = sorted({n.input[0] for n in nodes})
-    means, _ = collect(
-        ctx.model,
-        ctx.dataset,
-        ctx.preprocess,
-        inputs,
-        method=lambda t: ChannelMeanObserver(axis=1),
-        input_name=ctx.input_name,
-        threads=ctx.threads,
-    )
+    means = ctx.statistics("bias-correction", {n.input[0]: _channel_mean for n in nodes})
     inits = {t.name: t for t in ctx.model.graph.initializer}
     corrected = 0
     total_shift = 0.0

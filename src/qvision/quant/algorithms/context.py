@@ -8,7 +8,9 @@ import numpy as np
 import onnx
 
 from qvision.data import Dataset, Preprocess
+from qvision.errors import QVisionError
 from qvision.quant.plan import QuantPlan
+from qvision.quant.stats import Statistics
 from qvision.targets import Target
 
 
@@ -27,3 +29,23 @@ class Context:
     # per-algorithm settings, e.g. {"adaround": {"iters": 5000}} (QuantConfig.algo_options)
     options: dict[str, dict] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)  # one line per change, for the result JSON
+    # the float model's statistics on the calibration images, gathered with the ranges
+    stats: Statistics = field(default_factory=Statistics)
+
+    def statistics(self, purpose: str, points: dict) -> dict:
+        """Observers of ``points`` (tensor -> new observer) for ``purpose``: the ones the
+        calibration pass gathered, and the rest gathered now in one more pass."""
+        missing = {t: make for t, make in points.items() if t not in self.stats.of(purpose)}
+        if missing:
+            if self.dataset is None:
+                raise QVisionError(f"{purpose} needs calibration images (--calib)")
+            self.stats.gather(
+                self.model,
+                self.dataset,
+                self.preprocess,
+                self.input_name,
+                {purpose: missing},
+                threads=self.threads,
+            )
+        have = self.stats.of(purpose)
+        return {t: have[t] for t in points}
