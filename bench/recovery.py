@@ -17,6 +17,7 @@ import time
 
 from qvision import api
 from qvision.model import load_model
+from qvision.quant.config import TuneOptions
 from qvision.runtime.bench import time_interleaved
 from qvision.runtime.inputs import model_hw
 from qvision.runtime.machine import cpu_info
@@ -137,8 +138,7 @@ def main() -> None:
                 out,
                 root / "calib",
                 weights=args.weights,
-                max_drop=args.tune,
-                tune_data=root / "eval",
+                tune=TuneOptions(args.tune, root / "eval"),
             )
             t = q.tuning
             (OUT / f"tune-{name}-{tag}.json").write_text(t.model_dump_json(indent=1))

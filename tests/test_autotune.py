@@ -7,6 +7,7 @@ import pytest
 
 from qvision import api
 from qvision.errors import QVisionError
+from qvision.quant.config import TuneOptions
 
 from conftest import run_cli, tiny_classifier
 
@@ -25,7 +26,7 @@ def test_tune_records_trials_and_tells_the_truth(tmp_path, flat_dir):
     src = tiny_classifier(tmp_path / "t.onnx", classes=10, seed=3)
     out = tmp_path / "q.onnx"
     res = api.quantize(
-        src, out, flat_dir, weights="int4", algos="none", max_drop=0.0, tune_data=flat_dir
+        src, out, flat_dir, weights="int4", algos="none", tune=TuneOptions(0.0, flat_dir)
     )
     t = res.tuning
     assert t is not None and t.metric == "top1_agreement" and t.images == 4
@@ -42,7 +43,7 @@ def test_tune_records_trials_and_tells_the_truth(tmp_path, flat_dir):
 
 def test_tune_stops_at_the_first_trial_within_budget(tmp_path, labelled_dir):
     src = tiny_classifier(tmp_path / "t.onnx", classes=10)
-    res = api.quantize(src, tmp_path / "q.onnx", labelled_dir, max_drop=100, tune_data=labelled_dir)
+    res = api.quantize(src, tmp_path / "q.onnx", labelled_dir, tune=TuneOptions(100, labelled_dir))
     t = res.tuning
     assert t.metric == "top1" and t.met and len(t.trials) == 1 and t.chosen == 0
     assert "budget met" in t.message
@@ -70,8 +71,7 @@ def test_tune_mixed_precision_steps(tmp_path, photos):
         weights="int4",
         algos="none",
         layer_bits={"Conv_0": 2, "Gemm_4": 2},
-        max_drop=0.0,
-        tune_data=data,
+        tune=TuneOptions(0.0, data),
     )
     t = res.tuning
     _check_choice(t)
@@ -86,9 +86,9 @@ def test_tune_mixed_precision_steps(tmp_path, photos):
 def test_tune_errors(tmp_path, flat_dir):
     src = tiny_classifier(tmp_path / "t.onnx")
     with pytest.raises(QVisionError, match="needs --eval"):
-        api.quantize(src, tmp_path / "q.onnx", flat_dir, max_drop=0.5)
+        api.quantize(src, tmp_path / "q.onnx", flat_dir, tune=TuneOptions(0.5, None))
     with pytest.raises(QVisionError, match=">= 0"):
-        api.quantize(src, tmp_path / "q.onnx", flat_dir, max_drop=-1, tune_data=flat_dir)
+        api.quantize(src, tmp_path / "q.onnx", flat_dir, tune=TuneOptions(-1, flat_dir))
     r = run_cli(
         "quantize",
         str(src),
@@ -134,7 +134,7 @@ def test_tune_other_tasks_budget_their_own_metric(tmp_path, flat_dir):
     src = bright_segmenter(tmp_path / "seg.onnx")
     data = voc_folder(tmp_path / "voc")
     out = tmp_path / "q.onnx"
-    res = api.quantize(src, out, flat_dir, max_drop=2.0, tune_data=data, task="segmentation")
+    res = api.quantize(src, out, flat_dir, tune=TuneOptions(2.0, data, task="segmentation"))
     t = res.tuning
     assert t.metric == "miou" and t.images == 3
     _check_choice(t)
@@ -157,9 +157,7 @@ def test_tune_counts_a_rising_error_rate_as_a_drop(tmp_path):
         rec,
         tmp_path / "q.onnx",
         tmp_path / "c",
-        max_drop=50,
-        tune_data=tmp_path / "l",
-        task="ocr-rec",
+        tune=TuneOptions(50, tmp_path / "l", task="ocr-rec"),
         algos="none",
     )
     t = res.tuning

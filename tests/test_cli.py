@@ -163,3 +163,30 @@ def test_demo_runs_offline_and_writes_results(tmp_path):
     assert res.quantize.quantized_nodes > 50 and res.quantize.target.startswith("ort-cpu")
     # INT8 keeps most top-1 answers of FP32 on the photos it was calibrated on
     assert res.int8_eval.fidelity.top1_agreement >= 0.7 and res.int8_eval.fidelity.sqnr_db > 8
+
+
+def test_report_without_eval_fails_before_any_work(tmp_path, tiny_model, flat_dir):
+    out = tmp_path / "q.onnx"
+    proc = run_cli(
+        "quantize", tiny_model, "-o", out, "--calib", flat_dir, "--report", tmp_path / "r"
+    )
+    assert proc.returncode == 2
+    _assert_one_line_error(proc, "--report needs --eval")
+    assert not out.exists() and not (tmp_path / "r").exists()
+
+
+def test_quantize_json_lists_what_each_algorithm_did(tmp_path, tiny_model, flat_dir):
+    out, js = tmp_path / "q.onnx", tmp_path / "q.json"
+    proc = run_cli(
+        "quantize", tiny_model, "-o", out, "--calib", flat_dir,
+        "--algo", "cle,bias-correction", "--json", js,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    done = json.loads(js.read_text())["algorithms"]
+    assert [a["name"] for a in done] == ["cle", "bias-correction"]
+    assert done[1]["unit"] == "biases" and done[1]["changed"] >= 1 and done[1]["seconds"] >= 0
+    proc = run_cli(
+        "quantize", tiny_model, "-o", out, "--calib", flat_dir,
+        "--algo-option", "bias-correction.iters=3",
+    )  # fmt: skip
+    _assert_one_line_error(proc, "unknown bias-correction option 'iters'")

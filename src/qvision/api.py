@@ -25,7 +25,7 @@ from qvision.eval.evaluate import open_task as open_task
 from qvision.fileio import check_output_path, sha256_file
 from qvision.model import GraphView, load_model, save_model
 from qvision.model.load import default_opset, graph_inputs, model_size
-from qvision.quant.config import QuantConfig
+from qvision.quant.config import QuantConfig, TuneOptions
 from qvision.records import (
     BatchBench,
     BenchResult,
@@ -186,53 +186,33 @@ def quantize(
     model: str | Path,
     output: str | Path,
     calib: str | Path | None = None,
+    config: QuantConfig | None = None,
+    *,
     preprocess: str | dict | Preprocess | None = None,
-    target: str = "auto",
-    method: str | None = None,
-    weights: str = "int8",
     plan: str | Path | None = None,
     plan_out: str | Path | None = None,
-    keep_float: tuple[str, ...] = (),
-    algos: str | list[str] | None = None,
-    batch_size: int = 1,
+    tune: TuneOptions | None = None,
     threads: int | None = None,
-    strict: bool = False,
-    limit: int | None = None,
     progress: Progress | None = None,
-    layer_bits: dict[str, int] | None = None,
-    algo_options: dict[str, dict] | None = None,
-    max_drop: float | None = None,
-    tune_data: str | Path | None = None,
-    task: str = "classification",
-    tune_time: float = 1800.0,
-    tune_images: int | None = None,
+    **settings,
 ):
-    """Post-training quantization to a QDQ ONNX model for ``target`` ('auto' picks from the CPU).
+    """Post-training quantization to a QDQ ONNX model for the config's target ('auto' picks
+    from the CPU). ``config`` holds the quantization settings; any of its fields may also
+    be given as a keyword (``algos="cle,bias-correction"``, ``weights="int4"``).
 
-    With ``max_drop`` (points) and labelled ``tune_data``, autotune searches the fastest
-    configuration within that metric drop (see qvision.quant.autotune); the result's ``tuning``
-    lists every trial.
+    With ``tune`` (a metric budget and the images to measure it on), autotune searches the
+    fastest configuration within that drop (see qvision.quant.autotune); the result's
+    ``tuning`` lists every trial.
     """
     from qvision.quant import pipeline
 
+    config = (config or QuantConfig()).updated(**settings)
     proto, inp = open_model(model)
     pre = resolve_preprocess(proto, preprocess, inp, model)
-    config = QuantConfig(
-        target=target,
-        method=method,
-        weights=weights,
-        algos=algos,
-        keep_float=tuple(keep_float),
-        layer_bits=dict(layer_bits or {}),
-        algo_options=dict(algo_options or {}),
-        batch_size=batch_size,
-        limit=limit,
-        strict=strict,
-    )
-    if max_drop is not None:
+    if tune is not None:
         from qvision.quant import autotune
 
-        if tune_data is None:
+        if tune.data is None:
             raise QVisionError(
                 "--max-drop needs --eval DIR (labelled images to measure the drop on)"
             )
@@ -244,13 +224,13 @@ def quantize(
             model,
             output,
             calib,
-            tune_data,
+            tune.data,
             pre,
             config,
-            max_drop,
-            task=task,
-            time_limit=tune_time,
-            images=tune_images,
+            tune.max_drop,
+            task=tune.task,
+            time_limit=tune.time_limit,
+            images=tune.images,
             plan_out=plan_out,
             threads=threads,
             progress=progress,

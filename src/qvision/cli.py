@@ -199,38 +199,52 @@ def quantize_cmd(
     json_out: Path | None = JsonOpt,
 ):
     """Post-training quantization to a QDQ ONNX model that the target runtime fuses."""
-    from qvision import api
-    from qvision.records import ci95_text
+    from qvision.evidence import prove
+    from qvision.quant.config import QuantConfig, TuneOptions
 
     inputs = [model, calib, plan]
     _check_json_path(json_out, [*inputs, output])
-    keep = tuple(k.strip() for k in keep_float.split(",") if k.strip()) if keep_float else ()
-    with _progress("calibrating") as cb:
-        res = api.quantize(
-            model,
-            output,
-            calib,
-            preprocess,
-            target,
-            method,
-            weights,
-            plan,
-            plan_out,
-            keep,
-            algos=algo,
-            batch_size=batch,
-            threads=threads,
-            strict=strict,
-            limit=limit,
-            progress=cb,
-            layer_bits=_pairs(layer_bits, "--layer-bits", int),
-            algo_options=_algo_options(algo_option or []),
-            max_drop=max_drop,
-            tune_data=eval_dir,
-            task=task,
-            tune_time=tune_time,
-            tune_images=tune_images,
-        )
+    config = QuantConfig(
+        target=target,
+        method=method,
+        weights=weights,
+        algos=algo,
+        keep_float=tuple(k.strip() for k in (keep_float or "").split(",") if k.strip()),
+        layer_bits=_pairs(layer_bits, "--layer-bits", int),
+        algo_options=_algo_options(algo_option or []),
+        batch_size=batch,
+        limit=limit,
+        strict=strict,
+    )
+    tune = None
+    if max_drop is not None:
+        tune = TuneOptions(max_drop, eval_dir, task, tune_time, tune_images)
+    done = prove(
+        model,
+        output,
+        calib,
+        config,
+        preprocess=preprocess,
+        plan=plan,
+        plan_out=plan_out,
+        tune=tune,
+        eval_dir=eval_dir,
+        task=task,
+        report=report,
+        threads=threads,
+        phases=_progress,
+        on_quantized=_print_quantized,
+    )
+    if done.int8 is not None:
+        _print_comparison(done.fp32, done.int8, eval_dir, task)
+    if done.report is not None:
+        out.print(f"report: {done.report}")
+    _save_json(done.record(), json_out, [*inputs, output])
+
+
+def _print_quantized(res) -> None:
+    from qvision.records import ci95_text
+
     if res.tuning is not None:
         t = res.tuning
         table = Table(title=f"autotune on {t.images} images (FP32 {_pct(t.fp32_metric)})")
@@ -254,8 +268,6 @@ def quantize_cmd(
     )
     if res.float_nodes:
         out.print("kept float: " + ", ".join(f"{k}×{v}" for k, v in res.float_nodes.items()))
-    if eval_dir is not None and calib is not None:
-        res.warnings.extend(api.leakage_warning(calib, eval_dir))
     for w in res.warnings:
         err.print(f"warning: {w}")
     out.print(
@@ -264,72 +276,28 @@ def quantize_cmd(
     )
     if res.plan:
         out.print(f"plan: {res.plan}")
-    result = res
-    if eval_dir is not None:
-        from qvision.data import open_dataset
-        from qvision.records import QuantizeEvalResult
 
-        # unlabelled images: fidelity to the float model only (the float row is then trivial)
-        labelled = open_dataset(eval_dir).labelled
-        with _progress("evaluating") as cb:
-            fp32 = api.evaluate(
-                model,
-                eval_dir,
-                task,
-                reference=None if labelled else model,
-                preprocess=preprocess,
-                threads=threads,
-                progress=cb,
-            )
-            int8 = api.evaluate(
-                output,
-                eval_dir,
-                task,
-                reference=model,
-                preprocess=preprocess,
-                threads=threads,
-                progress=cb,
-            )
-        table = Table(title=f"FP32 vs INT8 on {eval_dir} ({int8.n} images)")
-        for col in ("metric", "FP32", "INT8", "change"):
-            table.add_column(col, justify="left" if col == "metric" else "right")
-        for k, v in fp32.metrics.items():
-            q = int8.metrics[k]
-            ci = ci95_text(int8.fidelity.drop_ci95_points) if k == "top1" and int8.fidelity else ""
-            table.add_row(k, _pct(v), _pct(q), f"{100 * (q - v):+.2f}{ci} pts")
-        if int8.agreement is not None:
-            table.add_row(_agreement_label(task), "", _pct(int8.agreement), "")
-        if int8.fidelity:
-            table.add_row(
-                "SQNR",
-                "",
-                "—" if int8.fidelity.sqnr_db is None else f"{int8.fidelity.sqnr_db:.2f} dB",
-                "",
-            )
-        out.print(table)
-        result = QuantizeEvalResult(quantize=res, fp32=fp32, int8=int8)
-        if report is not None:
-            from qvision.report.build import gather
-            from qvision.report.html import write_report
 
-            with _progress("gathering evidence") as cb:
-                evidence = gather(
-                    model,
-                    res,
-                    fp32,
-                    int8,
-                    calib,
-                    eval_dir,
-                    task,
-                    preprocess,
-                    threads,
-                    max_drop,
-                    progress=cb,
-                )
-            out.print(f"report: {write_report(evidence, report)}")
-    elif report is not None:
-        raise QVisionError("--report needs --eval DIR (the images to measure on)")
-    _save_json(result, json_out, [*inputs, output])
+def _print_comparison(fp32, int8, eval_dir, task: str) -> None:
+    from qvision.records import ci95_text
+
+    table = Table(title=f"FP32 vs INT8 on {eval_dir} ({int8.n} images)")
+    for col in ("metric", "FP32", "INT8", "change"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for k, v in fp32.metrics.items():
+        q = int8.metrics[k]
+        ci = ci95_text(int8.fidelity.drop_ci95_points) if k == "top1" and int8.fidelity else ""
+        table.add_row(k, _pct(v), _pct(q), f"{100 * (q - v):+.2f}{ci} pts")
+    if int8.agreement is not None:
+        table.add_row(_agreement_label(task), "", _pct(int8.agreement), "")
+    if int8.fidelity:
+        table.add_row(
+            "SQNR",
+            "",
+            "—" if int8.fidelity.sqnr_db is None else f"{int8.fidelity.sqnr_db:.2f} dB",
+            "",
+        )
+    out.print(table)
 
 
 def _primary(task: str) -> tuple[str, int]:

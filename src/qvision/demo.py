@@ -11,9 +11,11 @@ With ten photos this shows the workflow, not an accuracy figure: see BENCHMARKS.
 from __future__ import annotations
 
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 from qvision import api
+from qvision.evidence import prove
 from qvision.records import DemoResult, write_json
 from qvision.zoo.sources import sample_photos
 
@@ -33,39 +35,36 @@ def prepare_photos(folder: Path) -> Path:
 def run_demo(
     out_dir: str | Path, progress: api.Progress | None = None, seconds: float = 4.0
 ) -> tuple[DemoResult, Path]:
+    """The quantize → evaluate → benchmark → report workflow of ``qvision quantize --eval
+    --report`` on the zoo model and the bundled photos. The photos are unlabelled, so the
+    page shows fidelity, not accuracy or robustness; calibrating and evaluating on the same
+    photos is flagged."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / f"{DEMO_MODEL}.onnx"
-    int8_path = out / f"{DEMO_MODEL}.int8.onnx"
     exported = api.export_zoo_model(DEMO_MODEL, model_path)
     photos = prepare_photos(out / "photos")
-    quantized = api.quantize(model_path, int8_path, photos, plan_out=out / "plan.json")
-    evaluated = api.evaluate(model_path, photos, keep_predictions=True, progress=progress)
-    int8_eval = api.evaluate(
-        int8_path, photos, reference=model_path, keep_predictions=True, progress=progress
+
+    def phases(name: str):
+        return nullcontext(progress if name == "evaluating" else None)
+
+    done = prove(
+        model_path,
+        out / f"{DEMO_MODEL}.int8.onnx",
+        photos,
+        plan_out=out / "plan.json",
+        eval_dir=photos,
+        report=out / "report",
+        keep_predictions=True,
+        bench_seconds=seconds,
+        phases=phases,
     )
-    bench = api.benchmark([model_path, int8_path], seconds=seconds)
     result = DemoResult(
-        model=exported, quantize=quantized, eval=evaluated, int8_eval=int8_eval, bench=bench
+        model=exported,
+        quantize=done.quantize,
+        eval=done.fp32,
+        int8_eval=done.int8,
+        bench=done.bench,
     )
     write_json(result, out / "results.json")
-    return result, _report(out, model_path, photos, result)
-
-
-def _report(out: Path, model_path: Path, photos: Path, result: DemoResult) -> Path:
-    """The evidence page for the demo run. The photos are unlabelled, so it shows fidelity,
-    not accuracy or robustness; calibrating and evaluating on the same photos is flagged."""
-    from qvision.report.build import gather
-    from qvision.report.html import write_report
-
-    evidence = gather(
-        model_path,
-        result.quantize,
-        result.eval,
-        result.int8_eval,
-        photos,
-        photos,
-        "classification",
-        bench=result.bench,
-    )
-    return write_report(evidence, out / "report")
+    return result, done.report

@@ -6,7 +6,8 @@ repeating a dozen parameters; autotune's trials are variations of it (dataclasse
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -30,3 +31,28 @@ class QuantConfig:
         if isinstance(self.algos, tuple):
             d["algos"] = list(self.algos)
         return d
+
+    def updated(self, **settings) -> QuantConfig:
+        """A copy with ``settings`` (field names) changed; an unknown name is a TypeError,
+        as for any keyword argument."""
+        unknown = sorted(set(settings) - {f.name for f in fields(self)})
+        if unknown:
+            raise TypeError(f"unknown quantization setting '{unknown[0]}'")
+        if "keep_float" in settings:
+            settings["keep_float"] = tuple(settings["keep_float"] or ())
+        for name in ("layer_bits", "algo_options"):
+            if name in settings:
+                settings[name] = dict(settings[name] or {})
+        return replace(self, **settings)
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """``--max-drop``: the fastest configuration whose metric on ``data`` drops at most
+    ``max_drop`` points."""
+
+    max_drop: float
+    data: str | Path | None  # labelled images (unlabelled: agreement with FP32)
+    task: str = "classification"
+    time_limit: float = 1800.0  # seconds
+    images: int | None = None  # the first N of ``data`` only
