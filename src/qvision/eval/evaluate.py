@@ -188,13 +188,8 @@ def evaluate(
         decoder=decoder,
     )
     load = LoadReport()
-    done = 0
-    for batch in iter_batches(dataset, pre, batch_size, strict=strict, report=load):
-        ref = ref_run(batch.inputs) if ref_run is not None else None
-        adapter.update(run(batch.inputs), batch.samples, ref)
-        done += len(batch.samples)
-        if progress:
-            progress(done + len(load.skipped), len(dataset))
+    reference_of = None if ref_run is None else (lambda _i, x: ref_run(x))
+    done = feed(adapter, dataset, pre, batch_size, run, reference_of, strict, load, progress)
     if done == 0:
         raise QVisionError(f"none of the {len(dataset)} images could be read", data)
     metrics, agreement, fid = adapter.result(ref_run is not None)
@@ -226,6 +221,87 @@ def evaluate(
         warnings=[*_target_warnings(proto), *getattr(adapter, "warnings", [])],
         env=environment(),
     )
+
+
+def feed(
+    adapter,
+    dataset,
+    pre: Preprocess,
+    batch_size: int,
+    run: Callable[[np.ndarray], list[np.ndarray]],
+    reference_of: Callable[[int, np.ndarray], list[np.ndarray]] | None = None,
+    strict: bool = False,
+    load: LoadReport | None = None,
+    progress: Progress | None = None,
+) -> int:
+    """The scoring loop: every batch through ``run`` (and the reference's outputs for that
+    batch index) into the task's adapter; the number of images scored."""
+    load = load if load is not None else LoadReport()
+    done = 0
+    for i, batch in enumerate(iter_batches(dataset, pre, batch_size, strict=strict, report=load)):
+        ref = reference_of(i, batch.inputs) if reference_of is not None else None
+        adapter.update(run(batch.inputs), batch.samples, ref)
+        done += len(batch.samples)
+        if progress:
+            progress(done + len(load.skipped), len(dataset))
+    return done
+
+
+class Comparison:
+    """Candidate models of one float model scored on the same images by the same loop as
+    ``evaluate``, the float model's outputs computed once (autotune's trials). Candidates
+    come as model bytes, so a trial never touches the disk."""
+
+    REF_CACHE_BYTES = 512 * 2**20  # float outputs kept between candidates up to this size
+
+    def __init__(
+        self,
+        reference: bytes,
+        data: str | Path,
+        task: str,
+        preprocess: Preprocess,
+        input_name: str,
+        limit: int | None = None,
+        threads: int | None = None,
+    ):
+        self.adapter = ADAPTERS[task]
+        self.dataset = self.adapter.open(data)
+        if limit:
+            self.dataset.samples = self.dataset.samples[:limit]
+        self.pre, self.input, self.threads, self.source = preprocess, input_name, threads, data
+        proto = onnx.load_from_string(reference)
+        self.metadata = metadata(proto)
+        dim = proto.graph.input[0].type.tensor_type.shape.dim
+        self.batch = dim[0].dim_value if dim and dim[0].dim_value > 0 else 32
+        self.labelled = self.adapter.has_truth(self.dataset)
+        self.reference = make_session(reference, threads)
+        self.cached: list | None = None  # the reference's outputs per batch
+        self.images = 0
+
+    def score(self, model: bytes) -> tuple[dict[str, float], float | None, dict | None]:
+        """(task metrics, agreement with the reference, fidelity figures) of ``model``."""
+        sess = make_session(model, self.threads)
+        adapter = self.adapter(
+            self.metadata, [], self.source, dataset=self.dataset, preprocess=self.pre
+        )
+        fresh, size = [], 0
+
+        def reference_of(i: int, x: np.ndarray) -> list[np.ndarray]:
+            nonlocal size
+            if self.cached is not None:
+                return self.cached[i]
+            outs = self.reference.run(None, {self.input: x})
+            fresh.append(outs)
+            size += sum(o.nbytes for o in outs)
+            return outs
+
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            return sess.run(None, {self.input: x})
+
+        self.images = feed(adapter, self.dataset, self.pre, self.batch, run, reference_of)
+        if self.cached is None and size <= self.REF_CACHE_BYTES:
+            self.cached = fresh
+        return adapter.result(True)
 
 
 def _target_warnings(proto: onnx.ModelProto) -> list[str]:

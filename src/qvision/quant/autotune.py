@@ -25,7 +25,8 @@ import onnx
 
 from qvision.data import Preprocess, image_folder, iter_batches
 from qvision.errors import QVisionError
-from qvision.eval.tasks.adapters import ADAPTERS, points_lost
+from qvision.eval.evaluate import Comparison
+from qvision.eval.tasks.adapters import points_lost
 from qvision.fileio import check_output_path
 from qvision.model.graph import GraphView
 from qvision.model.ops import is_depthwise
@@ -44,51 +45,25 @@ SENSITIVITY_IMAGES = 16
 
 class _Scorer:
     """A model's task metric on the tuning images (agreement with FP32 when unlabelled),
-    through the task's adapter, as ``evaluate`` computes it."""
-
-    REF_CACHE_BYTES = 512 * 2**20  # FP32 outputs kept between trials up to this size
+    scored by the evaluation API's loop against FP32's outputs computed once."""
 
     def __init__(
         self, fp32: bytes, data, preprocess: Preprocess, input_name: str, limit, threads, task
     ):
-        self.adapter = ADAPTERS[task]
-        self.dataset = self.adapter.open(data)
-        if limit:
-            self.dataset.samples = self.dataset.samples[:limit]
-        self.pre, self.input, self.threads, self.source = preprocess, input_name, threads, data
-        proto = onnx.load_from_string(fp32)
-        self.metadata = {p.key: p.value for p in proto.metadata_props}
-        dim = proto.graph.input[0].type.tensor_type.shape.dim
-        self.batch = dim[0].dim_value if dim and dim[0].dim_value > 0 else 32
-        self.labelled = self.adapter.has_truth(self.dataset)
+        self.compare = Comparison(fp32, data, task, preprocess, input_name, limit, threads)
+        self.adapter, self.labelled = self.compare.adapter, self.compare.labelled
+        self.input, self.threads = input_name, threads
         self.key, self.sign = self.adapter.primary if self.labelled else ("agreement", 1)
-        self.fp32_sess = make_session(fp32, threads)
-        self.refs: list | None = None  # cached FP32 outputs per batch
         self.fp32_metric, _, _ = self.score(fp32)
-        self.images = self.seen
+        self.images = self.compare.images
         if not self.images:
             raise QVisionError("none of the tuning images could be read", data)
-        self.sample = next(iter_batches(self.dataset, preprocess, 1)).inputs
+        self.sample = next(iter_batches(self.compare.dataset, preprocess, 1)).inputs
 
     def score(self, data: bytes) -> tuple[float, float | None, float | None]:
         """(metric, agreement with FP32, 95 % half-width of the top-1 drop paired against
         FP32 on these images: classification with labels only)."""
-        sess = make_session(data, self.threads)
-        adapter = self.adapter(
-            self.metadata, [], self.source, dataset=self.dataset, preprocess=self.pre
-        )
-        cache, size, self.seen = [], 0, 0
-        for i, batch in enumerate(iter_batches(self.dataset, self.pre, self.batch)):
-            feed = {self.input: batch.inputs}
-            refs = self.refs[i] if self.refs is not None else self.fp32_sess.run(None, feed)
-            if self.refs is None:
-                cache.append(refs)
-                size += sum(r.nbytes for r in refs)
-            adapter.update(sess.run(None, feed), batch.samples, refs)
-            self.seen += len(batch.samples)
-        if self.refs is None and size <= self.REF_CACHE_BYTES:
-            self.refs = cache
-        metrics, agreement, fid = adapter.result(True)
+        metrics, agreement, fid = self.compare.score(data)
         metric = agreement if self.key == "agreement" else metrics[self.key]
         return metric, agreement, (fid or {}).get("drop_ci95_points")
 
