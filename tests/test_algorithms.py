@@ -316,7 +316,7 @@ def test_brecq_views_are_crops_of_the_photo_itself():
 
     pixels = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
     photo = Image.fromarray(pixels)
-    view = brecq._view(seed=0, j=0)
+    view = brecq.crop_view(seed=0, j=0)
     # the same image index gives the same crop whatever order the threads decode in
     assert np.array_equal(np.asarray(view(photo, 3)), np.asarray(view(photo, 3)))
     sizes, mirrored = set(), 0
@@ -338,7 +338,9 @@ def test_brecq_views_are_crops_of_the_photo_itself():
         assert hits, index
         mirrored += hits[0][0]
     assert len(sizes) > 5 and 0 < mirrored < 24
-    assert not np.array_equal(np.asarray(brecq._view(1, 0)(photo, 3)), np.asarray(view(photo, 3)))
+    assert not np.array_equal(
+        np.asarray(brecq.crop_view(1, 0)(photo, 3)), np.asarray(view(photo, 3))
+    )
 
 
 def test_brecq_learns_activation_step_sizes_within_their_limits(flat_dir):
@@ -372,7 +374,7 @@ def test_brecq_repair_flips_undecided_roundings_only_when_they_help(flat_dir):
         for s in block.softs:
             s.v.data.zero_()
         before = float(brecq.loss_of(run(block, x, "hard"), want))
-        flips = brecq._repair(torch, block, x, want, run, limit=40)
+        flips = brecq.repair(torch, block, x, want, run, limit=40)
         after = float(brecq.loss_of(run(block, x, "hard"), want))
         assert 0 < flips <= 40 and after < before, (flips, before, after)
         # a kept flip is decided (|v| = 8), a rejected one keeps its old value (0); a later
@@ -383,7 +385,7 @@ def test_brecq_repair_flips_undecided_roundings_only_when_they_help(flat_dir):
         # decided roundings (hard == soft): nothing to repair
         for s in block.softs:
             s.v.data = torch.where(s.v.data >= 0, 8.0, -8.0)
-        assert brecq._repair(torch, block, x, want, run, limit=40) == 0
+        assert brecq.repair(torch, block, x, want, run, limit=40) == 0
 
 
 def test_brecq_mixes_float_and_quantized_block_inputs(flat_dir):
@@ -392,9 +394,9 @@ def test_brecq_mixes_float_and_quantized_block_inputs(flat_dir):
     torch = pytest.importorskip("torch")
     xq, xf = torch.zeros(4, 8, 16, 16), torch.ones(4, 8, 16, 16)
     gen = torch.Generator().manual_seed(0)
-    assert torch.equal(brecq._mixed(torch, xq, xf, 0.0, gen), xq)
-    assert torch.equal(brecq._mixed(torch, xq, xf, 1.0, gen), xf)
-    half = brecq._mixed(torch, xq, xf, 0.5, gen)
+    assert torch.equal(brecq.mixed(torch, xq, xf, 0.0, gen), xq)
+    assert torch.equal(brecq.mixed(torch, xq, xf, 1.0, gen), xf)
+    half = brecq.mixed(torch, xq, xf, 0.5, gen)
     assert set(half.unique().tolist()) == {0.0, 1.0}
     assert 0.45 < float(half.mean()) < 0.55  # 8192 draws: element by element, not per image
     ctx = plan_context(prepare_for_quantization(mobile_block()), flat_dir, weight_bits=4)

@@ -13,6 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from qvision.errors import QVisionError
+from qvision.eval.tasks.adapters import ADAPTERS
+from qvision.quant.algorithms import ALGORITHMS
+from qvision.quant.calibrate.observers import METHODS
+from qvision.targets import TARGETS
 
 app = typer.Typer(
     add_completion=False,
@@ -123,12 +127,12 @@ def quantize_cmd(
     target: str = typer.Option(
         "auto",
         "--target",
-        help="auto | ort-cpu-avx2 | ort-cpu-vnni | tensorrt | openvino | openvino-vnni.",
+        help=" | ".join(["auto", *TARGETS]) + ".",
     ),
     method: str | None = typer.Option(
         None,
         "--method",
-        help="minmax | mean-minmax | percentile | entropy | mse (default: the target's).",
+        help=" | ".join(METHODS) + " (default: the target's).",
     ),
     weights: str = typer.Option(
         "int8",
@@ -152,8 +156,8 @@ def quantize_cmd(
         None,
         "--algo",
         help=(
-            "Recovery algorithms, comma-separated (cle, cle-relu, weight-mse, adaround, "
-            "bias-correction-analytical, bias-correction), or 'none'; default: the target's."
+            f"Recovery algorithms, comma-separated ({', '.join(ALGORITHMS)}), or 'none'; "
+            "default: the target's."
         ),
     ),
     algo_option: list[str] | None = typer.Option(
@@ -167,7 +171,9 @@ def quantize_cmd(
     eval_dir: Path | None = typer.Option(
         None, "--eval", help="Also evaluate FP32 vs INT8 on these images (and tune on them)."
     ),
-    task: str = typer.Option("classification", "--task", help="Task adapter for --eval."),
+    task: str = typer.Option(
+        "classification", "--task", help=" | ".join(ADAPTERS) + ": the task adapter for --eval."
+    ),
     max_drop: float | None = typer.Option(
         None,
         "--max-drop",
@@ -391,7 +397,7 @@ def eval_cmd(
     task: str = typer.Option(
         "classification",
         "--task",
-        help="classification | detection | segmentation | ocr-rec | ocr-det.",
+        help=" | ".join(ADAPTERS) + ".",
     ),
     decoder: str | None = typer.Option(
         None,
@@ -669,7 +675,9 @@ def robustness_cmd(
     fp32: Path = typer.Argument(..., help="Float ONNX model."),
     int8: Path = typer.Argument(..., help="Quantized ONNX model."),
     data: Path = typer.Option(..., "--data", help="Labelled images for --task."),
-    task: str = typer.Option("classification", "--task", help="Task adapter."),
+    task: str = typer.Option(
+        "classification", "--task", help=" | ".join(ADAPTERS) + ": the task adapter."
+    ),
     corruptions: str | None = typer.Option(
         None,
         "--corruptions",

@@ -14,7 +14,6 @@ import onnx
 from qvision.data import LoadReport, Preprocess, build_manifest, iter_batches, parse_preprocess
 from qvision.data.preprocess import METADATA_KEY
 from qvision.errors import QVisionError
-from qvision.eval.tasks import TASKS
 from qvision.eval.tasks.adapters import ADAPTERS
 from qvision.fileio import sha256_file
 from qvision.model import image_input, load_model
@@ -124,8 +123,8 @@ class Runner:
 
 def open_task(model, data, task: str, preprocess, limit: int | None):
     """The model, its input, the preprocessing, the task's adapter class and its dataset."""
-    if task not in TASKS:
-        raise QVisionError(f"unknown task '{task}'; available: {', '.join(TASKS)}")
+    if task not in ADAPTERS:
+        raise QVisionError(f"unknown task '{task}'; available: {', '.join(ADAPTERS)}")
     proto, inp = open_model(model)
     pre = resolve_preprocess(proto, preprocess, inp, model)
     adapter_cls = ADAPTERS[task]

@@ -13,7 +13,7 @@ from onnx import numpy_helper
 from qvision.errors import MissingExtraError, QVisionError
 
 
-def _torch():
+def import_torch():
     try:
         import torch
     except ImportError:
@@ -44,7 +44,7 @@ class OnnxTorch:
     """``model(x)`` -> the first graph output, as a torch tensor with gradients."""
 
     def __init__(self, model: onnx.ModelProto):
-        torch = _torch()
+        torch = import_torch()
         self.torch = torch
         self.consts = {
             t.name: torch.from_numpy(np.array(numpy_helper.to_array(t)))

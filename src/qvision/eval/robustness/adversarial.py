@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qvision.model.torch_graph import OnnxTorch, _torch
+from qvision.model.torch_graph import OnnxTorch, import_torch
 
 EPSILONS = (1 / 255, 2 / 255, 4 / 255)
 STEPS = 10
@@ -19,7 +19,7 @@ STEPS = 10
 
 def _pixels(pre):
     """(to_pixels, to_input): the preprocessing's normalization and its inverse, on [0, 1]."""
-    torch = _torch()
+    torch = import_torch()
     mean = torch.tensor(pre.mean, dtype=torch.float32).reshape(1, -1, 1, 1)
     std = torch.tensor(pre.std, dtype=torch.float32).reshape(1, -1, 1, 1)
     k = 255.0 * pre.scale
@@ -27,7 +27,7 @@ def _pixels(pre):
 
 
 def _craft(graph, x, labels, eps, pgd, to_input, rng):
-    torch = _torch()
+    torch = import_torch()
     loss_fn = torch.nn.CrossEntropyLoss()
     if pgd:
         start = torch.from_numpy(rng.uniform(-eps, eps, x.shape).astype(np.float32))
@@ -48,7 +48,7 @@ def attack(fp32_model, int8_model, fp32_run, int8_run, batches, pre, epsilons=EP
     """Rows of (attack, crafted_on, eps, fp32 success, int8 success, fp32 correct, int8 correct).
 
     ``batches`` yields (normalized inputs, labels); ``*_run`` score normalized inputs."""
-    torch = _torch()
+    torch = import_torch()
     graphs = {"fp32": OnnxTorch(fp32_model), "int8 (STE)": OnnxTorch(int8_model)}
     to_pixels, to_input = _pixels(pre)
     keys = [(a, src, e) for e in epsilons for a in ("fgsm", "pgd") for src in graphs]

@@ -2,7 +2,4 @@
 
 from qvision.eval.tasks.classification import FidelityMeter, PairedTopOne, TopKMeter, as_logits
 
-# keys of tasks.adapters.ADAPTERS
-TASKS = ("classification", "detection", "segmentation", "ocr-rec", "ocr-det")
-
-__all__ = ["TASKS", "FidelityMeter", "PairedTopOne", "TopKMeter", "as_logits"]
+__all__ = ["FidelityMeter", "PairedTopOne", "TopKMeter", "as_logits"]

@@ -45,7 +45,7 @@ LR = 5e-2
 BUDGET_BYTES = 768 * 2**20
 
 
-def _torch():
+def import_torch():
     try:
         import torch
     except ImportError:
@@ -123,7 +123,7 @@ def _capture(
     seed: int = 0,
 ) -> None:
     """Sample rows of each layer's quantized input (from the quantized model) over the calibration set."""
-    torch = _torch()
+    torch = import_torch()
     names = sorted({layer.node.input[0] for layer in layers})
     specs = ctx.plan.activations
 
@@ -150,7 +150,7 @@ def _optimize(
 ) -> tuple[np.ndarray, float, float, int]:
     """Learned round-up bits for the layer's weight; also reconstruction MSE (nearest,
     learned) and how many roundings were still between down and up when fitting stopped."""
-    torch = _torch()
+    torch = import_torch()
     name = layer.node.input[layer.ops.weight]
     spec = ctx.plan.weights[name]
     scale, zp = spec.arrays()
@@ -238,7 +238,7 @@ class Options(base.Options):
 
 def apply(ctx: Context, options: Options) -> Change:
     iters, rows, seed, blends = options.iters, options.rows, options.seed, options.blend
-    device = torch_device(_torch(), options.device, "adaround")
+    device = torch_device(import_torch(), options.device, "adaround")
     rng = np.random.default_rng(seed)
     view = GraphView(ctx.model)
     layers = []

@@ -132,7 +132,7 @@ def expected_input(
 def apply_analytical(ctx: Context, options: Options) -> Change:
     """Data-free bias correction: E[x] from the BatchNorm statistics of the layer before,
     assuming its pre-activations are Gaussian (DFQ sec. 4.2.2)."""
-    from qvision.quant.algorithms.cle import _clip_max
+    from qvision.quant.algorithms.cle import relu_clip_max
 
     view = GraphView(ctx.model)
     inits = {t.name: t for t in ctx.model.graph.initializer}
@@ -146,7 +146,7 @@ def apply_analytical(ctx: Context, options: Options) -> Change:
         src, lo, hi = node.input[0], None, None
         act = view.producer.get(src)
         if act is not None and act.op_type in ("Relu", "Clip"):
-            hi = np.inf if act.op_type == "Relu" else _clip_max(act, view)
+            hi = np.inf if act.op_type == "Relu" else relu_clip_max(act, view)
             lo = 0.0 if hi is not None else None
             src = act.input[0] if hi is not None else src
         if src not in ctx.bn_stats:

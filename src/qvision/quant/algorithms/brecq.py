@@ -31,7 +31,7 @@ from qvision.errors import QVisionError
 from qvision.model import ops
 from qvision.model.graph import GraphView
 from qvision.model.ops import WEIGHTED_KINDS
-from qvision.model.torch_graph import OnnxTorch, _torch, torch_device
+from qvision.model.torch_graph import OnnxTorch, import_torch, torch_device
 from qvision.quant.algorithms import base
 from qvision.quant.algorithms import soft_rounding as sr
 from qvision.quant.algorithms.base import Change
@@ -257,7 +257,7 @@ def _pooled_next(nodes, i: int, block: Block) -> bool:
 
 def split(ctx: Context, min_layers: int = MIN_LAYERS):
     """The QDQ model of ``ctx.plan`` in PyTorch and its blocks."""
-    torch = _torch()
+    torch = import_torch()
     plan = ctx.plan
     try:
         graph = OnnxTorch(Simulator(ctx.model, ctx.input_name).qdq(plan))
@@ -321,7 +321,7 @@ def split(ctx: Context, min_layers: int = MIN_LAYERS):
 
 
 def apply(ctx: Context, options: Options) -> Change:
-    torch = _torch()
+    torch = import_torch()
     opts = {**options.model_dump(), "device": torch_device(torch, options.device, "brecq")}
     torch.manual_seed(opts["seed"])
     plan = ctx.plan
@@ -350,7 +350,7 @@ def apply(ctx: Context, options: Options) -> Change:
         views = min(VIEWS, max(0, VIEW_INPUTS // sum(len(b) for b in xs) - 1))
     photo_batches = len(xs)
     for j in range(views):
-        view = _view(opts["seed"], j)
+        view = crop_view(opts["seed"], j)
         xs += [b.inputs for b in iter_batches(ctx.dataset, ctx.preprocess, 8, transform=view)]
     # text lines differ in width from batch to batch: one tensor pads them to the widest
     pad = ctx.preprocess.pad_value
@@ -386,7 +386,7 @@ def apply(ctx: Context, options: Options) -> Change:
             learned = float(loss_of(fitted, target))
             if learned > before and opts["repair"] > 0:
                 probe = _probe(torch, block, xq, source, target, opts["crop"], probe_gen, run)
-                flipped = _repair(torch, block, *probe, run, opts["repair"])
+                flipped = repair(torch, block, *probe, run, opts["repair"])
                 if flipped:
                     flips += flipped
                     with torch.no_grad():
@@ -433,7 +433,7 @@ def apply(ctx: Context, options: Options) -> Change:
 def runner(graph: OnnxTorch):
     """``run(block, inputs, mode)``: the block's output with its weights as ``mode`` says
     (float, start, soft, hard), in chunks of CHUNK images."""
-    torch = _torch()
+    torch = import_torch()
 
     def run(block: Block, inp, mode: str, drop: float = 0.0):
         graph.quantize, graph.drop = mode != "float", drop
@@ -480,7 +480,7 @@ def _keep_act(plan, act: _ActScale) -> None:
     plan.activations[act.tensor] = QuantSpec.from_arrays(spec.format, scale, zp, spec.axis)
 
 
-def _view(seed: int, j: int):
+def crop_view(seed: int, j: int):
     """``iter_batches`` transform: a random crop of the photo itself (each side 0.57 to 1 of
     the photo's, so the model sees half to all of its usual view's width), mirrored at
     random; drawn from (seed, view, image index), so the decoding threads' order does not
@@ -541,7 +541,7 @@ def _probe(torch, block: Block, xq, source, target, c: int, gen, run):
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def _repair(torch, block: Block, x, want, run, limit: int) -> int:
+def repair(torch, block: Block, x, want, run, limit: int) -> int:
     """Try the other rounding of the ``limit`` least decided weights (h strictly between 0
     and 1), one at a time, keeping a flip when the block's hard-rounded error on ``x`` drops;
     again while a pass flips any (flips interact; the third pass flipped none on
@@ -580,7 +580,7 @@ def _least_decided(torch, softs: list[_Soft], limit: int) -> list[tuple[_Soft, i
     return out
 
 
-def _mixed(torch, xq, xf, p: float, gen):
+def mixed(torch, xq, xf, p: float, gen):
     """QDrop's block input (Wei et al. 2022): each element taken from the float model's input
     with probability ``p``, else from the quantized model's."""
     if p <= 0:
@@ -610,7 +610,7 @@ def _fit(torch, block: Block, xq, source, target, opts, gen, run, norm) -> None:
         x, want, xs = _sample(
             torch, block, xq, source, target, opts["batch"], opts["crop"], gen, run
         )
-        x = _mixed(torch, x, xs, opts["mix"], gen)
+        x = mixed(torch, x, xs, opts["mix"], gen)
         out = run(block, x, "soft", opts["drop"])
         loss = loss_of(out, want) / norm
         b = sr.beta(i, iters)

@@ -40,7 +40,7 @@ def _layer(node: onnx.NodeProto, view: GraphView) -> str | None:
     return None
 
 
-def _clip_max(node: onnx.NodeProto, view: GraphView) -> float | None:
+def relu_clip_max(node: onnx.NodeProto, view: GraphView) -> float | None:
     """Upper bound of a Clip with lower bound 0; None if it is not such a clip."""
     bounds = clip_bounds(node, view)
     return None if bounds is None or bounds[0] != 0.0 else bounds[1]
@@ -67,7 +67,7 @@ def find_pairs(model: onnx.ModelProto, relax_relu6: bool) -> tuple[list, list, i
         if _layer(nxt, view) is None or nxt.input[0] != (act or node).output[0]:
             continue
         if act is not None and act.op_type == "Clip":
-            hi = _clip_max(act, view)
+            hi = relu_clip_max(act, view)
             if hi is None:
                 continue
             if np.isfinite(hi):
