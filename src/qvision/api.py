@@ -256,18 +256,20 @@ def analyze(
     model: str | Path,
     calib: str | Path,
     images: str | Path | None = None,
+    config: QuantConfig | None = None,
+    *,
     preprocess: str | dict | Preprocess | None = None,
-    target: str = "auto",
-    method: str | None = None,
-    algos: str | list[str] | None = None,
     limit: int = 32,
     threads: int | None = None,
     sensitivity: bool = True,
     progress: Progress | None = None,
+    **settings,
 ):
-    """Per-layer error of the plan for ``model`` and a ranking of the most sensitive layers."""
+    """Per-layer error of the plan for ``model`` and a ranking of the most sensitive layers.
+    ``config`` (or its fields as keywords) says how the plan is made, as for ``quantize``."""
     from qvision.quant.analysis import analyze as run_analysis
 
+    config = (config or QuantConfig()).updated(**settings)
     proto, inp = open_model(model)
     pre = resolve_preprocess(proto, preprocess, inp, model)
     return run_analysis(
@@ -275,7 +277,7 @@ def analyze(
         calib,
         pre,
         images,
-        QuantConfig(target=target, method=method, algos=algos),
+        config,
         limit,
         threads,
         sensitivity,

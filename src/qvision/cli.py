@@ -349,11 +349,20 @@ def analyze_cmd(
 ):
     """Per-layer SQNR/cosine of the quantized model vs float, and the layers most worth keeping float."""
     from qvision import api
+    from qvision.quant.config import QuantConfig
 
     _check_json_path(json_out, [model, calib, images])
     with _progress("analyzing") as cb:
         res = api.analyze(
-            model, calib, images, preprocess, target, method, algo, limit, threads, sensitivity, cb
+            model,
+            calib,
+            images,
+            QuantConfig(target=target, method=method, algos=algo),
+            preprocess=preprocess,
+            limit=limit,
+            threads=threads,
+            sensitivity=sensitivity,
+            progress=cb,
         )
     out.print(
         f"target {res.target_reason}; method {res.method}; algorithms {', '.join(res.algorithms) or 'none'}; "
