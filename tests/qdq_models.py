@@ -11,7 +11,7 @@ from qvision.data.preprocess import METADATA_KEY, Preprocess
 PRE16 = Preprocess(resize=20, crop=16)
 
 
-def _model(nodes, inits, out_shape, size=16, name="m", outputs=None) -> onnx.ModelProto:
+def graph_model(nodes, inits, out_shape, size=16, name="m", outputs=None) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         name,
@@ -52,7 +52,7 @@ def mobile_block(seed: int = 0) -> onnx.ModelProto:
             "MaxPool", ["r3"], ["out"], kernel_shape=[2, 2], strides=[2, 2], name="pool"
         ),
     ]
-    return _model(nodes, inits, ["N", 8, 8, 8])
+    return graph_model(nodes, inits, ["N", 8, 8, 8])
 
 
 def op_zoo(seed: int = 1) -> onnx.ModelProto:
@@ -105,7 +105,7 @@ def op_zoo(seed: int = 1) -> onnx.ModelProto:
         helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 5]),
         helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 4]),
     ]
-    return _model(nodes, inits, None, outputs=outputs)
+    return graph_model(nodes, inits, None, outputs=outputs)
 
 
 def lcnet_block(seed: int = 2, spelled: bool = True) -> onnx.ModelProto:
@@ -137,7 +137,7 @@ def lcnet_block(seed: int = 2, spelled: bool = True) -> onnx.ModelProto:
         nodes[3:7] = [helper.make_node("HardSwish", ["y"], ["h"], name="hardswish")]
         for k in ("three", "zero", "six"):
             del inits[k]
-    return _model(nodes, inits, ["N", 4, 16, 16])
+    return graph_model(nodes, inits, ["N", 4, 16, 16])
 
 
 def plan_context(model, flat_dir, weight_bits):

@@ -10,7 +10,7 @@ from qvision.data import image_folder, iter_batches
 from qvision.model.rewrite import prepare_for_quantization
 from qvision.quant.algorithms import bias_correction, cle, parse_algos, run
 
-from qdq_models import PRE16, _model, plan_context
+from qdq_models import PRE16, graph_model, plan_context
 
 
 def _run(model, x, out="out"):
@@ -49,7 +49,7 @@ def chain(act: str = "Relu", seed: int = 0) -> onnx.ModelProto:
         a("c2", "r2", "act2"),
         helper.make_node("Conv", ["r2", "w3", "b3"], ["out"], name="pw2"),
     ]
-    return _model(nodes, inits, ["N", 4, 16, 16])
+    return graph_model(nodes, inits, ["N", 4, 16, 16])
 
 
 def _images(flat_dir, n=4):
@@ -91,7 +91,7 @@ def bn_model(flat_dir, seed: int = 0) -> onnx.ModelProto:
     r = np.random.default_rng(seed)
     f = np.float32
     w1 = (r.standard_normal((8, 3, 3, 3)) * 0.4).astype(f)
-    probe = _model(
+    probe = graph_model(
         [helper.make_node("Conv", ["input", "w1"], ["out"], pads=[1, 1, 1, 1])],
         {"w1": w1},
         ["N", 8, 16, 16],
@@ -114,7 +114,7 @@ def bn_model(flat_dir, seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Relu", ["bn"], ["r1"], name="relu"),
         helper.make_node("Conv", ["r1", "w2", "b2"], ["out"], pads=[1, 1, 1, 1], name="conv2"),
     ]
-    return _model(nodes, inits, ["N", 4, 16, 16])
+    return graph_model(nodes, inits, ["N", 4, 16, 16])
 
 
 def test_batchnorm_folds_exactly_and_keeps_its_statistics(flat_dir):

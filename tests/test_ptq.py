@@ -195,7 +195,7 @@ def test_affine_folds_into_the_next_conv_only_without_padding(calib_dir, pads):
 
     from qvision.model.rewrite import fold_affines_into_next_conv
 
-    from qdq_models import _model
+    from qdq_models import graph_model
 
     r = np.random.default_rng(3)
     inits = {
@@ -209,7 +209,7 @@ def test_affine_folds_into_the_next_conv_only_without_padding(calib_dir, pads):
         helper.make_node("Add", ["m", "c"], ["y"], name="shift"),
         helper.make_node("Conv", ["y", "w", "b"], ["out"], pads=[pads] * 4, name="conv"),
     ]
-    model = _model(nodes, inits, ["N", 4, 14 + 2 * pads, 14 + 2 * pads])
+    model = graph_model(nodes, inits, ["N", 4, 14 + 2 * pads, 14 + 2 * pads])
     x = _inputs(calib_dir)
     before = _ort(model.SerializeToString(), x)[0]
     assert fold_affines_into_next_conv(model) == (1 - pads)  # padding would see c, not 0
@@ -222,7 +222,7 @@ def test_concat_of_boxes_and_scores_keeps_the_scores(tmp_path, calib_dir):
     would leave the scores ~3 levels, so that Concat stays float."""
     from onnx import helper
 
-    from qdq_models import _model
+    from qdq_models import graph_model
 
     r = np.random.default_rng(4)
     inits = {
@@ -238,7 +238,7 @@ def test_concat_of_boxes_and_scores_keeps_the_scores(tmp_path, calib_dir):
         helper.make_node("Sigmoid", ["logits"], ["scores"], name="sigmoid"),
         helper.make_node("Concat", ["boxes", "scores"], ["out"], axis=1, name="concat"),
     ]
-    src = _save(_model(nodes, inits, ["N", 6, 16, 16]), tmp_path / "head.onnx")
+    src = _save(graph_model(nodes, inits, ["N", 6, 16, 16]), tmp_path / "head.onnx")
     out, plan_path = tmp_path / "q.onnx", tmp_path / "p.json"
     # min/max: no clipping of the shared stem, so the error left is the Concat's
     api.quantize(src, out, calib_dir, method="minmax", plan_out=plan_path)
