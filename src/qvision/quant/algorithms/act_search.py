@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from qvision.data import iter_batches
 from qvision.data.preprocess import concat_padded
 from qvision.errors import QVisionError
 from qvision.model.graph import GraphView
@@ -42,8 +41,8 @@ def _inputs(ctx: Context, images: int) -> list[np.ndarray]:
     fixed = dim[0].dim_value if dim and dim[0].dim_value > 0 else 0
     batch = fixed or 8
     xs = []
-    for b in iter_batches(ctx.dataset, ctx.preprocess, batch_size=1):
-        xs.append(b.inputs)
+    for x in ctx.images():
+        xs.append(x)
         if len(xs) >= max(images, fixed):
             break
     if len(xs) < max(fixed, 1):

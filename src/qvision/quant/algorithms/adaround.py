@@ -16,7 +16,6 @@ import numpy as np
 import onnx
 from pydantic import Field
 
-from qvision.data import iter_batches
 from qvision.data.preprocess import concat_padded
 from qvision.errors import MissingExtraError
 from qvision.model import ops
@@ -104,9 +103,9 @@ def _inputs(ctx: Context, blends: int, seed: int):
     from qvision.quant.algorithms.brecq import blend
 
     photos = []
-    for batch in iter_batches(ctx.dataset, ctx.preprocess, batch_size=1):
-        photos.append(batch.inputs)
-        yield batch.inputs
+    for x in ctx.images():
+        photos.append(x)
+        yield x
     if blends:
         x = concat_padded(photos, ctx.preprocess.pad_value)  # lines: padded to the widest
         for j in range(blends):

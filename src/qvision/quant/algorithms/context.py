@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
-from qvision.data import Dataset, Preprocess
+from qvision.data import Dataset, Preprocess, iter_batches
 from qvision.errors import QVisionError
 from qvision.quant.plan import QuantPlan
 from qvision.quant.stats import Statistics
@@ -31,6 +32,28 @@ class Context:
     log: list[str] = field(default_factory=list)  # one line per change, for the result JSON
     # the float model's statistics on the calibration images, gathered with the ranges
     stats: Statistics = field(default_factory=Statistics)
+    _images: list[np.ndarray] | None = field(default=None, repr=False)
+
+    IMAGE_CACHE_BYTES = 1 << 30  # decoded calibration images kept between algorithms
+
+    def images(self) -> Iterator[np.ndarray]:
+        """The calibration images, preprocessed, one batch-of-1 array each, in file order:
+        decoded once per run and kept (up to IMAGE_CACHE_BYTES) for the next algorithm."""
+        if self._images is not None:
+            yield from self._images
+            return
+        if self.dataset is None:
+            raise QVisionError("this algorithm needs calibration images (--calib)")
+        kept: list[np.ndarray] | None = []
+        used = 0
+        for batch in iter_batches(self.dataset, self.preprocess, batch_size=1):
+            if kept is not None:
+                kept.append(batch.inputs)
+                used += batch.inputs.nbytes
+                if used > self.IMAGE_CACHE_BYTES:
+                    kept = None
+            yield batch.inputs
+        self._images = kept
 
     def statistics(self, purpose: str, points: dict) -> dict:
         """Observers of ``points`` (tensor -> new observer) for ``purpose``: the ones the
