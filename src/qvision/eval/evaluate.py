@@ -139,6 +139,7 @@ def evaluate(
     data: str | Path,
     task: str = "classification",
     reference: str | Path | None = None,
+    *,
     preprocess: str | dict | Preprocess | None = None,
     batch_size: int = 32,
     threads: int | None = None,
