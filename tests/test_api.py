@@ -58,7 +58,8 @@ def test_top1_drop_against_reference_is_paired_over_the_same_images(
     assert res.metrics["top1"] == 0.5 and res.agreement == 0.0
     # same accuracy, all four images disagree: no drop, and an interval that says so
     assert res.fidelity.drop_points == 0.0
-    assert res.fidelity.drop_ci95_points == pytest.approx(100 * 1.96 * np.sqrt(4 / 3 / 4))
+    # lost 2, gained 2 on 4 images; Agresti-Min adds 1/2 to each cell: ±1.96·sqrt(5)/6
+    assert res.fidelity.drop_ci95_points == pytest.approx(100 * 1.959964 * np.sqrt(5) / 6)
     unlabelled = api.evaluate(rocket, flat_dir, reference=cat)
     assert unlabelled.fidelity.drop_points is None
 

@@ -73,9 +73,17 @@ def test_paired_top_one_counts_only_the_images_one_model_gets_right():
     r = m.result()
     assert (m.lost, m.gained, m.n) == (2, 1, 6)
     assert r["drop_points"] == pytest.approx(100 * d.mean())
-    assert r["drop_ci95_points"] == pytest.approx(100 * 1.96 * d.std(ddof=1) / np.sqrt(6))
+    # Agresti-Min: 1/2 added to each cell of the 2x2 table (lost 2.5, gained 1.5, n 8)
+    b, c, m8 = 2.5, 1.5, 8
+    half = 1.959964 * np.sqrt((b + c) - (b - c) ** 2 / m8) / m8
+    assert r["drop_ci95_low"] == pytest.approx(100 * ((b - c) / m8 - half), abs=1e-3)
+    assert r["drop_ci95_high"] == pytest.approx(100 * ((b - c) / m8 + half), abs=1e-3)
+    assert r["drop_ci95_points"] == pytest.approx(
+        max(r["drop_points"] - r["drop_ci95_low"], r["drop_ci95_high"] - r["drop_points"])
+    )
 
     same = PairedTopOne()
     same.update(ref, ref, labels)
-    assert same.result() == {"drop_points": 0.0, "drop_ci95_points": 0.0}
+    res = same.result()  # no flip on 6 images: not certainty
+    assert res["drop_points"] == 0.0 and res["drop_ci95_points"] > 20
     assert PairedTopOne().result() == {}

@@ -82,7 +82,8 @@ def test_ppocr_recognizer_reads_rendered_lines_fp32_and_int8(tmp_path):
 
 def test_paired_cer_change_and_interval():
     """The CER change against a reference equals the difference of the two CERs; its
-    interval is zero when both read every line alike and grows with disagreement."""
+    interval is narrowest (never zero) when both read every line alike and grows with
+    disagreement."""
     from qvision.eval.tasks.ocr import PairedCer, TextMeter
 
     truth = ["total price", "north station", "exit 12", "coffee", "the river"]
@@ -97,4 +98,5 @@ def test_paired_cer_change_and_interval():
     assert r["drop_ci95_points"] > 0
     same = PairedCer()
     same.update(ref, ref, truth)
-    assert same.result() == {"drop_points": 0.0, "drop_ci95_points": 0.0}
+    alike = same.result()
+    assert alike["drop_points"] == 0.0 and 0 < alike["drop_ci95_points"] < r["drop_ci95_points"]

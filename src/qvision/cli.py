@@ -76,6 +76,11 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f}%"
 
 
+def _span(interval) -> str:
+    """'[a, b] %' for a share's 95 % interval, '' where there is none."""
+    return "" if interval is None else f"[{100 * interval[0]:.1f}, {100 * interval[1]:.1f}] %"
+
+
 def _json_arg(text: str | None, flag: str) -> dict | None:
     if text is None:
         return None
@@ -295,7 +300,8 @@ def _print_comparison(fp32, int8, eval_dir, task: str) -> None:
         ci = ci95_text(int8.fidelity.drop_ci95_points) if k == "top1" and int8.fidelity else ""
         table.add_row(k, _pct(v), _pct(q), f"{100 * (q - v):+.2f}{ci} pts")
     if int8.agreement is not None:
-        table.add_row(_agreement_label(task), "", _pct(int8.agreement), "")
+        span = int8.fidelity.top1_agreement_ci95 if int8.fidelity else None
+        table.add_row(_agreement_label(task), "", _pct(int8.agreement), _span(span))
     if int8.fidelity:
         table.add_row(
             "SQNR",
@@ -453,17 +459,19 @@ def eval_cmd(
     table = Table(title=f"{model.name} on {res.dataset.root} ({res.n} images)")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    table.add_column("95 % interval", justify="right")
     for k, v in res.metrics.items():
-        table.add_row(k, _pct(v))
+        table.add_row(k, _pct(v), _span(res.metrics_ci95.get(k)))
     if res.agreement is not None:
-        table.add_row(_agreement_label(task), _pct(res.agreement))
+        span = res.fidelity.top1_agreement_ci95 if res.fidelity else None
+        table.add_row(_agreement_label(task), _pct(res.agreement), _span(span))
     if res.fidelity:
         f = res.fidelity
         if f.drop_points is not None:
             metric, sign = _primary(task)  # points lost -> the metric's own change
             table.add_row(
                 f"{metric} vs reference",
-                f"{-sign * f.drop_points:+.2f}{ci95_text(f.drop_ci95_points)} pts",
+                f"{-sign * f.drop_points + 0.0:+.2f}{ci95_text(f.drop_ci95_points)} pts",
             )
         table.add_row("cosine", f"{f.cosine:.5f}")
         table.add_row("SQNR", "identical" if f.sqnr_db is None else f"{f.sqnr_db:.2f} dB")

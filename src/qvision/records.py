@@ -44,7 +44,12 @@ class Fidelity(BaseModel):
     # images (top-1; CER for ocr-rec, where losing means a higher CER) and the half-width of
     # its 95 % interval (paired over the same images)
     drop_points: float | None = None
-    drop_ci95_points: float | None = None
+    drop_ci95_points: float | None = None  # what '± x' says: the larger side of the interval
+    drop_ci95_low: float | None = None  # the interval itself, in points
+    drop_ci95_high: float | None = None
+    top1_agreement_ci95: tuple[float, float] | None = (
+        None  # Wilson, over the images (classification)
+    )
 
 
 def ci95_text(half_width: float | None, label: bool = True) -> str:
@@ -68,6 +73,8 @@ class EvalResult(BaseModel):
     model_sha256: str
     n: int
     metrics: dict[str, float]
+    # 95 % intervals of the metrics that are shares of the n images (top-1, exact match)
+    metrics_ci95: dict[str, tuple[float, float]] = {}
     agreement: float | None = None  # top-1 agreement with the reference
     reference: str | None = None
     fidelity: Fidelity | None = None

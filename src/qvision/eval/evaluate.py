@@ -203,6 +203,7 @@ def evaluate(
         model_sha256=sha256_file(model),
         n=done,
         metrics=metrics,
+        metrics_ci95=adapter.intervals() if hasattr(adapter, "intervals") else {},
         agreement=agreement,
         reference=None if reference is None else str(reference),
         fidelity=fidelity,

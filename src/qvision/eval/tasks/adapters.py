@@ -18,6 +18,7 @@ from qvision.eval.tasks.ocr import PairedCer, TextMeter, alphabet, ctc_greedy
 from qvision.eval.tasks.ocr_det import DbSpec, HmeanMeter, db_boxes
 from qvision.eval.tasks.segmentation import ConfusionMeter, label_maps
 from qvision.eval.tasks.segmentation import to_original as mask_to_original
+from qvision.intervals import wilson
 
 
 def _per_step(out: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,9 +92,15 @@ class Classification(_Adapter):
                 n = self.names if len(self.names) == logits.shape[1] else []
                 self.predictions.append((str(s.path), top, [n[i] for i, _ in top] if n else []))
 
+    def intervals(self) -> dict[str, tuple[float, float]]:
+        return self.topk.intervals() if self.labelled else {}
+
     def result(self, with_reference: bool):
         fidelity = self.fid.result() if with_reference else None
         metrics = self.topk.result() if self.labelled and self.topk.n else {}
+        if fidelity is not None:
+            # over images (for ocr-rec, per-step agreement's steps are not independent)
+            fidelity["top1_agreement_ci95"] = wilson(self.fid.agree, self.fid.n)
         if fidelity is not None and metrics:
             fidelity.update(self.paired.result())
         return metrics, (fidelity["top1_agreement"] if fidelity else None), fidelity

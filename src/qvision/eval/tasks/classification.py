@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from qvision.intervals import half_width, paired_difference, wilson
 from qvision.qmath import sqnr_db
 
 
@@ -56,12 +57,18 @@ class TopKMeter:
     def result(self) -> dict[str, float]:
         return {f"top{k}": (self.correct[k] / self.n if self.n else 0.0) for k in self.ks}
 
+    def intervals(self) -> dict[str, tuple[float, float]]:
+        """95 % (Wilson) interval of each top-k share."""
+        return {f"top{k}": wilson(self.correct[k], self.n) for k in self.ks} if self.n else {}
+
 
 class PairedTopOne:
     """Top-1 points a model loses against a reference model on the same labelled images,
     with a 95 % interval. Only images that exactly one of the two gets right move the
     difference, so its uncertainty comes from those (a paired test, as McNemar's), not from
-    two independent accuracies: 900 images resolve a W4A8 drop of ~2 points to about ±1.4."""
+    two independent accuracies: 900 images resolve a W4A8 drop of ~2 points to about ±1.4.
+    The interval is Agresti and Min's (intervals.paired_difference): with no image flipped
+    it still spans about ±2/n, not zero."""
 
     def __init__(self) -> None:
         self.n = self.gained = self.lost = 0
@@ -75,13 +82,16 @@ class PairedTopOne:
         self.n += len(labels)
 
     def result(self) -> dict[str, float]:
-        if self.n < 2:
+        if not self.n:
             return {}
-        n = self.n
-        drop = (self.lost - self.gained) / n
-        # sample variance of the per-image difference (-1, 0 or +1)
-        var = ((self.lost + self.gained) / n - drop * drop) * n / (n - 1)
-        return {"drop_points": 100 * drop, "drop_ci95_points": 100 * 1.96 * np.sqrt(var / n)}
+        drop = (self.lost - self.gained) / self.n
+        lo, hi = paired_difference(self.lost, self.gained, self.n)
+        return {
+            "drop_points": 100 * drop,
+            "drop_ci95_points": 100 * half_width((lo, hi), drop),
+            "drop_ci95_low": 100 * lo,
+            "drop_ci95_high": 100 * hi,
+        }
 
 
 class FidelityMeter:

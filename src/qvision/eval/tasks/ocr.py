@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from qvision.errors import QVisionError
+from qvision.intervals import Z95
 
 METADATA_KEY = "character"  # PaddleOCR's alphabet: one character per line
 
@@ -80,7 +81,7 @@ class TextMeter:
 class PairedCer:
     """CER points a model loses against a reference on the same labelled lines, with a 95 %
     interval: a ratio of summed edit differences to summed characters, its spread from the
-    per-line residuals (the delta method), so lines both read alike add nothing."""
+    per-line residuals (the delta method), so lines both read alike add little."""
 
     def __init__(self) -> None:
         self.diffs: list[int] = []  # per line: model's edits - reference's edits
@@ -95,8 +96,14 @@ class PairedCer:
         n, total = len(self.diffs), sum(self.chars)
         if n < 2 or total == 0:
             return {}
-        d, c = np.asarray(self.diffs, float), np.asarray(self.chars, float)
-        drop = d.sum() / total
+        drop = sum(self.diffs) / total
+        # two pseudo-lines, one edit worse and one edit better, as the +1/2 cells of a
+        # paired proportion: lines that all read alike leave an interval of about one
+        # edit's worth, not zero
+        mean = total / n
+        d = np.asarray([*self.diffs, 1, -1], float)
+        c = np.asarray([*self.chars, mean, mean], float)
         resid = d - drop * c
-        se = np.sqrt(n / (n - 1) * (resid**2).sum()) / total
-        return {"drop_points": 100 * drop, "drop_ci95_points": 100 * 1.96 * se}
+        m = n + 2
+        se = np.sqrt(m / (m - 1) * (resid**2).sum()) / c.sum()
+        return {"drop_points": 100 * drop, "drop_ci95_points": 100 * Z95 * se}
