@@ -132,7 +132,45 @@ def test_verdict_and_card_name_a_large_robustness_gap(report_dir):
         seconds=1.0,
         env=r.quantize.env,
     )
-    assert "loses up to 92.0 points more than FP32 (dark, severity 3" in verdict(r)["text"]
+    assert "loses 92.0 points more than FP32 (dark, severity 3" in verdict(r)["text"]
+    assert "no interval" in verdict(r)["text"]  # rows without one: said, not hidden
     # the quantize --eval run scored INT8 against FP32 on the same labelled photos
     assert "at 95 % on these 4 images" in verdict(r)["text"]
     assert "Under dark (severity 3) INT8 scores 0.0 %" in model_card(r)
+
+
+def test_verdict_names_a_shift_only_when_its_joint_interval_clears(report_dir):
+    """A 2-image difference on 30 images (6.7 points) is not a finding among 27 settings; a
+    gap whose joint interval lies above the line is."""
+    from qvision.intervals import paired_difference, z_for
+    from qvision.records import RobustnessResult, RobustnessRow
+    from qvision.report.html import ROBUSTNESS_WARN, model_card, verdict
+
+    z = z_for(0.95, 2)
+
+    def row(name, lost, gained, n=30):
+        lo, hi = paired_difference(lost, gained, n, z)
+        gap = 100 * (lost - gained) / n
+        return RobustnessRow(
+            corruption=name, severity=3, fp32=0.8, int8=0.8 - gap / 100, gap=gap,
+            agreement=0.9, n=n, gap_ci95=None, gap_joint_ci95=(100 * lo, 100 * hi),
+        )  # fmt: skip
+
+    r = inputs_from_json([report_dir / "qe.json"])
+    clean = RobustnessRow(corruption="clean", severity=0, fp32=0.8, int8=0.8, gap=0.0, agreement=1)
+
+    def with_rows(*rows):
+        r.robustness = RobustnessResult(
+            task="classification", metric="top1", fp32_model="a", int8_model="b", data="d",
+            images=30, rows=[clean, *rows], seconds=1.0, env=r.quantize.env,
+        )  # fmt: skip
+        return verdict(r)["text"]
+
+    small = row("fog", 2, 0)
+    assert small.gap > ROBUSTNESS_WARN and small.gap_joint_ci95[0] < ROBUSTNESS_WARN
+    text = with_rows(small, row("dark", 0, 0))
+    assert "not resolved at n = 30" in text and "But under corruption" not in text
+    assert "Under fog" not in model_card(r)
+    text = with_rows(small, row("dark", 20, 0))
+    assert "But under corruption INT8 loses 66.7 points more than FP32 (dark, severity 3" in text
+    assert "jointly over 2 settings" in text and "Under dark (severity 3)" in model_card(r)

@@ -741,18 +741,23 @@ def robustness_cmd(
             adversarial_images=adversarial,
         )
     table = Table(title=f"{res.metric} on {res.images} images, FP32 vs INT8")
-    for col in ("corruption", "severity", "FP32", "INT8", "gap pts", "agreement"):
+    k = len(res.rows) - 1
+    for col in ("corruption", "severity", "FP32", "INT8", "gap pts", "gap 95 %", "agreement"):
         table.add_column(col, justify="left" if col == "corruption" else "right")
     for r in res.rows:
+        ci = r.gap_joint_ci95 if r.corruption != "clean" else r.gap_ci95
         table.add_row(
             r.corruption,
             str(r.severity or ""),
             _pct(r.fp32),
             _pct(r.int8),
             f"{r.gap:+.2f}",
+            "—" if ci is None else f"{ci[0]:+.1f} to {ci[1]:+.1f}",
             _pct(r.agreement),
         )
     out.print(table)
+    if k > 1 and any(r.gap_joint_ci95 for r in res.rows):
+        out.print(f"gap intervals of the {k} corrupted settings hold jointly at 95 % (Bonferroni)")
     if res.adversarial:
         adv = Table(title="attack success rate (share of correctly classified images fooled)")
         for col in ("attack", "crafted on", "eps", "FP32", "INT8"):

@@ -244,6 +244,13 @@ class RobustnessRow(BaseModel):
     int8: float
     gap: float  # points lost by INT8 relative to FP32 (a CER rise counts as lost)
     agreement: float | None  # INT8 agreeing with FP32 on the same corrupted images
+    n: int | None = None  # images scored in this setting
+    # the gap's interval in points, paired over the same images: at 95 % for this setting
+    # alone, and at 95 % jointly over all corrupted settings of the run (Bonferroni), which
+    # is the one to read when picking the worst of them; None where the task metric is not
+    # a mean over images (mAP, mIoU, hmean)
+    gap_ci95: tuple[float, float] | None = None
+    gap_joint_ci95: tuple[float, float] | None = None
 
 
 class AdversarialRow(BaseModel):
@@ -254,6 +261,9 @@ class AdversarialRow(BaseModel):
     int8_success: float
     fp32_correct: int
     int8_correct: int
+    # Wilson 95 % intervals of the two success rates (over the correct images of each)
+    fp32_success_ci95: tuple[float, float] | None = None
+    int8_success_ci95: tuple[float, float] | None = None
 
 
 class RobustnessResult(BaseModel):

@@ -50,7 +50,7 @@ dashed: the range the INT8 grid covers.</p><div class="grid">{% for h in histogr
 
 <h2>Robustness</h2>
 {% if robustness %}<p class="note">{{ robustness_summary }}</p>{{ robustness_chart | safe }}
-<table><tr><th>corruption</th><th>severity</th><th>FP32</th><th>INT8</th><th>gap (points)</th><th>agreement</th></tr>
+<table><tr><th>corruption</th><th>severity</th><th>FP32</th><th>INT8</th><th>gap (points)</th><th>gap 95 % (points)</th><th>agreement</th></tr>
 {% for r in robustness %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
 {% else %}<p class="note">Not measured.</p>{% endif %}
 {% if adversarial %}<h3>Adversarial attacks</h3><p class="note">L-infinity attacks on [0, 1]

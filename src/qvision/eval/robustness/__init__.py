@@ -11,6 +11,7 @@ import numpy as np
 
 from qvision.errors import QVisionError
 from qvision.eval.robustness.corruptions import CORRUPTIONS, SEVERITIES
+from qvision.intervals import wilson, z_for
 
 
 def corrupt(name: str, severity: int, seed: int = 0):
@@ -60,17 +61,21 @@ def run_corruptions(
     run_f, run_q = Runner(fp32, inp, threads), Runner(int8, inp, threads)
     meta = metadata(proto)
     settings = [("clean", 0)] + [(n, s) for n in names for s in severities]
+    z_joint = z_for(0.95, len(settings) - 1)
     rows = []
     for k, (name, severity) in enumerate(settings):
         a_f = adapter_cls(meta, [], fp32, dataset=dataset, preprocess=pre)
         a_q = adapter_cls(meta, [], int8, dataset=dataset, preprocess=pre)
         transform = None if name == "clean" else corrupt(name, severity)
+        seen = 0
         for batch in iter_batches(dataset, pre, inp.batch or 32, transform=transform):
+            seen += len(batch.samples)
             outs_f = run_f(batch.inputs)
             a_f.update(outs_f, batch.samples, None)
             a_q.update(run_q(batch.inputs), batch.samples, outs_f)
         mf, _, _ = a_f.result(False)
         mq, agreement, _ = a_q.result(True)
+        paired = getattr(a_q, "paired", None)  # per-image paired outcomes, where defined
         rows.append(
             RobustnessRow(
                 corruption=name,
@@ -79,6 +84,11 @@ def run_corruptions(
                 int8=mq[key],
                 gap=points_lost(mf[key], mq[key], sign),
                 agreement=agreement,
+                n=seen,
+                gap_ci95=paired.interval() if paired is not None else None,
+                gap_joint_ci95=(
+                    paired.interval(z_joint) if paired is not None and name != "clean" else None
+                ),
             )
         )
         if progress:
@@ -130,7 +140,13 @@ def _adversarial(fp32, int8, dataset, pre, task, run_f, run_q, images: int):
         "fp32_correct",
         "int8_correct",
     )
-    return [AdversarialRow(**dict(zip(keys, r, strict=True))) for r in rows]
+    out = []
+    for r in rows:
+        row = AdversarialRow(**dict(zip(keys, r, strict=True)))
+        row.fp32_success_ci95 = wilson(round(row.fp32_success * row.fp32_correct), row.fp32_correct)
+        row.int8_success_ci95 = wilson(round(row.int8_success * row.int8_correct), row.int8_correct)
+        out.append(row)
+    return out
 
 
 __all__ = ["CORRUPTIONS", "SEVERITIES", "corrupt", "run_corruptions"]

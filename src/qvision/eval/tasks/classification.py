@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qvision.intervals import half_width, paired_difference, wilson
+from qvision.intervals import Z95, half_width, paired_difference, wilson
 from qvision.qmath import sqnr_db
 
 
@@ -80,6 +80,11 @@ class PairedTopOne:
         self.gained += int((ok & ~ref_ok).sum())
         self.lost += int((ref_ok & ~ok).sum())
         self.n += len(labels)
+
+    def interval(self, z: float = Z95) -> tuple[float, float]:
+        """The drop's interval in points at ``z`` (a wider z for several settings at once)."""
+        lo, hi = paired_difference(self.lost, self.gained, self.n, z)
+        return 100 * lo, 100 * hi
 
     def result(self) -> dict[str, float]:
         if not self.n:

@@ -92,7 +92,14 @@ class PairedCer:
             self.diffs.append(edit_distance(p, t) - edit_distance(r, t))
             self.chars.append(len(t))
 
-    def result(self) -> dict[str, float]:
+    def interval(self, z: float = Z95) -> tuple[float, float]:
+        """The CER change's interval in points at ``z``."""
+        r = self.result(z)
+        if not r:
+            return -100.0, 100.0
+        return r["drop_points"] - r["drop_ci95_points"], r["drop_points"] + r["drop_ci95_points"]
+
+    def result(self, z: float = Z95) -> dict[str, float]:
         n, total = len(self.diffs), sum(self.chars)
         if n < 2 or total == 0:
             return {}
@@ -106,4 +113,4 @@ class PairedCer:
         resid = d - drop * c
         m = n + 2
         se = np.sqrt(m / (m - 1) * (resid**2).sum()) / c.sum()
-        return {"drop_points": 100 * drop, "drop_ci95_points": 100 * Z95 * se}
+        return {"drop_points": 100 * drop, "drop_ci95_points": 100 * z * se}
