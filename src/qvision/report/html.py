@@ -127,12 +127,23 @@ def _accuracy_rows(r: ReportInputs) -> list[list[str]]:
     if r.fp32_eval is None or r.int8_eval is None:
         return []
     rows = []
+    f = r.int8_eval.fidelity
     for k, v in r.fp32_eval.metrics.items():
         q = r.int8_eval.metrics.get(k)
-        rows.append([k, _pct(v), _pct(q), "" if q is None else f"{100 * (q - v):+.2f}"])
+        change = "" if q is None else f"{100 * (q - v):+.2f}"
+        if k == _metric(r.int8_eval.task)[0] and f is not None and f.drop_ci95_low is not None:
+            change += f" ({-f.drop_ci95_high:+.1f} to {-f.drop_ci95_low:+.1f})"
+        rows.append(
+            [
+                k,
+                _pct(v) + _share_span(r.fp32_eval.metrics_ci95.get(k)),
+                _pct(q) + _share_span(r.int8_eval.metrics_ci95.get(k)),
+                change,
+            ]
+        )
     if r.int8_eval.agreement is not None:
-        rows.append(["agreement with FP32", "", _pct(r.int8_eval.agreement), ""])
-    f = r.int8_eval.fidelity
+        span = _share_span(f.top1_agreement_ci95 if f is not None else None)
+        rows.append(["agreement with FP32", "", _pct(r.int8_eval.agreement) + span, ""])
     if f is not None:
         rows.append(
             ["output SQNR", "", "identical" if f.sqnr_db is None else f"{f.sqnr_db:.2f} dB", ""]

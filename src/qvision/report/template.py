@@ -20,7 +20,7 @@ td:first-child, th:first-child { text-align: left; }
 
 <h2>Accuracy</h2>
 {% if accuracy %}<p class="note">{{ eval_info }}</p>
-<table><tr><th>metric</th><th>FP32</th><th>INT8</th><th>change (points)</th></tr>
+<table><tr><th>metric [95 % interval]</th><th>FP32</th><th>INT8</th><th>change (points, 95 % paired)</th></tr>
 {% for r in accuracy %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
 {% else %}<p class="note">Not measured.</p>{% endif %}
 
