@@ -176,8 +176,12 @@ def quantize_cmd(
     eval_dir: Path | None = typer.Option(
         None, "--eval", help="Also evaluate FP32 vs INT8 on these images (and tune on them)."
     ),
-    task: str = typer.Option(
-        "classification", "--task", help=" | ".join(ADAPTERS) + ": the task adapter for --eval."
+    task: str | None = typer.Option(
+        None,
+        "--task",
+        help=" | ".join(ADAPTERS)
+        + ": the task adapter for --eval and the shift check (default: the model's "
+        "qvision.task metadata, else classification).",
     ),
     max_drop: float | None = typer.Option(
         None,
@@ -207,9 +211,17 @@ def quantize_cmd(
     limit: int | None = typer.Option(
         None, "--limit", min=1, help="Use only the first N calibration images."
     ),
+    shift_check: int = typer.Option(
+        16,
+        "--shift-check",
+        min=0,
+        help="After writing, compare FP32 and INT8 on shifted copies (dark, bright, blur, "
+        "noise, ...) of N calibration images, label-free by --task; 0: skip.",
+    ),
     json_out: Path | None = JsonOpt,
 ):
     """Post-training quantization to a QDQ ONNX model that the target runtime fuses."""
+    from qvision.eval.evaluate import model_task
     from qvision.evidence import prove
     from qvision.quant.config import QuantConfig, TuneOptions
 
@@ -226,10 +238,12 @@ def quantize_cmd(
         batch_size=batch,
         limit=limit,
         strict=strict,
+        check_images=shift_check,
+        task=task,
     )
     tune = None
     if max_drop is not None:
-        tune = TuneOptions(max_drop, eval_dir, task, tune_time, tune_images)
+        tune = TuneOptions(max_drop, eval_dir, model_task(model, task), tune_time, tune_images)
     done = prove(
         model,
         output,
@@ -247,7 +261,7 @@ def quantize_cmd(
         on_quantized=_print_quantized,
     )
     if done.int8 is not None:
-        _print_comparison(done.fp32, done.int8, eval_dir, task)
+        _print_comparison(done.fp32, done.int8, eval_dir, done.int8.task)
     if done.report is not None:
         out.print(f"report: {done.report}")
     _save_json(done.record(), json_out, [*inputs, output])
@@ -279,6 +293,8 @@ def _print_quantized(res) -> None:
     )
     if res.float_nodes:
         out.print("kept float: " + ", ".join(f"{k}×{v}" for k, v in res.float_nodes.items()))
+    if res.shift_check is not None:
+        _print_shift_check(res.shift_check)
     for w in res.warnings:
         err.print(f"warning: {w}")
     out.print(
@@ -287,6 +303,24 @@ def _print_quantized(res) -> None:
     )
     if res.plan:
         out.print(f"plan: {res.plan}")
+
+
+def _print_shift_check(c) -> None:
+    table = Table(
+        title=f"shift check: INT8 vs FP32 {c.measure} on {c.images} calibration images "
+        "(95 % joint intervals)"
+    )
+    for col in ("shift", c.measure, "interval", ""):
+        table.add_column(col, justify="left" if col in ("shift", "") else "right")
+    table.add_row("clean", _pct(c.clean), _span(c.clean_ci), "")
+    for row in c.rows:
+        table.add_row(
+            f"{row.shift} {row.severity}",
+            _pct(row.agreement),
+            _span(row.agreement_ci),
+            "departs" if row.departs else "",
+        )
+    out.print(table)
 
 
 def _print_comparison(fp32, int8, eval_dir, task: str) -> None:
@@ -409,10 +443,11 @@ def eval_cmd(
             "labels.txt with PaddleOCR regions for ocr-det."
         ),
     ),
-    task: str = typer.Option(
-        "classification",
+    task: str | None = typer.Option(
+        None,
         "--task",
-        help=" | ".join(ADAPTERS) + ".",
+        help=" | ".join(ADAPTERS) + " (default: the model's qvision.task metadata, else "
+        "classification).",
     ),
     decoder: str | None = typer.Option(
         None,
@@ -436,6 +471,9 @@ def eval_cmd(
 ):
     """Accuracy against labels and/or fidelity against a reference model."""
     from qvision import api
+    from qvision.eval.evaluate import model_task
+
+    task = model_task(model, task)
     from qvision.records import ci95_text
 
     _check_json_path(json_out, [model, reference])
@@ -692,8 +730,11 @@ def robustness_cmd(
     fp32: Path = typer.Argument(..., help="Float ONNX model."),
     int8: Path = typer.Argument(..., help="Quantized ONNX model."),
     data: Path = typer.Option(..., "--data", help="Labelled images for --task."),
-    task: str = typer.Option(
-        "classification", "--task", help=" | ".join(ADAPTERS) + ": the task adapter."
+    task: str | None = typer.Option(
+        None,
+        "--task",
+        help=" | ".join(ADAPTERS) + " (default: the model's qvision.task metadata, else "
+        "classification).",
     ),
     corruptions: str | None = typer.Option(
         None,
@@ -719,6 +760,9 @@ def robustness_cmd(
     """FP32 vs INT8 on corrupted images (lighting, contrast, noise, blur, JPEG, occlusion,
     fog) and, with --adversarial N, under FGSM/PGD attacks."""
     from qvision import api
+    from qvision.eval.evaluate import model_task
+
+    task = model_task(fp32, task)
 
     _check_json_path(json_out, [fp32, int8, data])
     try:

@@ -213,6 +213,27 @@ class AlgorithmResult(BaseModel):
     message: str  # the one line also kept in the plan's warnings
 
 
+class ShiftRow(BaseModel):
+    shift: str  # a corruption of qvision robustness
+    severity: int
+    agreement: float  # INT8 with FP32 on the shifted images (the task's measure)
+    agreement_ci: tuple[float, float]  # Wilson, joint over the check's shifts
+    n: int
+    departs: bool  # clearly below the clean agreement: named in the warning
+
+
+class ShiftCheck(BaseModel):
+    """quantize's quick, label-free check under shifted copies of calibration images."""
+
+    task: str
+    measure: str  # what agreement means for the task (top-1 agreement, box agreement, ...)
+    images: int
+    clean: float
+    clean_ci: tuple[float, float]
+    rows: list[ShiftRow]
+    warning: str | None = None
+
+
 class QuantizeResult(BaseModel):
     kind: Literal["quantize"] = "quantize"
     model: str
@@ -232,6 +253,7 @@ class QuantizeResult(BaseModel):
     seconds: dict[str, float]  # calibrate, plan, write, total
     warnings: list[str] = []
     algorithms: list[AlgorithmResult] = []  # in run order (empty when replaying a plan)
+    shift_check: ShiftCheck | None = None  # FP32 vs INT8 under shifts (None: not run)
     tuning: TuneResult | None = None  # set by --max-drop
     manifest: str | None = None  # provenance record beside the output (<stem>.manifest.json)
     env: Environment

@@ -24,6 +24,7 @@ from pydantic import (
 from qvision.errors import QVisionError
 
 METADATA_KEY = "qvision.preprocess"
+TASK_KEY = "qvision.task"  # which task adapter reads the outputs (the zoo sets it)
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,

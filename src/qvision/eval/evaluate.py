@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from qvision.data import LoadReport, Preprocess, build_manifest, iter_batches, parse_preprocess
-from qvision.data.preprocess import METADATA_KEY
+from qvision.data.preprocess import METADATA_KEY, TASK_KEY
 from qvision.errors import QVisionError
 from qvision.eval.tasks.adapters import ADAPTERS
 from qvision.fileio import sha256_file
@@ -92,6 +92,17 @@ def _check_line_input(pre: Preprocess, inp: ImageInput, path: str | Path) -> Non
             f"a fixed width {inp.width}; use resize_mode 'height' with resize [{height}, {inp.width}]",
             path,
         )
+
+
+def model_task(path: str | Path, given: str | None = None) -> str:
+    """``given``, else the model's 'qvision.task' metadata, else classification."""
+    if given:
+        return given
+    try:
+        meta = metadata(onnx.load(str(path), load_external_data=False))
+    except Exception:  # unreadable here: the loader says why when the model is opened
+        return "classification"
+    return meta.get(TASK_KEY) or "classification"
 
 
 def open_model(path: str | Path) -> tuple[onnx.ModelProto, ImageInput]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from qvision import api
 from qvision.errors import QVisionError
+from qvision.eval.evaluate import model_task
 from qvision.quant.config import QuantConfig, TuneOptions
 from qvision.records import BenchResult, EvalResult, QuantizeEvalResult, QuantizeResult
 
@@ -48,7 +49,7 @@ def prove(
     plan_out: str | Path | None = None,
     tune: TuneOptions | None = None,
     eval_dir: str | Path | None = None,
-    task: str = "classification",
+    task: str | None = None,
     report: str | Path | None = None,
     keep_predictions: bool = False,
     bench_seconds: float | None = None,
@@ -64,6 +65,7 @@ def prove(
     as the model is written (the CLI prints it then)."""
     if report is not None and eval_dir is None:
         raise QVisionError("--report needs --eval DIR (the images to measure on)")
+    task = model_task(model, task)
     with phases("calibrating") as cb:
         res = api.quantize(
             model,

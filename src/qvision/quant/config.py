@@ -24,6 +24,10 @@ class QuantConfig:
     batch_size: int = 1  # calibration batch
     limit: int | None = None  # use only the first N calibration images
     strict: bool = False  # unreadable calibration image is fatal
+    # the quick shift check after writing: FP32 vs INT8 on shifted copies of this many
+    # calibration images (0: off), scored by this task's agreement
+    check_images: int = 16
+    task: str | None = None  # None: the model's 'qvision.task' metadata, else classification
 
     def describe(self) -> dict:
         d = asdict(self)

@@ -10,9 +10,10 @@ from pathlib import Path
 import onnx
 
 from qvision import provenance
-from qvision.data import Preprocess, open_dataset
+from qvision.data import Dataset, Preprocess, open_dataset
 from qvision.data.datasets import image_folder
 from qvision.data.manifest import build_manifest
+from qvision.data.preprocess import TASK_KEY
 from qvision.errors import QVisionError
 from qvision.fileio import atomic_path, check_output_path, sha256_file
 from qvision.model import image_input, load_model
@@ -67,6 +68,8 @@ class Planned:
     calibration: tuple[str, int, str] | None = None  # (root, images, dataset sha256)
     started: str = ""
     statistics: Statistics | None = None  # of the float model on the calibration images, for reuse
+    dataset: Dataset | None = None  # the calibration images (None: a saved plan replayed)
+    preprocess: Preprocess | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     algorithms: list[AlgorithmResult] = field(default_factory=list)  # what each one did
 
@@ -281,6 +284,8 @@ def make_plan(
         calibration=(str(dataset.root), len(dataset), build_manifest(dataset).sha256),
         started=prep.started,
         statistics=stats,
+        dataset=dataset,
+        preprocess=preprocess,
         seconds={
             "calibrate": t1 - prep.t0,
             "plan": time.perf_counter() - t1,
@@ -346,6 +351,27 @@ def finish(
     plan = planned.plan
     t_write = time.perf_counter()
     data = write_model(planned, threads)
+    check, skipped_check = None, None
+    if planned.dataset is not None and config.check_images > 0:
+        task, skipped_check = _check_task(planned.prepared, config.task)
+        if task is not None:
+            from qvision.eval.robustness.check import shift_check
+
+            t_check = time.perf_counter()
+            try:
+                check = shift_check(
+                    model,
+                    data,
+                    planned.dataset,
+                    planned.preprocess,
+                    planned.input_name,
+                    task,
+                    config.check_images,
+                    threads=threads,
+                )
+            except QVisionError as exc:  # e.g. the task's reader needs masks or boxes
+                skipped_check = f"shift check skipped: {exc.problem}"
+            planned.seconds["shift-check"] = time.perf_counter() - t_check
     with atomic_path(output) as tmp:
         tmp.write_bytes(data)
     if plan_out is not None:
@@ -372,11 +398,30 @@ def finish(
         float_nodes=floats,
         size_bytes={"input": model_size(model), "output": model_size(output)},
         seconds={**planned.seconds, "write": t_end - t_write, "total": t_end - t0},
-        warnings=plan.warnings,
+        warnings=[
+            *plan.warnings,
+            *([check.warning] if check and check.warning else []),
+            *([skipped_check] if skipped_check else []),
+        ],
         algorithms=planned.algorithms,
+        shift_check=check,
         manifest=str(manifest),
         env=environment,
     )
+
+
+def _check_task(model: onnx.ModelProto, task: str | None) -> tuple[str | None, str | None]:
+    """The task the shift check scores agreement by: the given one, the model's metadata,
+    or classification when the output looks like class scores; else none, and why."""
+    if task:
+        return task, None
+    meta = {p.key: p.value for p in model.metadata_props}
+    if meta.get(TASK_KEY):
+        return meta[TASK_KEY], None
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    if len(dims) == 2 or (len(dims) == 4 and all(d.dim_value == 1 for d in dims[2:])):
+        return "classification", None
+    return None, "shift check skipped: the outputs are not class scores; pass --task to run it"
 
 
 def _manifest(planned, model, output, plan_in, plan_out, config, environment) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnx
 
-from qvision.data.preprocess import METADATA_KEY, PRESETS, Preprocess
+from qvision.data.preprocess import METADATA_KEY, PRESETS, TASK_KEY, Preprocess
 from qvision.errors import QVisionError
 from qvision.model.load import save_model
 
@@ -124,6 +124,7 @@ def build_model(name: str) -> onnx.ModelProto:
     meta = {
         METADATA_KEY: entry.preprocess.to_json(),
         SOURCE_KEY: f"qvision zoo {name} ({entry.source})",
+        TASK_KEY: entry.task,
     }
     if entry.labels:
         meta[LABELS_KEY] = json.dumps(imagenet_labels())

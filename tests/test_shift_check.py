@@ -1,0 +1,94 @@
+"""quantize's quick shift check: label-free, names a shift only when INT8 clearly departs."""
+
+import shutil
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from qvision import api
+from qvision.data import image_folder, iter_batches
+from qvision.eval.robustness import corrupt
+from qvision.eval.robustness.check import QUICK_SHIFTS, shift_check
+
+from conftest import TINY_PRE
+
+
+def _dark_sensitive(fp32_path, threshold: float) -> bytes:
+    """The float model, plus a large score for class 0 on inputs darker than ``threshold``:
+    a stand-in for an INT8 model whose ranges do not hold on dark images."""
+    m = onnx.load(str(fp32_path))
+    g = m.graph
+    g.node.extend(
+        [
+            helper.make_node("ReduceMean", ["input"], ["mean"], axes=[1, 2, 3], keepdims=0),
+            helper.make_node("Less", ["mean", "t"], ["is_dark"]),
+            helper.make_node("Cast", ["is_dark"], ["dark_f"], to=TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["dark_f", "one"], ["dark_col"]),
+            helper.make_node("Mul", ["dark_col", "bump"], ["push"]),
+            helper.make_node("Add", ["logits", "push"], ["pushed"]),
+        ]
+    )
+    bump = np.zeros((1, 10), np.float32)
+    bump[0, 0] = 1000
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(threshold, np.float32), "t"),
+            numpy_helper.from_array(np.array([1], np.int64), "one"),
+            numpy_helper.from_array(bump, "bump"),
+        ]
+    )
+    out = g.output[0]
+    out.name = "pushed"
+    m.opset_import[0].version = 13
+    onnx.checker.check_model(m)
+    return m.SerializeToString()
+
+
+def test_shift_check_names_only_the_shift_that_departs(tmp_path, tiny_model, photos):
+    # 16 images (the default): enough to resolve a model that fails every dark image
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for i in range(16):
+        p = photos[i % len(photos)]
+        shutil.copy(p, folder / f"{i:02d}-{p.name}")
+    ds = image_folder(folder)
+    mean = lambda t: [float(b.inputs.mean()) for b in iter_batches(ds, TINY_PRE, 1, transform=t)]  # noqa: E731
+    clean, dark = mean(None), mean(corrupt("dark", 3))
+    assert max(dark) < min(clean)
+    int8 = _dark_sensitive(tiny_model, (max(dark) + min(clean)) / 2)
+    res = shift_check(tiny_model, int8, ds, TINY_PRE, "input")
+    assert res.images == 16 and res.clean == 1.0 and res.clean_ci[0] < 1
+    by = {r.shift: r for r in res.rows}
+    assert [(r.shift, r.severity) for r in res.rows] == list(QUICK_SHIFTS)
+    assert by["dark"].agreement < 0.3 and by["dark"].departs and by["dark"].n == 16
+    assert not any(r.departs for r in res.rows if r.shift != "dark")
+    assert "dark 3" in res.warning and "bright" not in res.warning
+    # on 4 images even that is not resolved: nothing is named
+    few = shift_check(tiny_model, int8, image_folder(folder), TINY_PRE, "input", images=4)
+    assert few.rows[0].agreement == 0 and not any(r.departs for r in few.rows)
+    assert few.warning is None
+
+
+def test_quantize_reports_the_check_and_can_skip_it(tmp_path, tiny_model, flat_dir):
+    res = api.quantize(tiny_model, tmp_path / "q.onnx", flat_dir)
+    c = res.shift_check
+    assert c is not None and c.images == 4 and len(c.rows) == len(QUICK_SHIFTS)
+    assert c.measure == "top-1 agreement" and "shift-check" in res.seconds
+    assert (
+        api.quantize(tiny_model, tmp_path / "q2.onnx", flat_dir, check_images=0).shift_check is None
+    )
+
+
+def test_the_check_needs_to_know_how_to_read_the_outputs(tmp_path, flat_dir):
+    from qdq_models import mobile_block
+
+    src = tmp_path / "block.onnx"
+    onnx.save(mobile_block(), str(src))  # a feature map out, no task in its metadata
+    res = api.quantize(src, tmp_path / "q.onnx", flat_dir)
+    assert res.shift_check is None
+    assert any(w.startswith("shift check skipped") and "--task" in w for w in res.warnings)
+    # a task whose reader cannot take a plain folder of photos: skipped, and why
+    seg = api.quantize(src, tmp_path / "q2.onnx", flat_dir, task="segmentation")
+    assert seg.shift_check is None
+    assert any("shift check skipped" in w and "segmentation" in w for w in seg.warnings)
