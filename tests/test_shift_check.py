@@ -92,3 +92,28 @@ def test_the_check_needs_to_know_how_to_read_the_outputs(tmp_path, flat_dir):
     seg = api.quantize(src, tmp_path / "q2.onnx", flat_dir, task="segmentation")
     assert seg.shift_check is None
     assert any("shift check skipped" in w and "segmentation" in w for w in seg.warnings)
+
+
+def test_calibrating_on_shifted_copies(tmp_path, tiny_model, flat_dir):
+    from qvision.data import image_folder
+    from qvision.quant.calibrate.shifts import with_shifts
+    from qvision.quant.plan import QuantPlan
+
+    ds = image_folder(flat_dir)
+    more, transform = with_shifts(ds, 2)
+    assert len(more) == 3 * len(ds) and more.samples[: len(ds)] == ds.samples
+    shifted = [np.asarray(b.inputs) for b in iter_batches(more, TINY_PRE, 1, transform=transform)]
+    plain = [np.asarray(b.inputs) for b in iter_batches(ds, TINY_PRE, 1)]
+    assert all(np.array_equal(a, b) for a, b in zip(shifted, plain, strict=False))  # originals
+    assert not any(np.array_equal(shifted[len(ds) + i], plain[i]) for i in range(len(ds)))
+
+    runs = []
+    for name, copies in (("a", 0), ("b", 2), ("c", 2)):
+        res = api.quantize(
+            tiny_model, tmp_path / f"{name}.onnx", flat_dir, plan_out=tmp_path / f"{name}.json",
+            calib_shifts=copies, check_images=0,
+        )  # fmt: skip
+        assert res.calib_images == len(ds)
+        runs.append(QuantPlan.load(tmp_path / f"{name}.json"))
+    assert runs[1].ranges != runs[0].ranges  # the shifted copies moved some ranges
+    assert (tmp_path / "b.json").read_bytes() == (tmp_path / "c.json").read_bytes()

@@ -211,6 +211,13 @@ def quantize_cmd(
     limit: int | None = typer.Option(
         None, "--limit", min=1, help="Use only the first N calibration images."
     ),
+    calib_shifts: int = typer.Option(
+        0,
+        "--calib-shifts",
+        min=0,
+        help="Also calibrate on N shifted copies of each calibration image (darker, "
+        "brighter, lower contrast, noise, defocus), so ranges hold under such inputs.",
+    ),
     shift_check: int = typer.Option(
         16,
         "--shift-check",
@@ -239,6 +246,7 @@ def quantize_cmd(
         limit=limit,
         strict=strict,
         check_images=shift_check,
+        calib_shifts=calib_shifts,
         task=task,
     )
     tune = None

@@ -24,6 +24,9 @@ class QuantConfig:
     batch_size: int = 1  # calibration batch
     limit: int | None = None  # use only the first N calibration images
     strict: bool = False  # unreadable calibration image is fatal
+    # shifted copies of each calibration image (darker, brighter, lower contrast, noise,
+    # defocus) calibrated on beside it, so that ranges hold under such inputs (0: none)
+    calib_shifts: int = 0
     # the quick shift check after writing: FP32 vs INT8 on shifted copies of this many
     # calibration images (0: off), scored by this task's agreement
     check_images: int = 16

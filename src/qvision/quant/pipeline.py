@@ -23,6 +23,7 @@ from qvision.quant import algorithms
 from qvision.quant.algorithms import ALGORITHMS, Context, check_options, parse_algos, stage
 from qvision.quant.calibrate import HistogramObserver
 from qvision.quant.calibrate.observers import make_observer
+from qvision.quant.calibrate.shifts import with_shifts
 from qvision.quant.config import QuantConfig
 from qvision.quant.plan import QuantPlan
 from qvision.quant.planner import activation_tensors, bounded_inputs, build_plan, decide_nodes
@@ -177,9 +178,12 @@ def calibrate(
             }
             return Statistics(key, points), []
     stats = Statistics(key)
+    data, transform = ctx.dataset, None
+    if config.calib_shifts:
+        data, transform = with_shifts(ctx.dataset, config.calib_shifts)
     report = stats.gather(
         ctx.model,
-        ctx.dataset,
+        data,
         ctx.preprocess,
         ctx.input_name,
         requests,
@@ -187,8 +191,9 @@ def calibrate(
         threads=ctx.threads,
         strict=config.strict,
         progress=progress,
+        transform=transform,
     )
-    return stats, report.skipped
+    return stats, list(dict.fromkeys(report.skipped))  # a file's shifted copies skip too
 
 
 def make_plan(

@@ -65,6 +65,7 @@ class Statistics:
         threads: int | None = None,
         strict: bool = False,
         progress=None,
+        transform=None,
     ) -> LoadReport:
         """One pass (one per chunk of tensors, if they do not fit the memory budget at once)
         over ``dataset`` feeding every requested observer."""
@@ -84,6 +85,7 @@ class Statistics:
             threads=threads,
             strict=strict,
             progress=progress,
+            transform=transform,
         )
         for t, both in observers.items():
             for purpose, obs in both.parts:

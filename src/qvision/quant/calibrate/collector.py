@@ -83,8 +83,10 @@ def collect(
     threads: int | None = None,
     strict: bool = False,
     progress: Progress | None = None,
+    transform=None,
 ) -> tuple[dict[str, MinMaxObserver], LoadReport]:
-    """Observers for ``tensors`` after streaming ``dataset`` through the model."""
+    """Observers for ``tensors`` after streaming ``dataset`` through the model
+    (``transform(image, index)``, if given, between decoding and preprocessing)."""
     input_name = input_name or model.graph.input[0].name
     observers = {t: (method(t) if callable(method) else make_observer(method)) for t in tensors}
     chunks = plan_chunks(model, tensors, batch_size, budget_bytes)
@@ -97,7 +99,7 @@ def collect(
         wanted = [(i, n) for i, n in enumerate(names) if n in observers and n in chunk]
         chunk_report = LoadReport()
         for batch in iter_batches(
-            dataset, preprocess, batch_size, strict=strict, report=chunk_report
+            dataset, preprocess, batch_size, strict=strict, report=chunk_report, transform=transform
         ):
             outs = session.run(None, {input_name: batch.inputs})
             for i, name in wanted:
