@@ -119,7 +119,7 @@ def compare(before_commit: str) -> None:
                 paths[f"{tag}:{label}"] = str(HERE / tag / f"{_stem(name, label)}.onnx")
         hw = model_hw(load_model(fp32, normalize=False))
         order = list(paths.values())
-        timings = time_interleaved(order, 1, dict.fromkeys(order, hw).get, None, 10, 4.0)
+        timings = time_interleaved(order, 1, dict.fromkeys(order, hw).get, None, 6, 2.0)
         ms = {p: t.stats()["median_ms"] for p, t in zip(order, timings, strict=True)}
         base = api.evaluate(fp32, root / "eval").metrics["top1"]
         for label in CONFIGS:
@@ -154,7 +154,7 @@ def compare(before_commit: str) -> None:
         f"the reshaping, and at {after_commit}, then `compare`). Machine: {cpu_info()['name']}, "
         f"2 cores; target **{target.name}** ({why}); calibration 100 images "
         "(imagenet-sample-1k/calib), evaluation 900 (eval), one run each; latency batch 1, "
-        "median, FP32 and all six models of a network timed interleaved.",
+        "median of 6 interleaved rounds, FP32 and all six models of a network.",
         "",
         "| model | pipeline | agreement % before → after | SQNR dB | drop pts (± 95 %) | vs FP32 | same bytes |",
         "|---|---|---|---|---|---|---|",
