@@ -103,8 +103,10 @@ def quantize(tag: str, src: str | None) -> None:
 def compare(before_commit: str) -> None:
     root = require_imagenet()
     target, why = detect()
+    # the commit of the tree the after models were made with (a worktree, or this checkout)
+    made_by = Path(json.loads((HERE / "after" / "seconds.json").read_text())["qvision"]).parent
     after_commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ["git", "rev-parse", "--short", "HEAD"], cwd=made_by, capture_output=True, text=True
     ).stdout.strip()
     secs = {
         t: json.loads((HERE / t / "seconds.json").read_text())["seconds"]
