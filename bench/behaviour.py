@@ -31,7 +31,7 @@ from qvision.runtime.inputs import model_hw
 from qvision.runtime.machine import cpu_info
 from qvision.targets import detect
 
-from common import OUT, ROOT, require_imagenet, write_section
+from common import OUT, require_imagenet, write_section
 
 MODELS = ["mobilenetv2", "efficientnet-lite0"]
 # label -> extra CLI arguments
