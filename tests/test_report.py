@@ -136,6 +136,11 @@ def test_verdict_and_card_name_a_large_robustness_gap(report_dir):
     assert "no interval" in verdict(r)["text"]  # rows without one: said, not hidden
     # the quantize --eval run scored INT8 against FP32 on the same labelled photos
     assert "at 95 % on these 4 images" in verdict(r)["text"]
+    # 4 images cannot place a drop against a 1-point budget: said, not judged
+    assert (
+        verdict(r)["ok"] is None
+        and "not resolved at n = 4 against the 1-point" in verdict(r)["text"]
+    )
     assert "Under dark (severity 3) INT8 scores 0.0 %" in model_card(r)
 
 

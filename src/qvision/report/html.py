@@ -53,11 +53,21 @@ def verdict(r: ReportInputs) -> dict:
         return {"ok": None, "text": f"{key} missing from the evaluation."}
     budget = r.max_drop if r.max_drop is not None else DEFAULT_BUDGET
     drop = points_lost(f, q, sign)
-    ok = drop <= budget + 1e-9
+    ok: bool | None = drop <= budget + 1e-9
+    place = "within" if ok else "outside"
+    fid = r.int8_eval.fidelity
+    if fid is not None and fid.drop_ci95_low is not None:
+        # the interval decides: a drop whose interval spans the budget is not resolved
+        lo, hi = fid.drop_ci95_low, fid.drop_ci95_high
+        if lo <= budget + 1e-9 < hi:
+            ok, place = None, f"not resolved at n = {r.int8_eval.n} against"
+        else:
+            ok = hi <= budget + 1e-9
+            place = "within" if ok else "outside"
     text = (
         f"INT8 {key} {100 * q:.2f} % vs FP32 {100 * f:.2f} %: "
         f"{'loses' if drop > 0 else 'gains'} {abs(drop):.2f} points{_interval(r)}, "
-        f"{'within' if ok else 'outside'} the {budget:g}-point budget"
+        f"{place} the {budget:g}-point budget"
         f"{'' if r.max_drop is not None else ' (default)'}"
     )
     if r.bench is not None and len(r.bench.models) > 1:
