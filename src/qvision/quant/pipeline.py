@@ -15,6 +15,7 @@ from qvision.data.datasets import image_folder
 from qvision.data.manifest import build_manifest
 from qvision.data.preprocess import TASK_KEY
 from qvision.errors import QVisionError
+from qvision.eval.evaluate import metadata
 from qvision.fileio import atomic_path, check_output_path, sha256_file
 from qvision.model import image_input, load_model
 from qvision.model.load import model_size
@@ -420,7 +421,7 @@ def _check_task(model: onnx.ModelProto, task: str | None) -> tuple[str | None, s
     or classification when the output looks like class scores; else none, and why."""
     if task:
         return task, None
-    meta = {p.key: p.value for p in model.metadata_props}
+    meta = metadata(model)
     if meta.get(TASK_KEY):
         return meta[TASK_KEY], None
     dims = model.graph.output[0].type.tensor_type.shape.dim

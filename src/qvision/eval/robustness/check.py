@@ -17,6 +17,7 @@ from pathlib import Path
 import onnx
 
 from qvision.data import Dataset, Preprocess, iter_batches
+from qvision.eval.evaluate import metadata
 from qvision.eval.robustness import corrupt
 from qvision.eval.tasks.adapters import ADAPTERS
 from qvision.intervals import wilson, z_for
@@ -55,7 +56,7 @@ def shift_check(
     sample.samples = dataset.samples[:images]
     f_sess, q_sess = make_session(fp32, threads), make_session(int8, threads)
     proto = onnx.load(str(fp32), load_external_data=False)
-    meta = {p.key: p.value for p in proto.metadata_props}
+    meta = metadata(proto)
     dim = proto.graph.input[0].type.tensor_type.shape.dim
     fixed = dim[0].dim_value if dim and dim[0].dim_value > 0 else 0
 
