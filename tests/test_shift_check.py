@@ -10,6 +10,8 @@ from qvision import api
 from qvision.data import image_folder, iter_batches
 from qvision.eval.robustness import corrupt
 from qvision.eval.robustness.check import QUICK_SHIFTS, shift_check
+from qvision.quant import shiftsafe
+from qvision.records import ShiftCheck, ShiftRow
 
 from conftest import TINY_PRE
 
@@ -46,7 +48,7 @@ def _dark_sensitive(fp32_path, threshold: float) -> bytes:
 
 
 def test_shift_check_names_only_the_shift_that_departs(tmp_path, tiny_model, photos):
-    # 16 images (the default): enough to resolve a model that fails every dark image
+    # 16 images (the default at 224x224): enough to resolve a model that fails every dark image
     folder = tmp_path / "calib"
     folder.mkdir()
     for i in range(16):
@@ -80,18 +82,60 @@ def test_quantize_reports_the_check_and_can_skip_it(tmp_path, tiny_model, flat_d
     )
 
 
-def test_the_check_needs_to_know_how_to_read_the_outputs(tmp_path, flat_dir):
+def test_without_a_task_the_check_compares_output_sqnr(tmp_path, flat_dir):
     from qdq_models import mobile_block
 
     src = tmp_path / "block.onnx"
     onnx.save(mobile_block(), str(src))  # a feature map out, no task in its metadata
-    res = api.quantize(src, tmp_path / "q.onnx", flat_dir)
-    assert res.shift_check is None
-    assert any(w.startswith("shift check skipped") and "--task" in w for w in res.warnings)
+    c = api.quantize(src, tmp_path / "q.onnx", flat_dir).shift_check
+    assert c.task is None and c.measure == "output SQNR" and c.clean is None
+    assert c.clean_sqnr_db > 10 and all(r.sqnr_db is not None for r in c.rows)
+    assert all(r.agreement is None and r.agreement_ci is None for r in c.rows)
     # a task whose reader cannot take a plain folder of photos: skipped, and why
     seg = api.quantize(src, tmp_path / "q2.onnx", flat_dir, task="segmentation")
     assert seg.shift_check is None
     assert any("shift check skipped" in w and "segmentation" in w for w in seg.warnings)
+
+
+def test_shift_safe_method_choice(tmp_path, tiny_model, flat_dir):
+    res = api.quantize(tiny_model, tmp_path / "q.onnx", flat_dir)
+    mc = res.method_choice
+    assert mc.default == "mean-minmax" and set(mc.mean_sqnr_db) == {"mean-minmax", "minmax"}
+    best = max(mc.mean_sqnr_db, key=mc.mean_sqnr_db.get)
+    gap = mc.mean_sqnr_db[best] - mc.mean_sqnr_db["mean-minmax"]
+    assert mc.chosen == res.method == (best if gap > shiftsafe.TIE_DB else "mean-minmax")
+    # the chosen model is the one that method, given, makes
+    given = api.quantize(tiny_model, tmp_path / "g.onnx", flat_dir, method=mc.chosen)
+    assert given.method_choice is None and given.shift_check is not None
+    assert (tmp_path / "q.onnx").read_bytes() == (tmp_path / "g.onnx").read_bytes()
+    # no check, no choice: the target's method
+    off = api.quantize(tiny_model, tmp_path / "o.onnx", flat_dir, check_images=0)
+    assert off.method_choice is None and off.method == "mean-minmax"
+
+
+def _check(sqnr: list[float | None]) -> ShiftCheck:
+    rows = [
+        ShiftRow(
+            shift=s, severity=3, agreement=None, agreement_ci=None, n=8, departs=False, sqnr_db=v
+        )
+        for (s, _), v in zip(QUICK_SHIFTS, sqnr[1:], strict=True)
+    ]
+    return ShiftCheck(
+        task=None, measure="output SQNR", images=8, clean=None, clean_ci=None,
+        clean_sqnr_db=sqnr[0], rows=rows,
+    )  # fmt: skip
+
+
+def test_choose_keeps_the_default_unless_clearly_beaten():
+    # a ruined setting counts as 0 dB, however negative: one setting cannot outvote the rest
+    default = _check([20.0, 0.0, 15.0, 15.0, 10.0])
+    assert shiftsafe.mean_sqnr(_check([20.0, -30.0, 15.0, 15.0, 10.0])) == 12.0
+    close = _check([20.5, 0.5, 15.5, 15.5, 10.5])  # 0.5 dB better: a tie, the default stays
+    assert shiftsafe.choose({"a": default, "b": close}, "a").chosen == "a"
+    better = _check([20.0, 12.0, 15.0, 15.0, None])  # identical outputs count as 60 dB
+    pick = shiftsafe.choose({"a": default, "b": better}, "a")
+    assert pick.chosen == "b" and pick.mean_sqnr_db["b"] == 24.4
+    assert "worst dark 3" in pick.reason
 
 
 def test_calibrating_on_shifted_copies(tmp_path, tiny_model, flat_dir):

@@ -137,7 +137,9 @@ def quantize_cmd(
     method: str | None = typer.Option(
         None,
         "--method",
-        help=" | ".join(METHODS) + " (default: the target's).",
+        help=" | ".join(METHODS)
+        + " (default: the target's, or minmax when its INT8 follows FP32 clearly better on "
+        "shifted copies of calibration images; see --shift-check).",
     ),
     weights: str = typer.Option(
         "int8",
@@ -218,12 +220,14 @@ def quantize_cmd(
         help="Also calibrate on N shifted copies of each calibration image (darker, "
         "brighter, lower contrast, noise, defocus), so ranges hold under such inputs.",
     ),
-    shift_check: int = typer.Option(
-        16,
+    shift_check: int | None = typer.Option(
+        None,
         "--shift-check",
         min=0,
-        help="After writing, compare FP32 and INT8 on shifted copies (dark, bright, blur, "
-        "noise, ...) of N calibration images, label-free by --task; 0: skip.",
+        help="Compare FP32 and INT8 on shifted copies (dark, bright, low contrast, noise, "
+        "blur) of N calibration images, label-free by --task (default: 16 at 224x224, fewer "
+        "for larger inputs, at least 8); without --method this also picks the ranges that "
+        "hold best under those shifts; 0: skip both.",
     ),
     json_out: Path | None = JsonOpt,
 ):
@@ -303,6 +307,10 @@ def _print_quantized(res) -> None:
         out.print("kept float: " + ", ".join(f"{k}×{v}" for k, v in res.float_nodes.items()))
     if res.shift_check is not None:
         _print_shift_check(res.shift_check)
+    if res.method_choice is not None:
+        m = res.method_choice
+        others = ", ".join(k for k in m.mean_sqnr_db if k != m.chosen)
+        out.print(f"calibration method: {m.chosen}, chosen over {others} ({m.reason})")
     for w in res.warnings:
         err.print(f"warning: {w}")
     out.print(
@@ -314,18 +322,28 @@ def _print_quantized(res) -> None:
 
 
 def _print_shift_check(c) -> None:
+    what = c.measure if c.clean is not None else "output SQNR only (no task known; --task adds it)"
     table = Table(
-        title=f"shift check: INT8 vs FP32 {c.measure} on {c.images} calibration images "
+        title=f"shift check: INT8 vs FP32 {what} on {c.images} calibration images "
         "(95 % joint intervals)"
     )
-    for col in ("shift", c.measure, "interval", ""):
+    cols = (
+        *(("shift", c.measure, "interval") if c.clean is not None else ("shift",)),
+        "SQNR dB",
+        "",
+    )
+    for col in cols:
         table.add_column(col, justify="left" if col in ("shift", "") else "right")
-    table.add_row("clean", _pct(c.clean), _span(c.clean_ci), "")
+
+    def cells(agree, ci, sqnr):
+        first = (_pct(agree), _span(ci)) if c.clean is not None else ()
+        return (*first, "identical" if sqnr is None else f"{sqnr:.1f}")
+
+    table.add_row("clean", *cells(c.clean, c.clean_ci, c.clean_sqnr_db), "")
     for row in c.rows:
         table.add_row(
             f"{row.shift} {row.severity}",
-            _pct(row.agreement),
-            _span(row.agreement_ci),
+            *cells(row.agreement, row.agreement_ci, row.sqnr_db),
             "departs" if row.departs else "",
         )
     out.print(table)

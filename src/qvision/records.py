@@ -216,22 +216,34 @@ class AlgorithmResult(BaseModel):
 class ShiftRow(BaseModel):
     shift: str  # a corruption of qvision robustness
     severity: int
-    agreement: float  # INT8 with FP32 on the shifted images (the task's measure)
-    agreement_ci: tuple[float, float]  # Wilson, joint over the check's shifts
+    # INT8 with FP32 on the shifted images (the task's measure; None: no task, SQNR only)
+    agreement: float | None
+    agreement_ci: tuple[float, float] | None  # Wilson, joint over the check's shifts
     n: int
     departs: bool  # clearly below the clean agreement: named in the warning
+    sqnr_db: float | None = None  # INT8's output against FP32's (None: identical)
 
 
 class ShiftCheck(BaseModel):
     """quantize's quick, label-free check under shifted copies of calibration images."""
 
-    task: str
+    task: str | None  # None: no task known; only the outputs' SQNR is compared
     measure: str  # what agreement means for the task (top-1 agreement, box agreement, ...)
     images: int
-    clean: float
-    clean_ci: tuple[float, float]
+    clean: float | None
+    clean_ci: tuple[float, float] | None
+    clean_sqnr_db: float | None = None
     rows: list[ShiftRow]
     warning: str | None = None
+
+
+class MethodChoice(BaseModel):
+    """How quantize chose the calibration method when none was given (quant/shiftsafe.py)."""
+
+    chosen: str
+    default: str  # the target's default method
+    reason: str
+    mean_sqnr_db: dict[str, float]  # per method: output SQNR over clean and shifted settings
 
 
 class QuantizeResult(BaseModel):
@@ -254,6 +266,7 @@ class QuantizeResult(BaseModel):
     warnings: list[str] = []
     algorithms: list[AlgorithmResult] = []  # in run order (empty when replaying a plan)
     shift_check: ShiftCheck | None = None  # FP32 vs INT8 under shifts (None: not run)
+    method_choice: MethodChoice | None = None  # None: the method was given or not chosen
     tuning: TuneResult | None = None  # set by --max-drop
     manifest: str | None = None  # provenance record beside the output (<stem>.manifest.json)
     env: Environment

@@ -28,8 +28,10 @@ class QuantConfig:
     # defocus) calibrated on beside it, so that ranges hold under such inputs (0: none)
     calib_shifts: int = 0
     # the quick shift check after writing: FP32 vs INT8 on shifted copies of this many
-    # calibration images (0: off), scored by this task's agreement
-    check_images: int = 16
+    # calibration images (0: off; None: 16 at 224x224 inputs, fewer for larger ones, at
+    # least 8), scored by this task's agreement; it also chooses the calibration method
+    # when none is given (quant/shiftsafe.py)
+    check_images: int | None = None
     task: str | None = None  # None: the model's 'qvision.task' metadata, else classification
 
     def describe(self) -> dict:

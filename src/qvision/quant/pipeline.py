@@ -20,7 +20,7 @@ from qvision.fileio import atomic_path, check_output_path, sha256_file
 from qvision.model import image_input, load_model
 from qvision.model.load import model_size
 from qvision.model.rewrite import prepare_for_quantization
-from qvision.quant import algorithms
+from qvision.quant import algorithms, shiftsafe
 from qvision.quant.algorithms import ALGORITHMS, Context, check_options, parse_algos, stage
 from qvision.quant.calibrate import HistogramObserver
 from qvision.quant.calibrate.observers import make_observer
@@ -30,7 +30,7 @@ from qvision.quant.plan import QuantPlan
 from qvision.quant.planner import activation_tensors, bounded_inputs, build_plan, decide_nodes
 from qvision.quant.stats import RANGES, Statistics
 from qvision.quant.writer import QDQ_OPS, write_qdq
-from qvision.records import AlgorithmResult, QuantizeResult, SkippedFile
+from qvision.records import AlgorithmResult, MethodChoice, QuantizeResult, ShiftCheck, SkippedFile
 from qvision.runtime.session import make_session
 from qvision.targets import Target, resolve
 
@@ -339,7 +339,83 @@ def run(
     if plan_out is not None:
         check_output_path(plan_out, [model, output, plan_in])
     planned = make_plan(model, calib, preprocess, config, plan_in, threads, progress, proto)
-    return finish(planned, model, output, plan_in, plan_out, config, threads, environment, t0)
+    written = {planned.plan.method: (planned, write_model(planned, threads))}
+    if _choosing(config, planned):
+        # the alternative ranges from the same statistics; only plan and post algorithms rerun
+        t_alt = time.perf_counter()
+        alt = make_plan(
+            model,
+            calib,
+            preprocess,
+            config.updated(method=shiftsafe.ALTERNATIVE),
+            threads=threads,
+            proto=proto,
+            statistics=planned.statistics,
+        )
+        written[shiftsafe.ALTERNATIVE] = (alt, write_model(alt, threads))
+        planned.seconds["alternative-plan"] = time.perf_counter() - t_alt
+    checks, skipped_check = _shift_checks(planned, model, written, config, threads)
+    choice = None
+    if len(written) > 1 and checks:
+        choice = shiftsafe.choose(checks, planned.plan.method)
+        chosen = written[choice.chosen][0]
+        if chosen is not planned:  # what the one calibration pass saw stays the first's
+            chosen.skipped, chosen.calib_images = planned.skipped, planned.calib_images
+            chosen.started, chosen.seconds = planned.started, planned.seconds
+            planned = chosen
+    method = planned.plan.method
+    return finish(
+        planned,
+        model,
+        output,
+        plan_in,
+        plan_out,
+        config,
+        threads,
+        environment,
+        t0,
+        data=written[method][1] if method in written else None,
+        check=checks.get(method) if checks else None,
+        skipped_check=skipped_check,
+        choice=choice,
+    )
+
+
+def _choosing(config: QuantConfig, planned: Planned) -> bool:
+    """Whether to plan the alternative ranges too: no method given, a calibration run (not a
+    saved plan), the shift check on, and no costly recovery to repeat."""
+    return (
+        config.method is None
+        and planned.dataset is not None
+        and config.check_images != 0
+        and planned.plan.method != shiftsafe.ALTERNATIVE
+        and not shiftsafe.COSTLY & set(planned.plan.algorithms)
+    )
+
+
+def _shift_checks(planned: Planned, model, written: dict, config: QuantConfig, threads):
+    """{method: ShiftCheck} of each written candidate, or None and why it was skipped."""
+    if planned.dataset is None or config.check_images == 0:
+        return None, None
+    task = _check_task(planned.prepared, config.task)
+    from qvision.eval.robustness.check import check_size, shift_check
+
+    t_check = time.perf_counter()
+    try:
+        checks = shift_check(
+            model,
+            {m: data for m, (_, data) in written.items()},
+            planned.dataset,
+            planned.preprocess,
+            planned.input_name,
+            task,
+            config.check_images or check_size(planned.preprocess),
+            threads=threads,
+        )
+    except QVisionError as exc:  # e.g. the task's reader needs masks or boxes
+        return None, f"shift check skipped: {exc.problem}"
+    planned.seconds["shift-check"] = time.perf_counter() - t_check
+    return checks, None
 
 
 def finish(
@@ -352,32 +428,21 @@ def finish(
     threads: int | None,
     environment,
     t0: float,
+    data: bytes | None = None,
+    check: ShiftCheck | None = None,
+    skipped_check: str | None = None,
+    choice: MethodChoice | None = None,
 ) -> QuantizeResult:
-    """Write the planned model (and plan) atomically; the result record."""
+    """Write the planned model (``data``, when already written) and plan atomically; the
+    result record."""
     plan = planned.plan
     t_write = time.perf_counter()
-    data = write_model(planned, threads)
-    check, skipped_check = None, None
-    if planned.dataset is not None and config.check_images > 0:
-        task, skipped_check = _check_task(planned.prepared, config.task)
-        if task is not None:
-            from qvision.eval.robustness.check import shift_check
-
-            t_check = time.perf_counter()
-            try:
-                check = shift_check(
-                    model,
-                    data,
-                    planned.dataset,
-                    planned.preprocess,
-                    planned.input_name,
-                    task,
-                    config.check_images,
-                    threads=threads,
-                )
-            except QVisionError as exc:  # e.g. the task's reader needs masks or boxes
-                skipped_check = f"shift check skipped: {exc.problem}"
-            planned.seconds["shift-check"] = time.perf_counter() - t_check
+    if data is None:  # not written and checked by run (autotune's pick)
+        data = write_model(planned, threads)
+        checks, skipped_check = _shift_checks(
+            planned, model, {plan.method: (planned, data)}, config, threads
+        )
+        check = checks[plan.method] if checks else None
     with atomic_path(output) as tmp:
         tmp.write_bytes(data)
     if plan_out is not None:
@@ -411,23 +476,25 @@ def finish(
         ],
         algorithms=planned.algorithms,
         shift_check=check,
+        method_choice=choice,
         manifest=str(manifest),
         env=environment,
     )
 
 
-def _check_task(model: onnx.ModelProto, task: str | None) -> tuple[str | None, str | None]:
+def _check_task(model: onnx.ModelProto, task: str | None) -> str | None:
     """The task the shift check scores agreement by: the given one, the model's metadata,
-    or classification when the output looks like class scores; else none, and why."""
+    or classification when the output looks like class scores; else None (the check then
+    compares output SQNR only)."""
     if task:
-        return task, None
+        return task
     meta = metadata(model)
     if meta.get(TASK_KEY):
-        return meta[TASK_KEY], None
+        return meta[TASK_KEY]
     dims = model.graph.output[0].type.tensor_type.shape.dim
     if len(dims) == 2 or (len(dims) == 4 and all(d.dim_value == 1 for d in dims[2:])):
-        return "classification", None
-    return None, "shift check skipped: the outputs are not class scores; pass --task to run it"
+        return "classification"
+    return None
 
 
 def _manifest(planned, model, output, plan_in, plan_out, config, environment) -> Path:
