@@ -398,7 +398,13 @@ def model_card(r: ReportInputs) -> str:
             f"An INT8 version of `{Path(q.model).name}` made by qvision for the `{q.target}` "
             f"target ({q.target_reason}); {q.quantized_nodes} operations run in integer, "
             f"weights {q.weights}, calibrated on {q.calib_images} images with the "
-            f"{q.method} method."
+            f"{q.method} method"
+            + (
+                f" (chosen over {', '.join(k for k in q.method_choice.mean_sqnr_db if k != q.method)}"
+                " by how closely each INT8 follows FP32 on shifted copies of calibration images)."
+                if q.method_choice
+                else "."
+            )
         )
     lines += ["", "## Intended use", ""]
     lines.append(
@@ -433,7 +439,9 @@ def model_card(r: ReportInputs) -> str:
         limits.append(
             f"Under {worst.corruption} (severity {worst.severity}) INT8 scores "
             f"{100 * worst.int8:.1f} % against FP32's {100 * worst.fp32:.1f} %: calibrate on "
-            "images like the ones it will see, or try --method minmax."
+            "images like the ones it will see, or compare another calibration method "
+            f"(this model used {q.method if q else 'the default'}; --method minmax | "
+            "mean-minmax)."
         )
     if r.data_check is not None and (r.data_check.leaked_exact or r.data_check.leaked_near):
         limits.append(
