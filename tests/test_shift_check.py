@@ -108,6 +108,9 @@ def test_shift_safe_method_choice(tmp_path, tiny_model, flat_dir):
     given = api.quantize(tiny_model, tmp_path / "g.onnx", flat_dir, method=mc.chosen)
     assert given.method_choice is None and given.shift_check is not None
     assert (tmp_path / "q.onnx").read_bytes() == (tmp_path / "g.onnx").read_bytes()
+    # analyze explains the plan quantize writes
+    explained = api.analyze(tiny_model, flat_dir, limit=4, sensitivity=False)
+    assert explained.method == mc.chosen and explained.method_choice.chosen == mc.chosen
     # no check, no choice: the target's method
     off = api.quantize(tiny_model, tmp_path / "o.onnx", flat_dir, check_images=0)
     assert off.method_choice is None and off.method == "mean-minmax"

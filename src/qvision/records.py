@@ -349,6 +349,7 @@ class AnalyzeResult(BaseModel):
     target: str
     target_reason: str
     method: str
+    method_choice: MethodChoice | None = None  # as quantize chooses it (None: given)
     algorithms: list[str]
     images: int
     output_sqnr_db: float | None

@@ -321,23 +321,29 @@ def write_model(planned: Planned, threads: int | None = None) -> bytes:
     return data
 
 
-def run(
+@dataclass
+class Chosen:
+    """The plan to write, its model bytes and shift check, and how its method was chosen."""
+
+    planned: Planned
+    data: bytes
+    check: ShiftCheck | None
+    skipped_check: str | None
+    choice: MethodChoice | None
+
+
+def plan_shift_safe(
     model: str | Path,
-    output: str | Path,
     calib: str | Path | None,
     preprocess: Preprocess,
     config: QuantConfig,
     plan_in: str | Path | None = None,
-    plan_out: str | Path | None = None,
     threads: int | None = None,
     progress=None,
-    environment=None,
     proto: onnx.ModelProto | None = None,
-) -> QuantizeResult:
-    t0 = time.perf_counter()
-    check_output_path(output, [model, calib, plan_in])
-    if plan_out is not None:
-        check_output_path(plan_out, [model, output, plan_in])
+) -> Chosen:
+    """make_plan, written and shift-checked; without a method, also the alternative ranges
+    from the same statistics, and the candidate that holds better under shifts."""
     planned = make_plan(model, calib, preprocess, config, plan_in, threads, progress, proto)
     written = {planned.plan.method: (planned, write_model(planned, threads))}
     if _choosing(config, planned):
@@ -364,6 +370,34 @@ def run(
             chosen.started, chosen.seconds = planned.started, planned.seconds
             planned = chosen
     method = planned.plan.method
+    return Chosen(
+        planned,
+        written[method][1],
+        checks.get(method) if checks else None,
+        skipped_check,
+        choice,
+    )
+
+
+def run(
+    model: str | Path,
+    output: str | Path,
+    calib: str | Path | None,
+    preprocess: Preprocess,
+    config: QuantConfig,
+    plan_in: str | Path | None = None,
+    plan_out: str | Path | None = None,
+    threads: int | None = None,
+    progress=None,
+    environment=None,
+    proto: onnx.ModelProto | None = None,
+) -> QuantizeResult:
+    t0 = time.perf_counter()
+    check_output_path(output, [model, calib, plan_in])
+    if plan_out is not None:
+        check_output_path(plan_out, [model, output, plan_in])
+    chosen = plan_shift_safe(model, calib, preprocess, config, plan_in, threads, progress, proto)
+    planned = chosen.planned
     return finish(
         planned,
         model,
@@ -374,10 +408,10 @@ def run(
         threads,
         environment,
         t0,
-        data=written[method][1] if method in written else None,
-        check=checks.get(method) if checks else None,
-        skipped_check=skipped_check,
-        choice=choice,
+        data=chosen.data,
+        check=chosen.check,
+        skipped_check=chosen.skipped_check,
+        choice=chosen.choice,
     )
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from qvision.data import Preprocess, image_folder, iter_batches
 from qvision.qmath import OutputError, sqnr_db
 from qvision.quant.config import QuantConfig
-from qvision.quant.pipeline import Planned, make_plan
+from qvision.quant.pipeline import Planned, plan_shift_safe
 from qvision.quant.plan import NodePlan
 from qvision.quant.sim import Reference, Simulator
 from qvision.records import AnalyzeResult, LayerReport
@@ -78,9 +78,11 @@ def analyze(
     proto=None,
 ) -> AnalyzeResult:
     t0 = time.perf_counter()
-    planned: Planned = make_plan(
+    # the plan quantize would write, its calibration method chosen the same way
+    chosen = plan_shift_safe(
         model, calib, preprocess, config or QuantConfig(), threads=threads, proto=proto
     )
+    planned: Planned = chosen.planned
     plan, prepared = planned.plan, planned.prepared
     batches = _batches(images or calib, preprocess, limit)
     output = prepared.graph.output[0].name
@@ -138,6 +140,7 @@ def analyze(
         target=planned.target.name,
         target_reason=planned.reason,
         method=plan.method,
+        method_choice=chosen.choice,
         algorithms=plan.algorithms,
         images=sum(len(x) for x in batches),
         output_sqnr_db=base,
