@@ -29,6 +29,7 @@ from qvision.quant.config import QuantConfig
 from qvision.quant.plan import QuantPlan
 from qvision.quant.planner import activation_tensors, bounded_inputs, build_plan, decide_nodes
 from qvision.quant.stats import RANGES, Statistics
+from qvision.quant.validate import check_plan
 from qvision.quant.writer import QDQ_OPS, write_qdq
 from qvision.records import AlgorithmResult, MethodChoice, QuantizeResult, ShiftCheck, SkippedFile
 from qvision.runtime.session import make_session
@@ -144,6 +145,7 @@ def replay(prep: Prepared, plan_in: str | Path, preprocess: Preprocess, threads=
         bn_stats=prep.bn_stats,
     )
     run_algorithms(ctx, stage(plan.algorithms, "pre"))
+    check_plan(plan, prep.model, plan_in)  # against the model the names now refer to
     return Planned(
         prep.model,
         plan,
