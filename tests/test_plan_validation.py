@@ -40,6 +40,7 @@ EDITS = {
         0, -0.1
     ),
     "scale 0.0": lambda p: _act(p).update(scale=[0.0]),
+    "scale nan": lambda p: _act(p).update(scale=[float("nan")]),
     "zero point 300 outside 0..255": lambda p: _act(p).update(zero_point=[300]),
     "7 scales for 8 channels on axis 0": lambda p: _weight(p).update(
         scale=_weight(p)["scale"][:7], zero_point=_weight(p)["zero_point"][:7]

@@ -37,23 +37,23 @@ JsonOpt = typer.Option(None, "--json", help="Also write the result as JSON to th
 ThreadsOpt = typer.Option(None, "--threads", help="Intra-op threads (default: physical cores).")
 
 
-def _save_json(result, path: Path | None, inputs: list) -> None:
+def _save_json(result, path: Path | None, inputs: list, others: list = ()) -> None:
     if path is None:
         return
     from qvision.fileio import check_output_path
     from qvision.records import write_json
 
-    check_output_path(path, inputs)
+    check_output_path(path, inputs, others)
     write_json(result, path)
     out.print(f"JSON results: {path}")
 
 
-def _check_json_path(path: Path | None, inputs: list) -> None:
+def _check_json_path(path: Path | None, inputs: list, others: list = ()) -> None:
     """Validate the --json target before doing the work, so a bad path fails fast."""
     if path is not None:
         from qvision.fileio import check_output_path
 
-        check_output_path(path, inputs)
+        check_output_path(path, inputs, others)
 
 
 @contextmanager
@@ -224,10 +224,10 @@ def quantize_cmd(
         None,
         "--shift-check",
         min=0,
-        help="Compare FP32 and INT8 on shifted copies (dark, bright, low contrast, noise, "
-        "blur) of N calibration images, label-free by --task (default: 16 at 224x224, fewer "
-        "for larger inputs, at least 8); without --method this also picks the ranges that "
-        "hold best under those shifts; 0: skip both.",
+        help="Compare FP32 and INT8 on shifted copies (dark, bright, low contrast, defocus) "
+        "of N calibration images, label-free by --task (default: 16 at 224x224, fewer for "
+        "larger inputs, at least 4); without --method this also picks the ranges that hold "
+        "best under those shifts; 0: skip both.",
     ),
     json_out: Path | None = JsonOpt,
 ):
@@ -236,8 +236,8 @@ def quantize_cmd(
     from qvision.evidence import prove
     from qvision.quant.config import QuantConfig, TuneOptions
 
-    inputs = [model, calib, plan]
-    _check_json_path(json_out, [*inputs, output])
+    inputs = [model, calib, plan, eval_dir]
+    _check_json_path(json_out, inputs, others=[output, plan_out])
     config = QuantConfig(
         target=target,
         method=method,
@@ -276,7 +276,7 @@ def quantize_cmd(
         _print_comparison(done.fp32, done.int8, eval_dir, done.int8.task)
     if done.report is not None:
         out.print(f"report: {done.report}")
-    _save_json(done.record(), json_out, [*inputs, output])
+    _save_json(done.record(), json_out, inputs, others=[output, plan_out])
 
 
 def _print_quantized(res) -> None:

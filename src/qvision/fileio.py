@@ -27,18 +27,38 @@ def same_file(a: str | Path, b: str | Path) -> bool:
     return pa.resolve() == pb.resolve()
 
 
-def check_output_path(out: str | Path, inputs: Iterable[str | Path | None]) -> Path:
-    """Refuse an output that would overwrite one of the inputs, or lands in a missing folder."""
+def check_output_path(
+    out: str | Path,
+    inputs: Iterable[str | Path | None],
+    others: Iterable[str | Path | None] = (),
+) -> Path:
+    """Refuse, before any work, an output that would overwrite one of the inputs or land
+    inside an input folder (a calibration or evaluation set), that is also another output
+    of the run (``others``), or whose folder is missing or not writable."""
     out = Path(out)
     for src in inputs:
-        if src is not None and same_file(out, src):
+        if src is None:
+            continue
+        if same_file(out, src):
             raise QVisionError(
                 f"output path is the input file {src}; choose another output path", out
+            )
+        if Path(src).is_dir() and Path(src).resolve() in out.resolve().parents:
+            raise QVisionError(
+                f"output path is inside the input folder {src}; choose a path outside it", out
+            )
+    for other in others:
+        if other is not None and same_file(out, other):
+            raise QVisionError(
+                f"output path is also another output of this run ({other}); give each its own path",
+                out,
             )
     if out.exists() and out.is_dir():
         raise QVisionError("output path is a folder; give a file name", out)
     if not out.parent.exists():
         raise QVisionError(f"output folder {out.parent} does not exist", out)
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise QVisionError("output location is not writable", out)
     return out
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from qvision import api
 from qvision.errors import QVisionError
 from qvision.eval.evaluate import model_task
+from qvision.fileio import check_output_path
 from qvision.quant.config import QuantConfig, TuneOptions
 from qvision.records import BenchResult, EvalResult, QuantizeEvalResult, QuantizeResult
 
@@ -65,6 +66,10 @@ def prove(
     as the model is written (the CLI prints it then)."""
     if report is not None and eval_dir is None:
         raise QVisionError("--report needs --eval DIR (the images to measure on)")
+    inputs = [model, calib, plan, eval_dir]
+    check_output_path(output, inputs, others=[plan_out])
+    if plan_out is not None:
+        check_output_path(plan_out, inputs, others=[output])
     task = model_task(model, task)
     with phases("calibrating") as cb:
         res = api.quantize(

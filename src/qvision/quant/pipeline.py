@@ -397,7 +397,7 @@ def run(
     t0 = time.perf_counter()
     check_output_path(output, [model, calib, plan_in])
     if plan_out is not None:
-        check_output_path(plan_out, [model, output, plan_in])
+        check_output_path(plan_out, [model, calib, plan_in], others=[output])
     chosen = plan_shift_safe(model, calib, preprocess, config, plan_in, threads, progress, proto)
     planned = chosen.planned
     return finish(
