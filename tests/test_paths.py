@@ -1,6 +1,7 @@
 """Outputs never land on or among the inputs: checked before any work, one-line errors,
 exit 2, every input byte-identical afterwards."""
 
+import json
 from pathlib import Path
 
 from conftest import run_cli
@@ -44,3 +45,19 @@ def test_outputs_inside_the_eval_folder_or_on_each_other_are_refused(
     _one_line(json_on_plan, "also another output")
     assert not (tmp_path / "q.onnx").exists() and not (tmp_path / "p.json").exists()
     assert [p.name for p in evaluation.iterdir()] == ["keep.txt"]
+
+
+def test_limit_counts_usable_images_and_skips_are_named(tmp_path, tiny_model, flat_dir):
+    from qvision import api
+
+    for name in ("0-broken.jpg", "1-empty.png"):  # sorted first, so --limit 4 meets them
+        (flat_dir / name).write_bytes(b"not an image" if "broken" in name else b"")
+    res = api.quantize(tiny_model, tmp_path / "q.onnx", flat_dir, limit=4, check_images=0)
+    assert res.calib_images == 4
+    assert sorted(Path(s.path).name for s in res.skipped) == ["0-broken.jpg", "1-empty.png"]
+    manifest = json.loads((tmp_path / "q.manifest.json").read_text())
+    assert manifest["calibration"]["images"] == 4
+    proc = run_cli("quantize", tiny_model, "-o", tmp_path / "c.onnx", "--calib", flat_dir)
+    assert proc.returncode == 0
+    assert "skipped 2 unreadable calibration file(s)" in proc.stderr
+    assert "0-broken.jpg" in proc.stderr and "1-empty.png" in proc.stderr

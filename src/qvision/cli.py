@@ -313,6 +313,12 @@ def _print_quantized(res) -> None:
         out.print(f"calibration method: {m.chosen}, chosen over {others} ({m.reason})")
     for w in res.warnings:
         err.print(f"warning: {w}")
+    if res.skipped:
+        err.print(f"warning: skipped {len(res.skipped)} unreadable calibration file(s):")
+        for s in res.skipped[:10]:
+            err.print(f"  {s.path}: {s.reason}")
+        if len(res.skipped) > 10:
+            err.print(f"  ... and {len(res.skipped) - 10} more (all in --json)")
     out.print(
         f"wrote {res.output} ({res.size_bytes['output'] / 1e6:.2f} MB, was {res.size_bytes['input'] / 1e6:.2f} MB) "
         f"in {res.seconds['total']:.1f} s" + _algorithm_times(res)

@@ -3,6 +3,7 @@ text lines (``labels.txt``: ``relative/path<TAB>text`` per line, for OCR recogni
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -182,6 +183,24 @@ def _existing_dir(root: str | Path) -> Path:
 class Batch:
     inputs: np.ndarray  # [n, ...] float32
     samples: list[Sample]
+
+
+def first_readable(dataset: Dataset, n: int) -> tuple[Dataset, list[tuple[str, str]]]:
+    """The first ``n`` samples that decode (so ``--limit n`` uses n images when some are
+    unreadable) and the unreadable ones passed over on the way, with their reasons."""
+    keep, bad = [], []
+    for sample in dataset.samples:
+        if len(keep) == n:
+            break
+        try:
+            load_image(sample.path)
+        except QVisionError as exc:
+            bad.append((str(sample.path), exc.problem))
+            continue
+        keep.append(sample)
+    out = copy.copy(dataset)
+    out.samples = keep
+    return out, bad
 
 
 @dataclass

@@ -11,7 +11,7 @@ import onnx
 
 from qvision import provenance
 from qvision.data import Dataset, Preprocess, open_dataset
-from qvision.data.datasets import image_folder
+from qvision.data.datasets import first_readable, image_folder
 from qvision.data.manifest import build_manifest
 from qvision.data.preprocess import TASK_KEY
 from qvision.errors import QVisionError
@@ -224,7 +224,10 @@ def make_plan(
     if calib is None:
         raise QVisionError("--calib DIR is needed (or --plan PLAN.json)")
     dataset = image_folder(calib) if Path(calib).is_dir() else open_dataset(calib)
-    if config.limit:
+    passed_over: list[tuple[str, str]] = []
+    if config.limit and not config.strict:  # --strict fails on the first unreadable file
+        dataset, passed_over = first_readable(dataset, config.limit)
+    elif config.limit:
         dataset.samples = dataset.samples[: config.limit]
     prof, method, prepared = prep.target, prep.method, prep.model
     names = parse_algos(
@@ -256,6 +259,7 @@ def make_plan(
         if points := ALGORITHMS[name].statistics(prepared, decisions):
             requests[name] = points
     stats, skipped = calibrate(ctx, requests, method, config, key, statistics, progress)
+    skipped = passed_over + skipped
     ctx.stats = stats
     act_fmt = prof.activation.q()
     full = bounded_inputs(prepared)
@@ -288,7 +292,7 @@ def make_plan(
         prep.model_sha256,
         prep.input_name,
         skipped=[SkippedFile(path=p, reason=r) for p, r in skipped],
-        calib_images=len(dataset) - len(skipped),
+        calib_images=len(dataset) - len(skipped) + len(passed_over),
         calibration=(str(dataset.root), len(dataset), build_manifest(dataset).sha256),
         started=prep.started,
         statistics=stats,
