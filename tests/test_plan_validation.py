@@ -72,3 +72,17 @@ def test_an_untouched_plan_replays_and_the_cli_exits_2_on_a_bad_one(tmp_path, ti
     r = run_cli("quantize", tiny_model, "-o", tmp_path / "bad.onnx", "--plan", bad)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "zero point 300" in (r.stderr + r.stdout) and not (tmp_path / "bad.onnx").exists()
+
+
+def test_ordinary_option_mistakes_are_one_line_errors(tmp_path, tiny_model, flat_dir):
+    args = ("quantize", tiny_model, "-o", tmp_path / "q.onnx", "--calib", flat_dir)
+    for extra, needle in (
+        (("--method", "foo"), "unknown --method 'foo'"),
+        (("--keep-float", "nosuch"), "--keep-float: 'nosuch' is not a node"),
+        (("--layer-bits", "ghost=4"), "--layer-bits: 'ghost' is not a node"),
+    ):
+        r = run_cli(*args, *extra)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr
+    assert run_cli(*args, "--threads", "0").returncode == 2
+    assert not (tmp_path / "q.onnx").exists()

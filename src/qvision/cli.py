@@ -34,7 +34,9 @@ out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, soft_wrap=True)
 
 JsonOpt = typer.Option(None, "--json", help="Also write the result as JSON to this file.")
-ThreadsOpt = typer.Option(None, "--threads", help="Intra-op threads (default: physical cores).")
+ThreadsOpt = typer.Option(
+    None, "--threads", min=1, help="Intra-op threads (default: physical cores)."
+)
 
 
 def _save_json(result, path: Path | None, inputs: list, others: list = ()) -> None:

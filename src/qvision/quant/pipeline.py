@@ -23,7 +23,7 @@ from qvision.model.rewrite import prepare_for_quantization
 from qvision.quant import algorithms, shiftsafe
 from qvision.quant.algorithms import ALGORITHMS, Context, check_options, parse_algos, stage
 from qvision.quant.calibrate import HistogramObserver
-from qvision.quant.calibrate.observers import make_observer
+from qvision.quant.calibrate.observers import METHODS, make_observer
 from qvision.quant.calibrate.shifts import with_shifts
 from qvision.quant.config import QuantConfig
 from qvision.quant.plan import QuantPlan
@@ -110,9 +110,21 @@ def prepare(
             "model already contains QuantizeLinear/DequantizeLinear nodes; give the float model",
             model,
         )
+    if config.method is not None and config.method not in METHODS:
+        raise QVisionError(f"unknown --method '{config.method}'; available: {', '.join(METHODS)}")
     prof, reason = resolve(config.target)
     bn_stats: dict = {}
     prepared = prepare_for_quantization(proto, bn_stats)
+    names = {n.name for n in prepared.graph.node}
+    for option, given in (("--keep-float", config.keep_float), ("--layer-bits", config.layer_bits)):
+        unknown = [k for k in given if k not in names]
+        if unknown:
+            raise QVisionError(
+                f"{option}: '{unknown[0]}' is not a node of the model"
+                + (f" ({len(unknown)} unknown)" if len(unknown) > 1 else "")
+                + "; node names are in --plan-out's 'nodes' and in qvision analyze",
+                model,
+            )
     return Prepared(
         prepared,
         inp.name,
