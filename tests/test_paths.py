@@ -61,3 +61,17 @@ def test_limit_counts_usable_images_and_skips_are_named(tmp_path, tiny_model, fl
     assert proc.returncode == 0
     assert "skipped 2 unreadable calibration file(s)" in proc.stderr
     assert "0-broken.jpg" in proc.stderr and "1-empty.png" in proc.stderr
+
+
+def test_outputs_get_the_usual_file_mode_and_version_prints(tmp_path, tiny_model, flat_dir):
+    import os
+
+    from qvision import __version__, api
+
+    api.quantize(tiny_model, tmp_path / "q.onnx", flat_dir, check_images=0)
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("q.onnx", "q.manifest.json"):  # mkstemp's 0600 used to stay
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask
+    r = run_cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"qvision {__version__}"

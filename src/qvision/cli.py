@@ -29,6 +29,24 @@ data_app = typer.Typer(no_args_is_help=True, help="Dataset utilities.")
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(data_app, name="data")
 
+
+def _version(value: bool) -> None:
+    if value:
+        from qvision.version import __version__
+
+        print(f"qvision {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Quantize computer-vision ONNX models, with evidence."""
+
+
 # Piped or logged output gets 120 columns: the tables fold model names at rich's default 80.
 out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, soft_wrap=True)

@@ -62,6 +62,12 @@ def check_output_path(
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(out: str | Path) -> Iterator[Path]:
     """Yield a temp path beside ``out``; rename it onto ``out`` only if the block succeeds."""
@@ -71,6 +77,8 @@ def atomic_path(out: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes the file 0600; the output gets what a plain open() would give it
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, out)
     finally:
         if tmp_path.exists():
