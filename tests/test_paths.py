@@ -75,3 +75,16 @@ def test_outputs_get_the_usual_file_mode_and_version_prints(tmp_path, tiny_model
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask
     r = run_cli("--version")
     assert r.returncode == 0 and r.stdout.strip() == f"qvision {__version__}"
+
+
+def test_label_free_folders_follow_symlinked_subfolders_once(tmp_path, flat_dir):
+    from qvision.data import image_folder
+
+    root = tmp_path / "calib"
+    root.mkdir()
+    (root / "linked").symlink_to(flat_dir, target_is_directory=True)
+    (flat_dir / "loop").symlink_to(root, target_is_directory=True)  # a cycle back up
+    files = [s.path for s in image_folder(root).samples]
+    assert len(files) == 4 and {p.name for p in files} == {
+        p.name for p in flat_dir.iterdir() if p.is_file()
+    }

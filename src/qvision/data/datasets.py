@@ -64,8 +64,15 @@ class Dataset:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    files = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+    """Images under ``folder``, in sorted order, following symlinked sub-folders (a data set
+    assembled from links) but entering each real folder once, so a link loop ends."""
+    files, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         files.extend(
             Path(dirpath) / f
