@@ -333,12 +333,7 @@ def _print_quantized(res) -> None:
         out.print(f"calibration method: {m.chosen}, chosen over {others} ({m.reason})")
     for w in res.warnings:
         err.print(f"warning: {w}")
-    if res.skipped:
-        err.print(f"warning: skipped {len(res.skipped)} unreadable calibration file(s):")
-        for s in res.skipped[:10]:
-            err.print(f"  {s.path}: {s.reason}")
-        if len(res.skipped) > 10:
-            err.print(f"  ... and {len(res.skipped) - 10} more (all in --json)")
+    _print_skipped(res.skipped, "unreadable calibration file(s)")
     out.print(
         f"wrote {res.output} ({res.size_bytes['output'] / 1e6:.2f} MB, was {res.size_bytes['input'] / 1e6:.2f} MB) "
         f"in {res.seconds['total']:.1f} s" + _algorithm_times(res)
@@ -570,11 +565,19 @@ def eval_cmd(
     out.print(table)
     if res.predictions:
         _print_predictions(res)
-    if res.dataset.skipped:
-        err.print(f"warning: skipped {len(res.dataset.skipped)} unreadable file(s):")
-        for s in res.dataset.skipped[:10]:
-            err.print(f"  {s.path}: {s.reason}")
+    _print_skipped(res.dataset.skipped, "unreadable file(s)")
     _save_json(res, json_out, [model, reference])
+
+
+def _print_skipped(files, what: str) -> None:
+    """Skipped files (each with .path and .reason) on stderr: the first 10, then a count."""
+    if not files:
+        return
+    err.print(f"warning: skipped {len(files)} {what}:")
+    for f in files[:10]:
+        err.print(f"  {f.path}: {f.reason}")
+    if len(files) > 10:
+        err.print(f"  ... and {len(files) - 10} more (all in --json)")
 
 
 def _print_predictions(res, int8=None) -> None:

@@ -29,7 +29,7 @@ class QuantConfig:
     calib_shifts: int = 0
     # the quick shift check after writing: FP32 vs INT8 on shifted copies of this many
     # calibration images (0: off; None: 16 at 224x224 inputs, fewer for larger ones, at
-    # least 8), scored by this task's agreement; it also chooses the calibration method
+    # least 4), scored by this task's agreement; it also chooses the calibration method
     # when none is given (quant/shiftsafe.py)
     check_images: int | None = None
     task: str | None = None  # None: the model's 'qvision.task' metadata, else classification

@@ -222,9 +222,12 @@ def make_plan(
     proto: onnx.ModelProto | None = None,
     statistics: Statistics | None = None,
     histograms: bool = False,
+    dataset: Dataset | None = None,
 ) -> Planned:
     """prepare → ("pre" algorithms → calibrate → plan → "post" algorithms), or the saved
     ``plan_in`` replayed.
+
+    ``dataset`` (an earlier Planned's) is the calibration set already read and limited.
 
     ``statistics`` (an earlier Planned's) skips calibration when they cover this plan:
     autotune plans many variants from one pass over the images, collected as
@@ -235,12 +238,13 @@ def make_plan(
         return replay(prep, plan_in, preprocess, threads)
     if calib is None:
         raise QVisionError("--calib DIR is needed (or --plan PLAN.json)")
-    dataset = image_folder(calib) if Path(calib).is_dir() else open_dataset(calib)
     passed_over: list[tuple[str, str]] = []
-    if config.limit and not config.strict:  # --strict fails on the first unreadable file
-        dataset, passed_over = first_readable(dataset, config.limit)
-    elif config.limit:
-        dataset.samples = dataset.samples[: config.limit]
+    if dataset is None:
+        dataset = image_folder(calib) if Path(calib).is_dir() else open_dataset(calib)
+        if config.limit and not config.strict:  # --strict fails on the first unreadable file
+            dataset, passed_over = first_readable(dataset, config.limit)
+        elif config.limit:
+            dataset.samples = dataset.samples[: config.limit]
     prof, method, prepared = prep.target, prep.method, prep.model
     names = parse_algos(
         default_algos(prof, config.weights) if config.algos is None else config.algos
@@ -271,7 +275,6 @@ def make_plan(
         if points := ALGORITHMS[name].statistics(prepared, decisions):
             requests[name] = points
     stats, skipped = calibrate(ctx, requests, method, config, key, statistics, progress)
-    skipped = passed_over + skipped
     ctx.stats = stats
     act_fmt = prof.activation.q()
     full = bounded_inputs(prepared)
@@ -303,8 +306,8 @@ def make_plan(
         prep.reason,
         prep.model_sha256,
         prep.input_name,
-        skipped=[SkippedFile(path=p, reason=r) for p, r in skipped],
-        calib_images=len(dataset) - len(skipped) + len(passed_over),
+        skipped=[SkippedFile(path=p, reason=r) for p, r in passed_over + skipped],
+        calib_images=len(dataset) - len(skipped),
         calibration=(str(dataset.root), len(dataset), build_manifest(dataset).sha256),
         started=prep.started,
         statistics=stats,
@@ -375,6 +378,7 @@ def plan_shift_safe(
             threads=threads,
             proto=proto,
             statistics=planned.statistics,
+            dataset=planned.dataset,
         )
         written[shiftsafe.ALTERNATIVE] = (alt, write_model(alt, threads))
         planned.seconds["alternative-plan"] = time.perf_counter() - t_alt
