@@ -34,11 +34,67 @@ def report_dir(tmp_path_factory):
         labelled,
         "--report",
         tmp / "report",
+        "--report-parts",
+        "all",
         "--json",
         tmp / "qe.json",
     )
     assert r.returncode == 0, r.stderr
     return tmp
+
+
+def test_default_report_is_bounded_and_says_what_it_left_out(report_dir, tmp_path):
+    """Without --report-parts: no corruption sweep or attacks (minutes on real models); the
+    page says how to add them and shows the quantize run's own shift check instead."""
+    r = run_cli(
+        "quantize",
+        report_dir / "t.onnx",
+        "-o",
+        tmp_path / "q.onnx",
+        "--calib",
+        report_dir / "flat",
+        "--eval",
+        report_dir / "labelled",
+        "--report",
+        tmp_path / "report",
+    )
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "add &#39;robustness&#39; to --report-parts" in page
+    assert "Adversarial attacks" not in page and "Shift check" in page
+    assert "Sensitivity" in page and page.count("<svg") >= 2  # sensitivity and ranges ran
+    card = (tmp_path / "report" / "MODEL_CARD.md").read_text()
+    assert "quick shift check" in card
+
+
+def test_report_parts_are_checked_before_any_work(report_dir, tmp_path):
+    out = tmp_path / "q.onnx"
+    r = run_cli(
+        "quantize",
+        report_dir / "t.onnx",
+        "-o",
+        out,
+        "--calib",
+        report_dir / "flat",
+        "--eval",
+        report_dir / "labelled",
+        "--report",
+        tmp_path / "r",
+        "--report-parts",
+        "fast",
+    )
+    assert r.returncode == 2 and "unknown part 'fast'" in r.stderr and not out.exists()
+    r = run_cli(
+        "quantize",
+        report_dir / "t.onnx",
+        "-o",
+        out,
+        "--calib",
+        report_dir / "flat",
+        "--report-parts",
+        "all",
+    )
+    assert r.returncode == 2 and "needs --report" in r.stderr and not out.exists()
 
 
 def test_report_sections_charts_and_manifest(report_dir):

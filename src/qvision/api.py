@@ -1,8 +1,5 @@
-"""The public API. The CLI is a thin layer over these functions.
-
-quantize() arrives with the PTQ engine; it will take the same model/data/preprocess
-arguments and return a result of the same schema family.
-"""
+"""The public API. The CLI is a thin layer over these functions; each returns a record
+from qvision.records (the JSON the CLI's --json writes)."""
 
 from __future__ import annotations
 
@@ -31,6 +28,7 @@ from qvision.records import (
     BenchResult,
     ModelBench,
     ModelInfo,
+    QuantizeResult,
     ZooExportResult,
 )
 from qvision.runtime.bench import peak_rss, time_interleaved
@@ -263,10 +261,12 @@ def analyze(
     threads: int | None = None,
     sensitivity: bool = True,
     progress: Progress | None = None,
+    quantized: QuantizeResult | None = None,
     **settings,
 ):
     """Per-layer error of the plan for ``model`` and a ranking of the most sensitive layers.
-    ``config`` (or its fields as keywords) says how the plan is made, as for ``quantize``."""
+    ``config`` (or its fields as keywords) says how the plan is made, as for ``quantize``;
+    ``quantized`` (this process's quantize result) analyses the plan it wrote instead."""
     from qvision.quant.analysis import analyze as run_analysis
 
     config = (config or QuantConfig()).updated(**settings)
@@ -284,6 +284,7 @@ def analyze(
         progress,
         environment(),
         proto,
+        planned=quantized._planned if quantized is not None else None,
     )
 
 

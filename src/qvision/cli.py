@@ -16,6 +16,7 @@ from qvision.errors import QVisionError
 from qvision.eval.tasks.adapters import ADAPTERS
 from qvision.quant.algorithms import ALGORITHMS
 from qvision.quant.calibrate.observers import METHODS
+from qvision.report.build import DEFAULT_PARTS, PARTS, parse_parts
 from qvision.targets import TARGETS
 
 app = typer.Typer(
@@ -76,8 +77,36 @@ def _check_json_path(path: Path | None, inputs: list, others: list = ()) -> None
         check_output_path(path, inputs, others)
 
 
+# Without a terminal (a log file, CI) progress is a plain line this often, so an hour of
+# AdaRound is not silent; QVISION_PROGRESS_SECONDS changes it.
+LOG_EVERY = float(os.environ.get("QVISION_PROGRESS_SECONDS", "30"))
+
+
+def progress_lines(label: str, write, every: float = LOG_EVERY, clock=None):
+    """A progress callback that writes 'label: done/total (elapsed)' at most every
+    ``every`` seconds, and the last step of a phase that took that long."""
+    import time
+
+    clock = clock or time.monotonic
+    start = clock()
+    last = [start]
+
+    def update(done: int, total: int | None) -> None:
+        now = clock()
+        final = total is not None and done >= total and now - start >= every
+        if now - last[0] >= every or final:
+            last[0] = now
+            of = f"/{total}" if total else ""
+            write(f"{label}: {done}{of} ({now - start:.0f} s)")
+
+    return update
+
+
 @contextmanager
 def _progress(label: str):
+    if not err.is_terminal:
+        yield progress_lines(label, lambda line: err.print(line, markup=False, highlight=False))
+        return
     bar = Progress(
         TextColumn(f"[bold]{label}"),
         BarColumn(),
@@ -85,7 +114,6 @@ def _progress(label: str):
         TimeRemainingColumn(),
         console=err,
         transient=True,
-        disable=not err.is_terminal,
     )
     task = bar.add_task(label, total=None)
     with bar:
@@ -220,7 +248,14 @@ def quantize_cmd(
         None,
         "--report",
         help="Also write the evidence (report.html, MODEL_CARD.md, manifest.json) to this "
-        "folder: latency, energy, sensitivity, robustness, data checks (needs --eval).",
+        "folder: accuracy, fidelity, the shift check, data checks, provenance and the parts "
+        "of --report-parts (needs --eval).",
+    ),
+    report_parts: str | None = typer.Option(
+        None,
+        "--report-parts",
+        help=f"Comma-separated: {', '.join(PARTS)}; 'all', 'none' (default: "
+        f"{','.join(DEFAULT_PARTS)}; full robustness and attacks take minutes).",
     ),
     batch: int = typer.Option(
         1,
@@ -258,6 +293,9 @@ def quantize_cmd(
 
     inputs = [model, calib, plan, eval_dir]
     _check_json_path(json_out, inputs, others=[output, plan_out])
+    parts = parse_parts(report_parts)
+    if report_parts is not None and report is None:
+        raise QVisionError("--report-parts needs --report DIR")
     config = QuantConfig(
         target=target,
         method=method,
@@ -288,6 +326,7 @@ def quantize_cmd(
         eval_dir=eval_dir,
         task=task,
         report=report,
+        report_parts=parts,
         threads=threads,
         phases=_progress,
         on_quantized=_print_quantized,

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from qvision.fileio import write_text_atomic
 
@@ -270,6 +270,9 @@ class QuantizeResult(BaseModel):
     tuning: TuneResult | None = None  # set by --max-drop
     manifest: str | None = None  # provenance record beside the output (<stem>.manifest.json)
     env: Environment
+    # in memory only, never written: the plan and prepared model as written, so the report
+    # analyses what was written without calibrating again
+    _planned: Any = PrivateAttr(default=None)
 
 
 class RobustnessRow(BaseModel):

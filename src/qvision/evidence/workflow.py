@@ -52,6 +52,7 @@ def prove(
     eval_dir: str | Path | None = None,
     task: str | None = None,
     report: str | Path | None = None,
+    report_parts: tuple[str, ...] | None = None,
     keep_predictions: bool = False,
     bench_seconds: float | None = None,
     threads: int | None = None,
@@ -66,6 +67,9 @@ def prove(
     as the model is written (the CLI prints it then)."""
     if report is not None and eval_dir is None:
         raise QVisionError("--report needs --eval DIR (the images to measure on)")
+    from qvision.report.build import DEFAULT_PARTS
+
+    report_parts = DEFAULT_PARTS if report_parts is None else report_parts
     inputs = [model, calib, plan, eval_dir]
     check_output_path(output, inputs, others=[plan_out])
     if plan_out is not None:
@@ -122,20 +126,20 @@ def prove(
         from qvision.report.build import gather
         from qvision.report.html import write_report
 
-        with phases("gathering evidence") as cb:
-            evidence = gather(
-                model,
-                res,
-                outcome.fp32,
-                outcome.int8,
-                calib,
-                eval_dir,
-                task,
-                preprocess,
-                threads,
-                tune.max_drop if tune else None,
-                progress=cb,
-                bench=outcome.bench,
-            )
+        evidence = gather(
+            model,
+            res,
+            outcome.fp32,
+            outcome.int8,
+            calib,
+            eval_dir,
+            task,
+            preprocess,
+            threads,
+            tune.max_drop if tune else None,
+            bench=outcome.bench,
+            parts=report_parts,
+            phases=phases,
+        )
         outcome.report = write_report(evidence, report)
     return outcome

@@ -509,7 +509,7 @@ def finish(
     for d in plan.nodes.values():
         if d.action == "float":
             floats[d.op_type] = floats.get(d.op_type, 0) + 1
-    return QuantizeResult(
+    result = QuantizeResult(
         model=str(model),
         model_sha256=planned.model_sha256,
         output=str(output),
@@ -536,6 +536,8 @@ def finish(
         manifest=str(manifest),
         env=environment,
     )
+    result._planned = planned
+    return result
 
 
 def _check_task(model: onnx.ModelProto, task: str | None) -> str | None:

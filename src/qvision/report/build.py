@@ -3,12 +3,14 @@ the worst layers, robustness, data checks and provenance, around a quantize + ev
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from qvision.errors import QVisionError
 from qvision.provenance import read_manifest
 from qvision.report.html import ReportInputs
 
@@ -73,6 +75,37 @@ def _has_torch() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
+# The report's measured parts. Fidelity, accuracy, the quantize run's shift check, data
+# checks and provenance come with every report (they cost nothing more); these are chosen.
+PARTS = ("latency", "sensitivity", "ranges", "robustness", "adversarial")
+# the default is bounded: full robustness (27 settings) and attacks cost minutes, so they
+# are asked for by name
+DEFAULT_PARTS = ("latency", "sensitivity", "ranges")
+SENSITIVITY_IMAGES = 8
+
+
+def parse_parts(text: str | None) -> tuple[str, ...]:
+    """``--report-parts``: comma-separated names from PARTS, 'default', 'all' or 'none'."""
+    if text is None:
+        return DEFAULT_PARTS
+    chosen: list[str] = []
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        names = {"all": PARTS, "default": DEFAULT_PARTS, "none": ()}.get(item, (item,))
+        for name in names:
+            if name not in PARTS:
+                raise QVisionError(
+                    f"--report-parts: unknown part '{name}'; available: "
+                    f"{', '.join(PARTS)}, default, all, none"
+                )
+            if name not in chosen:
+                chosen.append(name)
+    return tuple(chosen)
+
+
+def _quiet(_name: str):
+    return nullcontext(None)
+
+
 def gather(
     model: str | Path,
     quantize_result,
@@ -86,54 +119,79 @@ def gather(
     max_drop: float | None = None,
     robustness_images: int = 200,
     adversarial_images: int = 16,
-    progress=None,
     bench=None,
+    parts: tuple[str, ...] = DEFAULT_PARTS,
+    phases=_quiet,
 ) -> ReportInputs:
-    """Everything the report shows beyond the quantize and eval results; ``bench`` (FP32,
-    INT8) is measured unless a run already has it."""
+    """The report's ``parts`` beyond the quantize and eval results; ``bench`` (FP32, INT8)
+    is measured unless a run already has it. ``phases(name)`` gives each part's progress
+    callback (a context manager), so progress moves part by part."""
     from qvision import api
 
-    out = quantize_result.output
-    if bench is None:
-        bench = api.benchmark([model, out], threads=threads, rounds=5, seconds=1.0, memory=False)
     q = quantize_result
-    analysis = api.analyze(
-        model,
-        calib,
-        preprocess=preprocess,
-        target=q.target,
-        method=q.method,
-        limit=16,
-        threads=threads,
-    )
-    proto, inp = api.open_model(model)
-    pre = api.resolve_preprocess(proto, preprocess, inp, model)
-    acts = activation_ranges(out, analysis.ranking[:WORST_LAYERS], calib, pre, threads)
+    out = q.output
+    if "latency" in parts and bench is None:
+        with phases("report: latency"):
+            bench = api.benchmark(
+                [model, out], threads=threads, rounds=5, seconds=1.0, memory=False
+            )
+    analysis, acts = None, []
+    if "sensitivity" in parts or "ranges" in parts:
+        with phases("report: sensitivity") as cb:
+            # the plan this run wrote (in memory), else the one quantize would make
+            analysis = api.analyze(
+                model,
+                calib,
+                preprocess=preprocess,
+                target=q.target,
+                method=q.method,
+                limit=SENSITIVITY_IMAGES,
+                threads=threads,
+                sensitivity="sensitivity" in parts,
+                progress=cb,
+                quantized=q,
+            )
+    if "ranges" in parts:
+        proto, inp = api.open_model(model)
+        pre = api.resolve_preprocess(proto, preprocess, inp, model)
+        worst = analysis.ranking or [
+            r.node
+            for r in sorted(
+                (r for r in analysis.layers if r.sqnr_db is not None), key=lambda r: r.sqnr_db
+            )
+        ]
+        acts = activation_ranges(out, worst[:WORST_LAYERS], calib, pre, threads)
     robust = None
-    if fp32_eval is not None and fp32_eval.metrics:
-        attack = adversarial_images if task == "classification" and _has_torch() else 0
-        robust = api.robustness(
-            model,
-            out,
-            eval_dir,
-            task,
-            preprocess,
-            limit=robustness_images,
-            threads=threads,
-            progress=progress,
-            adversarial_images=attack,
-        )
-    check = api.check_data(calib, eval_dir)
+    heavy = [p for p in ("robustness", "adversarial") if p in parts]
+    if heavy and fp32_eval is not None and fp32_eval.metrics:
+        attack = 0
+        if "adversarial" in parts and task == "classification" and _has_torch():
+            attack = adversarial_images
+        with phases(f"report: {' and '.join(heavy)}") as cb:
+            robust = api.robustness(
+                model,
+                out,
+                eval_dir,
+                task,
+                preprocess,
+                limit=robustness_images,
+                threads=threads,
+                progress=cb,
+                adversarial_images=attack,
+                corruptions=None if "robustness" in parts else [],
+            )
+    check = api.check_data(calib, eval_dir) if calib is not None else None
     manifest = read_manifest(quantize_result.manifest)
     return ReportInputs(
         quantize=quantize_result,
         fp32_eval=fp32_eval,
         int8_eval=int8_eval,
         bench=bench,
-        analysis=analysis,
+        analysis=analysis if "sensitivity" in parts else None,
         activations=acts,
         robustness=robust,
         data_check=check,
         manifest=manifest,
         max_drop=max_drop,
+        parts=parts,
     )

@@ -29,6 +29,66 @@ class ReportInputs:
     data_check: object | None = None  # DataCheck
     manifest: dict | None = None
     max_drop: float | None = None
+    parts: tuple[str, ...] | None = None  # what was asked for (None: rendered from saved JSON)
+
+
+def _missing(r: ReportInputs) -> dict[str, str]:
+    """What a section says when it has nothing: not asked for, or not measurable."""
+
+    def note(part: str) -> str:
+        if r.parts is not None and part not in r.parts:
+            return f"Not measured: add '{part}' to --report-parts (or use 'all')."
+        return "Not measured."
+
+    rob = note("robustness")
+    if rob == "Not measured." and r.parts is not None and not (r.fp32_eval and r.fp32_eval.metrics):
+        rob = "Not measured: the evaluation images carry no labels."
+    return {"sensitivity": note("sensitivity"), "ranges": note("ranges"), "robustness": rob}
+
+
+def _shift_summary(r: ReportInputs) -> str:
+    c = getattr(r.quantize, "shift_check", None)
+    if c is None or not c.rows:
+        return ""
+    departs = [f"{x.shift} {x.severity}" for x in c.rows if x.departs]
+    return (
+        f"Only the quick shift check ran (INT8 against FP32 on dark, bright, low-contrast and "
+        f"defocused copies of {c.images} calibration images, label-free): "
+        + (
+            f"INT8 departs from FP32 under {', '.join(departs)}."
+            if departs
+            else "INT8 follows FP32 under every shift checked."
+        )
+        + " Full robustness on labelled images: --report-parts all."
+    )
+
+
+def _shift_rows(r: ReportInputs) -> tuple[list[list[str]], str]:
+    """The quantize run's own check: INT8 against FP32 on shifted calibration images."""
+    c = getattr(r.quantize, "shift_check", None)
+    if c is None:
+        return [], ""
+
+    def row(name, agree, ci, sqnr, departs=False):
+        return [
+            name,
+            _pct(agree),
+            _share_span(ci).strip() or "—",
+            "identical" if sqnr is None else f"{sqnr:.1f}",
+            "departs" if departs else "",
+        ]
+
+    rows = [row("clean", c.clean, c.clean_ci, c.clean_sqnr_db)]
+    rows += [
+        row(f"{x.shift} {x.severity}", x.agreement, x.agreement_ci, x.sqnr_db, x.departs)
+        for x in c.rows
+    ]
+    what = c.measure if c.clean is not None else "output SQNR only (no task known)"
+    note = (
+        f"INT8 against FP32 on shifted copies of {c.images} calibration images, label-free "
+        f"({what}); measured while quantizing. 'departs': INT8 clearly stops following FP32."
+    )
+    return rows, note
 
 
 def _pct(v) -> str:
@@ -222,7 +282,7 @@ def _sensitivity(r: ReportInputs, top: int = 15):
 
 def _robustness(r: ReportInputs):
     rob = r.robustness
-    if rob is None:
+    if rob is None or not any(x.corruption != "clean" for x in rob.rows):
         return None, [], ""
     rows = [
         [
@@ -352,6 +412,7 @@ def render(r: ReportInputs) -> str:
     sens_chart, sens_rows = _sensitivity(r)
     rob_chart, rob_rows, rob_summary = _robustness(r)
     adv_rows, adv_summary = _adversarial(r)
+    shift_rows, shift_note = _shift_rows(r)
     hists = [
         charts.histogram(a["name"], a["counts"], a["edges"], a["lo"], a["hi"])
         for a in r.activations
@@ -385,6 +446,9 @@ def render(r: ReportInputs) -> str:
         adversarial_summary=adv_summary,
         data=_data_rows(r),
         provenance=_provenance_rows(r),
+        shift_check=shift_rows,
+        shift_note=shift_note,
+        missing=_missing(r),
     )
 
 
@@ -418,7 +482,7 @@ def model_card(r: ReportInputs) -> str:
     for row in _latency_rows(r):
         lines.append(f"- {row[0]}: {row[1]} ms median, {row[4]}, energy {row[5]}")
     _, _, rob_summary = _robustness(r)
-    lines += ["", "## Robustness", "", rob_summary or "Not measured."]
+    lines += ["", "## Robustness", "", rob_summary or _shift_summary(r) or "Not measured."]
     adv_rows, adv_summary = _adversarial(r)
     if adv_rows:
         lines += ["", "Adversarial (share of correctly classified images fooled): " + adv_summary]

@@ -41,18 +41,21 @@ td:first-child, th:first-child { text-align: left; }
 {{ sensitivity_chart | safe }}
 <table><tr><th>layer</th><th>op</th><th>weight bits</th><th>SQNR dB</th><th>gain dB</th></tr>
 {% for r in sensitivity %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
-{% else %}<p class="note">Not measured.</p>{% endif %}
+{% else %}<p class="note">{{ missing.sensitivity }}</p>{% endif %}
 
 <h2>Activation ranges</h2>
 {% if histograms %}<p class="note">Float values reaching the most sensitive layers (log scale);
 dashed: the range the INT8 grid covers.</p><div class="grid">{% for h in histograms %}{{ h | safe }}{% endfor %}</div>
-{% else %}<p class="note">Not measured.</p>{% endif %}
+{% else %}<p class="note">{{ missing.ranges }}</p>{% endif %}
 
 <h2>Robustness</h2>
 {% if robustness %}<p class="note">{{ robustness_summary }}</p>{{ robustness_chart | safe }}
 <table><tr><th>corruption</th><th>severity</th><th>FP32</th><th>INT8</th><th>gap (points)</th><th>gap 95 % (points)</th><th>agreement</th></tr>
 {% for r in robustness %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
-{% else %}<p class="note">Not measured.</p>{% endif %}
+{% else %}<p class="note">{{ missing.robustness }}</p>{% endif %}
+{% if shift_check %}<h3>Shift check</h3><p class="note">{{ shift_note }}</p>
+<table><tr><th>shift</th><th>agreement</th><th>95 % (joint)</th><th>output SQNR dB</th><th></th></tr>
+{% for r in shift_check %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
 {% if adversarial %}<h3>Adversarial attacks</h3><p class="note">L-infinity attacks on [0, 1]
 pixels; success: share of the images a model classified correctly that it gets wrong.
 {{ adversarial_summary }}</p>

@@ -21,6 +21,8 @@ from qvision.quant.plan import NodePlan
 from qvision.quant.sim import Reference, Simulator
 from qvision.records import AnalyzeResult, LayerReport
 
+OPTIMIZE = True  # compare ORT's fused integer kernels
+
 
 def _batches(images, preprocess: Preprocess, limit: int) -> list[np.ndarray]:
     ds = image_folder(images)
@@ -55,9 +57,10 @@ def keep_float_sqnr(
     layers = weight_layers(prepared, plan)
     gains: dict[str, float | None] = {}
     for i, node in enumerate(layers):
-        variant = plan.model_copy(deep=True)
-        variant.nodes[node.name] = NodePlan(op_type=node.op_type, action="float", reason="analysis")
-        (e,) = sim.output_errors(variant, ref, outputs=[0])
+        # a shallow copy: only this node's entry changes (a deep copy per layer cost seconds)
+        kept = NodePlan(op_type=node.op_type, action="float", reason="analysis")
+        variant = plan.model_copy(update={"nodes": {**plan.nodes, node.name: kept}})
+        (e,) = sim.output_errors(variant, ref, outputs=[0], optimize=OPTIMIZE)
         gains[node.name] = sqnr_db(e.signal, e.noise)
         if progress:
             progress(i + 1, len(layers))
@@ -76,13 +79,18 @@ def analyze(
     progress=None,
     environment=None,
     proto=None,
+    planned: Planned | None = None,
 ) -> AnalyzeResult:
+    """Per-layer error and sensitivity of ``planned`` (a plan already made, e.g. the one a
+    quantize run wrote), else of the plan quantize would make."""
     t0 = time.perf_counter()
-    # the plan quantize would write, its calibration method chosen the same way
-    chosen = plan_shift_safe(
-        model, calib, preprocess, config or QuantConfig(), threads=threads, proto=proto
-    )
-    planned: Planned = chosen.planned
+    choice = None
+    if planned is None:
+        # the plan quantize would write, its calibration method chosen the same way
+        chosen = plan_shift_safe(
+            model, calib, preprocess, config or QuantConfig(), threads=threads, proto=proto
+        )
+        planned, choice = chosen.planned, chosen.choice
     plan, prepared = planned.plan, planned.prepared
     batches = _batches(images or calib, preprocess, limit)
     output = prepared.graph.output[0].name
@@ -140,7 +148,7 @@ def analyze(
         target=planned.target.name,
         target_reason=planned.reason,
         method=plan.method,
-        method_choice=chosen.choice,
+        method_choice=choice,
         algorithms=plan.algorithms,
         images=sum(len(x) for x in batches),
         output_sqnr_db=base,
