@@ -54,8 +54,9 @@ class Provenance(BaseModel):
     plan: FileRecord | None = None
     plan_in: FileRecord | None = None
     calibration: DataRecord | None = None
-    target: str
+    target: str  # the target the model was written for
     target_reason: str
+    plan_target: str | None = None  # the target the plan was made for (a replayed plan's own)
     config: dict
     versions: dict[str, str]
     cpu: dict

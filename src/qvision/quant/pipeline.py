@@ -33,7 +33,7 @@ from qvision.quant.validate import check_plan
 from qvision.quant.writer import QDQ_OPS, write_qdq
 from qvision.records import AlgorithmResult, MethodChoice, QuantizeResult, ShiftCheck, SkippedFile
 from qvision.runtime.session import make_session
-from qvision.targets import Target, resolve
+from qvision.targets import TARGETS, Target, resolve, saturation_warning
 
 # --weights: cap on weight bits, and the tensor type that stores them. "int4" keeps 4-bit
 # values in INT8 tensors (range -8..7), so every INT8 runtime fuses and runs them;
@@ -138,18 +138,41 @@ def prepare(
     )
 
 
-def replay(prep: Prepared, plan_in: str | Path, preprocess: Preprocess, threads=None) -> Planned:
+def replay(
+    prep: Prepared,
+    plan_in: str | Path,
+    preprocess: Preprocess,
+    threads=None,
+    given_target: str = "auto",
+) -> Planned:
     """A saved plan for this model: its model-changing algorithms are data-free, so they
-    are redone to make the plan's names and weights refer to the same float model."""
+    are redone to make the plan's names and weights refer to the same float model.
+
+    The plan's grids were chosen for its target, so the plan's target is the one written
+    and recorded; an explicit --target naming another is refused."""
     plan = QuantPlan.load(plan_in)
     if plan.model_sha256 != prep.model_sha256:
         raise QVisionError(
             f"plan was made for another model (sha256 {plan.model_sha256[:12]}…)", plan_in
         )
+    target, reason = prep.target, prep.reason
+    if plan.target != target.name:
+        if given_target != "auto":
+            raise QVisionError(
+                f"plan was made for target {plan.target}, not --target {given_target}: its "
+                "grids belong to that target (drop --target, or plan again with --calib)",
+                plan_in,
+            )
+        if plan.target in TARGETS:
+            target = TARGETS[plan.target]
+            reason = f"{plan.target}, from the plan (auto would pick {prep.target.name} here)"
+            warning = saturation_warning(plan.target)
+            if warning:
+                plan.warnings.append(warning)
     ctx = Context(
         prep.model,
         None,
-        prep.target,
+        target,
         None,
         preprocess,
         prep.input_name,
@@ -161,8 +184,8 @@ def replay(prep: Prepared, plan_in: str | Path, preprocess: Preprocess, threads=
     return Planned(
         prep.model,
         plan,
-        prep.target,
-        prep.reason,
+        target,
+        reason,
         prep.model_sha256,
         prep.input_name,
         started=prep.started,
@@ -235,7 +258,7 @@ def make_plan(
     """
     prep = prepare(model, config, proto)
     if plan_in is not None:
-        return replay(prep, plan_in, preprocess, threads)
+        return replay(prep, plan_in, preprocess, threads, given_target=config.target)
     if calib is None:
         raise QVisionError("--calib DIR is needed (or --plan PLAN.json)")
     passed_over: list[tuple[str, str]] = []
@@ -572,6 +595,7 @@ def _manifest(planned, model, output, plan_in, plan_out, config, environment) ->
         calibration=provenance.DataRecord(root=root, images=n, sha256=digest) if root else None,
         target=planned.target.name,
         target_reason=planned.reason,
+        plan_target=planned.plan.target,
         config=asdict(config),
         versions=environment.versions if environment else versions(),
         cpu=environment.cpu if environment else cpu_info(),
