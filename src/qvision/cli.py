@@ -513,6 +513,7 @@ def analyze_cmd(
             "—" if r.gain_db is None else f"{r.gain_db:+.2f}",
         )
     out.print(table)
+    _print_skipped(res.skipped, "unreadable file(s)")
     _save_json(res, json_out, [model, calib, images])
 
 

@@ -360,4 +360,6 @@ class AnalyzeResult(BaseModel):
     layers: list[LayerReport]
     ranking: list[str]  # nodes by gain_db, most sensitive first
     seconds: float
+    # unreadable files: of the calibration set, then of --images
+    skipped: list[SkippedFile] = []
     env: Environment | None = None

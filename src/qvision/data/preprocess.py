@@ -87,6 +87,22 @@ class Preprocess(BaseModel):
         return v
 
     @model_validator(mode="after")
+    def _sizes_and_channels(self) -> Preprocess:
+        for name in ("resize", "crop"):
+            value = getattr(self, name)
+            if value is not None and min(_pair(value)) <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        for name in ("mean", "std"):
+            if len(getattr(self, name)) not in (1, self.channels):
+                raise ValueError(
+                    f"{name} has {len(getattr(self, name))} values; {self.channel_order} "
+                    f"images have {self.channels} channel(s) (give {self.channels} or 1)"
+                )
+        if not self.scale > 0:
+            raise ValueError(f"scale must be positive, got {self.scale}")
+        return self
+
+    @model_validator(mode="after")
     def _line_sizes(self) -> Preprocess:
         if self.resize_mode != "line":
             return self

@@ -121,6 +121,10 @@ class Runner:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
+        if self.fixed_batch is not None and n > self.fixed_batch:
+            # a reference fixed at a smaller batch than the model scored beside it
+            parts = [self(x[i : i + self.fixed_batch]) for i in range(0, n, self.fixed_batch)]
+            return [np.concatenate(outs) for outs in zip(*parts, strict=True)]
         if self.fixed_batch is not None and n != self.fixed_batch:
             pad = np.zeros((self.fixed_batch - n, *x.shape[1:]), dtype=x.dtype)
             x = np.concatenate([x, pad])

@@ -53,7 +53,7 @@ class _Adapter:
 class Classification(_Adapter):
     primary = ("top1", 1)  # the metric autotune budgets, and +1 if higher is better
     agreement = "top-1 agreement"  # what ``result``'s agreement figure measures
-    truth = "labels (no class folders)"
+    truth = "no labels (no class folders)"
 
     @staticmethod
     def open(data):

@@ -14,20 +14,24 @@ import time
 import numpy as np
 
 from qvision.data import Preprocess, image_folder, iter_batches
+from qvision.data.datasets import LoadReport, first_readable
+from qvision.errors import QVisionError
 from qvision.qmath import OutputError, sqnr_db
 from qvision.quant.config import QuantConfig
 from qvision.quant.pipeline import Planned, plan_shift_safe
 from qvision.quant.plan import NodePlan
 from qvision.quant.sim import Reference, Simulator
-from qvision.records import AnalyzeResult, LayerReport
+from qvision.records import AnalyzeResult, LayerReport, SkippedFile
 
 OPTIMIZE = True  # compare ORT's fused integer kernels
 
 
-def _batches(images, preprocess: Preprocess, limit: int) -> list[np.ndarray]:
-    ds = image_folder(images)
-    ds.samples = ds.samples[:limit]
-    return [b.inputs for b in iter_batches(ds, preprocess, batch_size=8)]
+def _batches(images, preprocess: Preprocess, limit: int) -> tuple[list[np.ndarray], list]:
+    """The first ``limit`` readable images in batches, and the unreadable files passed over."""
+    ds, passed_over = first_readable(image_folder(images), limit)
+    report = LoadReport()
+    batches = [b.inputs for b in iter_batches(ds, preprocess, batch_size=8, report=report)]
+    return batches, passed_over + report.skipped
 
 
 def weight_layers(prepared, plan) -> list:
@@ -92,7 +96,9 @@ def analyze(
         )
         planned, choice = chosen.planned, chosen.choice
     plan, prepared = planned.plan, planned.prepared
-    batches = _batches(images or calib, preprocess, limit)
+    batches, skipped = _batches(images or calib, preprocess, limit)
+    if not batches:
+        raise QVisionError("no readable images", images or calib)
     output = prepared.graph.output[0].name
     layers = [
         n
@@ -156,5 +162,9 @@ def analyze(
         layers=reports,
         ranking=[r.node for r in ranked],
         seconds=time.perf_counter() - t0,
+        skipped=[  # calibration's (which cover the first images), then --images'
+            *planned.skipped,
+            *(SkippedFile(path=p, reason=r) for p, r in skipped if images is not None),
+        ],
         env=environment,
     )
