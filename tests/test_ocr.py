@@ -100,3 +100,42 @@ def test_paired_cer_change_and_interval():
     same.update(ref, ref, truth)
     alike = same.result()
     assert alike["drop_points"] == 0.0 and 0 < alike["drop_ci95_points"] < r["drop_ci95_points"]
+
+
+def test_a_recognizer_without_its_alphabet_takes_the_dictionary_file(tmp_path):
+    """A user's own PaddleOCR export carries no 'character' metadata: eval --alphabet reads
+    the dictionary file, normalize --alphabet stores it in the model, and inspect shows it
+    as one summary line instead of thousands."""
+    import onnx
+
+    from qvision.cli import metadata_summary
+
+    rec = tmp_path / "rec.onnx"
+    api.export_zoo_model("ppocr-rec", rec)
+    m = onnx.load(rec)
+    table = next(p.value for p in m.metadata_props if p.key == "character")
+    keep = [p for p in m.metadata_props if p.key != "character"]
+    del m.metadata_props[:]
+    m.metadata_props.extend(keep)
+    bare = tmp_path / "bare.onnx"
+    onnx.save(m, bare)
+    keys = tmp_path / "ppocr_keys_v1.txt"
+    keys.write_text(table + "\n", encoding="utf-8")
+    lines = tmp_path / "lines"
+    synth_lines(lines, 6, seed=3)
+
+    r = run_cli("eval", bare, "--data", lines, "--task", "ocr-rec")
+    assert r.returncode == 2 and "no 'character' metadata" in r.stderr
+    want = api.evaluate(rec, lines, task="ocr-rec").metrics
+    assert api.evaluate(bare, lines, task="ocr-rec", alphabet=keys).metrics == want
+    short = tmp_path / "short.txt"
+    short.write_text("a\nb\n")
+    r = run_cli("eval", bare, "--data", lines, "--task", "ocr-rec", "--alphabet", short)
+    assert r.returncode == 2 and "short.txt" in r.stderr and "classes" in r.stderr
+
+    fixed = tmp_path / "fixed.onnx"
+    r = run_cli("normalize", bare, "-o", fixed, "--alphabet", keys)
+    assert r.returncode == 0, r.stderr
+    assert api.evaluate(fixed, lines, task="ocr-rec").metrics == want
+    summary = metadata_summary(table)
+    assert summary.startswith(f"{len(table.splitlines()):,} lines:") and len(summary) < 100

@@ -151,10 +151,21 @@ def inspect_model(path: str | Path) -> ModelInfo:
     )
 
 
-def normalize(path: str | Path, out: str | Path) -> ModelInfo:
-    """Write the normalized form (checked, opset >= 13, weights as initializers, shapes inferred)."""
-    check_output_path(out, [path])
+def normalize(path: str | Path, out: str | Path, alphabet: str | Path | None = None) -> ModelInfo:
+    """Write the normalized form (checked, opset >= 13, weights as initializers, shapes
+    inferred); ``alphabet``, an OCR recognizer's dictionary file, goes into its
+    ``character`` metadata, where every later command reads it."""
+    check_output_path(out, [path, alphabet])
     model = load_model(path)
+    if alphabet is not None:
+        from qvision.eval.tasks.ocr import METADATA_KEY as OCR_KEY
+        from qvision.eval.tasks.ocr import read_alphabet
+
+        text = read_alphabet(alphabet)
+        kept = [p for p in model.metadata_props if p.key != OCR_KEY]
+        del model.metadata_props[:]
+        model.metadata_props.extend(kept)
+        model.metadata_props.add(key=OCR_KEY, value=text)
     make_session(model.SerializeToString(), threads=1)  # never write a model ORT refuses
     save_model(model, out, inputs=(path,))
     return inspect_model(out)

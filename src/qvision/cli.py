@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -53,6 +54,12 @@ out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, soft_wrap=True)
 
 JsonOpt = typer.Option(None, "--json", help="Also write the result as JSON to this file.")
+AlphabetOpt = typer.Option(
+    None,
+    "--alphabet",
+    help="OCR recognizer's dictionary file (one character per line, as PaddleOCR's "
+    "ppocr_keys_v1.txt), for a model without 'character' metadata.",
+)
 ThreadsOpt = typer.Option(
     None, "--threads", min=1, help="Intra-op threads (default: physical cores)."
 )
@@ -554,6 +561,7 @@ def eval_cmd(
     predictions: bool = typer.Option(
         False, "--predictions", help="Record top-5 predictions per image."
     ),
+    alphabet: Path | None = AlphabetOpt,
     json_out: Path | None = JsonOpt,
 ):
     """Accuracy against labels and/or fidelity against a reference model."""
@@ -564,6 +572,10 @@ def eval_cmd(
     from qvision.records import ci95_text
 
     _check_json_path(json_out, [model, reference])
+    if alphabet is not None:
+        from qvision.eval.tasks.ocr import read_alphabet
+
+        read_alphabet(alphabet)  # a bad file fails before any work
     with _progress("evaluating") as cb:
         res = api.evaluate(
             model,
@@ -578,6 +590,7 @@ def eval_cmd(
             keep_predictions=predictions,
             progress=cb,
             decoder=_json_arg(decoder, "--decoder"),
+            alphabet=alphabet,
         )
     for w in res.warnings:
         err.print(f"warning: {w}")
@@ -724,20 +737,41 @@ def _print_info(info) -> None:
             out.print(f"  {kind} {i['name']}: {i['type']} {i['shape']}")
     out.print("  ops: " + ", ".join(f"{k}×{v}" for k, v in info.op_counts.items()))
     for k, v in info.metadata.items():
-        out.print(f"  metadata {k}: {v if len(v) < 100 else v[:97] + '...'}")
+        out.print(f"  metadata {k}: {metadata_summary(v)}", markup=False, highlight=False)
+
+
+def metadata_summary(value: str, width: int = 100) -> str:
+    """One line for a metadata value: a list of lines (an OCR alphabet: thousands of
+    characters, one per line) by its count and first entries; long text cut, with its
+    length (the whole value is in --json)."""
+    if "\n" in value.strip("\n"):
+        lines = value.split("\n")
+        head = ""
+        for line in lines:
+            item = f" {line!r}" if not line.strip() or len(line) > 1 else f" {line}"
+            if cell_len(head + item) > width - 40:  # wide (CJK) characters take two cells
+                head += " …"
+                break
+            head += item
+        return f"{len(lines):,} lines:{head}"
+    if len(value) <= width:
+        return value
+    return f"{value[: width - 20]}… ({len(value):,} characters)"
 
 
 @app.command("normalize")
 def normalize_cmd(
     model: Path = typer.Argument(...),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the normalized model."),
+    alphabet: Path | None = AlphabetOpt,
     json_out: Path | None = JsonOpt,
 ):
-    """Check a model and write its normal form: opset >= 13, weights as initializers, shapes inferred."""
+    """Check a model and write its normal form: opset >= 13, weights as initializers, shapes
+    inferred; --alphabet stores an OCR recognizer's dictionary in it."""
     from qvision import api
 
     _check_json_path(json_out, [model, output])
-    info = api.normalize(model, output)
+    info = api.normalize(model, output, alphabet=alphabet)
     _print_info(info)
     _save_json(info, json_out, [model, output])
 

@@ -164,12 +164,14 @@ def evaluate(
     progress: Progress | None = None,
     decoder: dict | None = None,
     runner: Callable[[np.ndarray], list[np.ndarray]] | None = None,
+    alphabet: str | Path | None = None,
 ) -> EvalResult:
     """Score ``model`` on the images in ``data``: task metrics if labelled, fidelity to ``reference``.
 
     ``runner`` maps an input batch to the model's outputs in place of an ONNX Runtime
     session (``model`` is still read for its input and metadata): another runtime's
-    compiled model, scored by the same loop."""
+    compiled model, scored by the same loop. ``alphabet``: an OCR recognizer's dictionary
+    file, for a model without ``character`` metadata."""
     start = time.perf_counter()
     proto, inp, pre, adapter_cls, dataset = open_task(model, data, task, preprocess, limit)
     has_truth = adapter_cls.has_truth(dataset)
@@ -201,6 +203,7 @@ def evaluate(
         dataset=dataset,
         preprocess=pre,
         decoder=decoder,
+        alphabet=alphabet,
     )
     load = LoadReport()
     reference_of = None if ref_run is None else (lambda _i, x: ref_run(x))

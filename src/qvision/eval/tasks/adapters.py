@@ -14,7 +14,8 @@ from qvision.errors import QVisionError
 from qvision.eval.tasks import ocr_det
 from qvision.eval.tasks.classification import FidelityMeter, PairedTopOne, TopKMeter, as_logits
 from qvision.eval.tasks.detection import DecodeSpec, box_agreement, coco_map, decode, to_original
-from qvision.eval.tasks.ocr import PairedCer, TextMeter, alphabet, ctc_greedy
+from qvision.eval.tasks.ocr import METADATA_KEY as OCR_KEY
+from qvision.eval.tasks.ocr import PairedCer, TextMeter, alphabet, ctc_greedy, read_alphabet
 from qvision.eval.tasks.ocr_det import DbSpec, HmeanMeter, db_boxes
 from qvision.eval.tasks.segmentation import ConfusionMeter, label_maps
 from qvision.eval.tasks.segmentation import to_original as mask_to_original
@@ -115,8 +116,13 @@ class OcrRecognition(_Adapter):
     truth = "no labels.txt of text lines"
     open = Classification.open
 
-    def __init__(self, metadata, names, source, keep=False, dataset=None, preprocess=None, **_):
+    def __init__(
+        self, metadata, names, source, keep=False, dataset=None, preprocess=None, **options
+    ):
         self.metadata, self.source = metadata, source
+        if options.get("alphabet"):  # a dictionary file given for a model without one
+            self.metadata = {**metadata, OCR_KEY: read_alphabet(options["alphabet"])}
+            self.source = str(options["alphabet"])
         self.table: list[str] | None = None  # from the first output's class count
         self.truth_meter, self.ref_meter = TextMeter(), TextMeter()
         self.paired = PairedCer()

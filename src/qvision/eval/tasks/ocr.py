@@ -7,12 +7,30 @@ Levenshtein distance to the truth summed over lines, over the summed truth lengt
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from qvision.errors import QVisionError
 from qvision.intervals import Z95
 
 METADATA_KEY = "character"  # PaddleOCR's alphabet: one character per line
+
+
+def read_alphabet(path: str | Path) -> str:
+    """A recognizer's dictionary file (PaddleOCR's ``ppocr_keys_v1.txt``: one character per
+    line, UTF-8) as the text the ``character`` metadata holds."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise QVisionError("alphabet file not found", p) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise QVisionError(f"cannot read the alphabet as UTF-8 text: {exc}", p) from None
+    lines = text.splitlines()
+    if not lines:
+        raise QVisionError("alphabet file is empty (one character per line expected)", p)
+    return "\n".join(lines)
 
 
 def alphabet(metadata: dict[str, str], classes: int, source: str = "<model>") -> list[str]:
