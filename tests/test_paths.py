@@ -4,6 +4,10 @@ exit 2, every input byte-identical afterwards."""
 import json
 from pathlib import Path
 
+import pytest
+
+from qvision import api
+
 from conftest import run_cli
 
 
@@ -88,3 +92,42 @@ def test_label_free_folders_follow_symlinked_subfolders_once(tmp_path, flat_dir)
     assert len(files) == 4 and {p.name for p in files} == {
         p.name for p in flat_dir.iterdir() if p.is_file()
     }
+
+
+def test_output_set_replaces_all_or_none(tmp_path):
+    from qvision.fileio import output_set
+
+    files = [tmp_path / n for n in ("m.onnx", "plan.json", "m.manifest.json")]
+    for f in files:
+        f.write_text("old")
+    with pytest.raises(RuntimeError), output_set() as stage:
+        for f in files[:2]:
+            stage(f).write_text("new")
+        raise RuntimeError("interrupted before the manifest")
+    assert [f.read_text() for f in files] == ["old"] * 3
+    with output_set() as stage:
+        for f in files:
+            stage(f).write_text("new")
+    assert [f.read_text() for f in files] == ["new"] * 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f.name for f in files)
+
+
+def test_an_interrupted_quantize_keeps_the_previous_model_plan_and_manifest(
+    tmp_path, tiny_model, flat_dir, monkeypatch
+):
+    """Interrupted after the model and plan were made but before the manifest: nothing
+    of the run is in place (before, the new model sat beside the old plan and manifest)."""
+    from qvision.quant import pipeline
+
+    out, plan = tmp_path / "q.onnx", tmp_path / "plan.json"
+    api.quantize(tiny_model, out, flat_dir, plan_out=plan)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.provenance, "write_manifest", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        api.quantize(tiny_model, out, flat_dir, plan_out=plan, method="percentile")
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert after == before

@@ -298,8 +298,10 @@ def quantize_cmd(
     from qvision.evidence import prove
     from qvision.quant.config import QuantConfig, TuneOptions
 
+    from qvision.provenance import manifest_path
+
     inputs = [model, calib, plan, eval_dir]
-    _check_json_path(json_out, inputs, others=[output, plan_out])
+    _check_json_path(json_out, inputs, others=[output, plan_out, manifest_path(output)])
     parts = parse_parts(report_parts)
     if report_parts is not None and report is None:
         raise QVisionError("--report-parts needs --report DIR")

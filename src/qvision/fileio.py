@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from qvision.errors import QVisionError
@@ -62,27 +62,47 @@ def check_output_path(
     return out
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
+# read once, at import (os.umask can only be read by setting it: racy in threads later)
+_UMASK = _read_umask()
+
+
+@contextlib.contextmanager
+def output_set() -> Iterator[Callable[[str | Path], Path]]:
+    """``stage(out)`` gives a temp path beside ``out``; when the block succeeds every staged
+    file is renamed onto its output, one after the other with no work between, and when it
+    fails none is: a run's model, plan and manifest are replaced together or not at all."""
+    staged: list[tuple[Path, Path]] = []
+
+    def stage(out: str | Path) -> Path:
+        out = Path(out)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+        staged.append((Path(tmp), out))
+        return Path(tmp)
+
+    try:
+        yield stage
+        for tmp, _ in staged:  # mkstemp gives 0600; outputs get what open() would give
+            os.chmod(tmp, 0o666 & ~_UMASK)
+        for tmp, out in staged:
+            os.replace(tmp, out)
+    finally:
+        for tmp, _ in staged:
+            if tmp.exists():
+                tmp.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(out: str | Path) -> Iterator[Path]:
     """Yield a temp path beside ``out``; rename it onto ``out`` only if the block succeeds."""
-    out = Path(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        # mkstemp makes the file 0600; the output gets what a plain open() would give it
-        os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, out)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    with output_set() as stage:
+        yield stage(out)
 
 
 def write_text_atomic(out: str | Path, text: str) -> None:

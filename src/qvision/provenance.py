@@ -22,19 +22,20 @@ class FileRecord(BaseModel):
     external_data: list[FileRecord] = []
 
     @classmethod
-    def of(cls, path: str | Path) -> FileRecord:
-        p = Path(path)
-        return cls(path=str(p), sha256=sha256_file(p), size_bytes=p.stat().st_size)
+    def of(cls, path: str | Path, read: str | Path | None = None) -> FileRecord:
+        """``path``'s record, its bytes read from ``read`` (a staged copy) when given."""
+        p, src = Path(path), Path(read or path)
+        return cls(path=str(p), sha256=sha256_file(src), size_bytes=src.stat().st_size)
 
     @classmethod
-    def of_model(cls, path: str | Path) -> FileRecord:
+    def of_model(cls, path: str | Path, read: str | Path | None = None) -> FileRecord:
         """An ONNX model and the external-data files beside it that it needs."""
-        p = Path(path)
+        p, src = Path(path), Path(read or path)
         return cls(
             path=str(p),
-            sha256=sha256_file(p),
-            size_bytes=model_size(p),
-            external_data=[cls.of(f) for f in external_data_files(p)],
+            sha256=sha256_file(src),
+            size_bytes=model_size(src),
+            external_data=[cls.of(f) for f in external_data_files(src)],
         )
 
 
@@ -71,10 +72,14 @@ def manifest_path(output: str | Path) -> Path:
     return out.with_name(f"{out.stem}.manifest.json")
 
 
-def write_manifest(record: Provenance, output: str | Path) -> Path:
-    """Written atomically beside ``output``: an interrupted run keeps the previous one."""
+def write_manifest(record: Provenance, output: str | Path, to: str | Path | None = None) -> Path:
+    """Written atomically beside ``output`` (or to ``to``, a staged path for it): an
+    interrupted run keeps the previous one."""
     path = manifest_path(output)
-    write_text_atomic(path, record.model_dump_json(indent=1))
+    if to is not None:
+        Path(to).write_text(record.model_dump_json(indent=1), encoding="utf-8")
+    else:
+        write_text_atomic(path, record.model_dump_json(indent=1))
     return path
 
 

@@ -13,6 +13,7 @@ from qvision import api
 from qvision.errors import QVisionError
 from qvision.eval.evaluate import model_task
 from qvision.fileio import check_output_path
+from qvision.provenance import manifest_path
 from qvision.quant.config import QuantConfig, TuneOptions
 from qvision.records import BenchResult, EvalResult, QuantizeEvalResult, QuantizeResult
 
@@ -73,7 +74,7 @@ def prove(
     inputs = [model, calib, plan, eval_dir]
     check_output_path(output, inputs, others=[plan_out])
     if plan_out is not None:
-        check_output_path(plan_out, inputs, others=[output])
+        check_output_path(plan_out, inputs, others=[output, manifest_path(output)])
     task = model_task(model, task)
     with phases("calibrating") as cb:
         res = api.quantize(

@@ -16,7 +16,7 @@ from qvision.data.manifest import build_manifest
 from qvision.data.preprocess import TASK_KEY
 from qvision.errors import QVisionError
 from qvision.eval.evaluate import metadata
-from qvision.fileio import atomic_path, check_output_path, sha256_file
+from qvision.fileio import check_output_path, output_set, sha256_file
 from qvision.model import image_input, load_model
 from qvision.model.load import model_size
 from qvision.model.rewrite import prepare_for_quantization
@@ -440,7 +440,9 @@ def run(
     t0 = time.perf_counter()
     check_output_path(output, [model, calib, plan_in])
     if plan_out is not None:
-        check_output_path(plan_out, [model, calib, plan_in], others=[output])
+        check_output_path(
+            plan_out, [model, calib, plan_in], others=[output, provenance.manifest_path(output)]
+        )
     chosen = plan_shift_safe(model, calib, preprocess, config, plan_in, threads, progress, proto)
     planned = chosen.planned
     return finish(
@@ -522,11 +524,14 @@ def finish(
             planned, model, {plan.method: (planned, data)}, config, threads
         )
         check = checks[plan.method] if checks else None
-    with atomic_path(output) as tmp:
-        tmp.write_bytes(data)
-    if plan_out is not None:
-        plan.save(plan_out)
-    manifest = _manifest(planned, model, output, plan_in, plan_out, config, environment)
+    with output_set() as stage:  # model, plan and manifest replaced together
+        staged = {"model": stage(output)}
+        staged["model"].write_bytes(data)
+        if plan_out is not None:
+            staged["plan"] = plan.save(stage(plan_out))
+        manifest = _manifest(
+            planned, model, output, plan_in, plan_out, config, environment, staged, stage
+        )
     t_end = time.perf_counter()
     floats: dict[str, int] = {}
     for d in plan.nodes.values():
@@ -578,7 +583,10 @@ def _check_task(model: onnx.ModelProto, task: str | None) -> str | None:
     return None
 
 
-def _manifest(planned, model, output, plan_in, plan_out, config, environment) -> Path:
+def _manifest(
+    planned, model, output, plan_in, plan_out, config, environment, staged, stage
+) -> Path:
+    """The provenance record of the staged outputs, under the names they are renamed to."""
     from dataclasses import asdict
 
     from qvision.runtime.machine import cpu_info, versions
@@ -589,8 +597,8 @@ def _manifest(planned, model, output, plan_in, plan_out, config, environment) ->
         started=planned.started or provenance.now(),
         finished=provenance.now(),
         input_model=provenance.FileRecord.of_model(model),
-        output_model=provenance.FileRecord.of_model(output),
-        plan=provenance.FileRecord.of(plan_out) if plan_out else None,
+        output_model=provenance.FileRecord.of_model(output, staged["model"]),
+        plan=provenance.FileRecord.of(plan_out, staged["plan"]) if plan_out else None,
         plan_in=provenance.FileRecord.of(plan_in) if plan_in else None,
         calibration=provenance.DataRecord(root=root, images=n, sha256=digest) if root else None,
         target=planned.target.name,
@@ -600,4 +608,4 @@ def _manifest(planned, model, output, plan_in, plan_out, config, environment) ->
         versions=environment.versions if environment else versions(),
         cpu=environment.cpu if environment else cpu_info(),
     )
-    return provenance.write_manifest(record, output)
+    return provenance.write_manifest(record, output, stage(provenance.manifest_path(output)))
