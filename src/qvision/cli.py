@@ -1044,6 +1044,95 @@ def data_synth_text(
     out.print(f"wrote {len(rows)} {kind} with labels to {output}")
 
 
+@app.command("sign")
+def sign_cmd(
+    model: Path = typer.Argument(..., help="ONNX model; its manifest and plan are signed too."),
+    key: Path = typer.Option(..., "--key", help="EC private key, PEM (P-256, P-384 or P-521)."),
+    signature: Path | None = typer.Option(
+        None, "--signature", help="Signature to write (default: <model stem>.sig beside it)."
+    ),
+    password_env: str | None = typer.Option(
+        None, "--password-env", help="Environment variable holding the key's password."
+    ),
+    json_out: Path | None = JsonOpt,
+):
+    """Sign a model, its external data, manifest and plan (OpenSSF model_signing, offline)."""
+    from qvision.provenance import manifest_path
+    from qvision.signing import default_signature, sign_model
+
+    password = None
+    if password_env is not None:
+        password = os.environ.get(password_env)
+        if password is None:
+            raise QVisionError(f"--password-env: environment variable {password_env} is not set")
+    sig = signature or default_signature(model)
+    _check_json_path(json_out, [model, key, manifest_path(model)], [sig])
+    res = sign_model(model, key, signature, password)
+    out.print(
+        f"signed {res.model} -> {res.signature}", markup=False, highlight=False, soft_wrap=True
+    )
+    _print_signed(res.files, Path(res.model).parent)
+    for note in res.notes:
+        out.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    _save_json(res, json_out, [model, key, *(f.path for f in res.files)], [sig])
+
+
+@app.command("verify")
+def verify_cmd(
+    model: Path = typer.Argument(..., help="ONNX model signed with qvision sign."),
+    key: Path = typer.Option(..., "--key", help="EC public key, PEM, of the signing key."),
+    signature: Path | None = typer.Option(
+        None, "--signature", help="Signature to check (default: <model stem>.sig beside it)."
+    ),
+    plan: Path | None = typer.Option(
+        None, "--plan", help="Also check this plan file against the signed manifest."
+    ),
+    json_out: Path | None = JsonOpt,
+):
+    """Check a signed model, its manifest and plan; exit 1 if any signed byte differs."""
+    from qvision.provenance import manifest_path
+    from qvision.signing import verify_model
+
+    _check_json_path(json_out, [model, key, signature, plan, manifest_path(model)])
+    res = verify_model(model, key, signature, plan)
+    if res.ok:
+        out.print(
+            f"verified {res.model} with {res.signature}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        _print_signed(res.files, Path(res.model).parent)
+    for reason in res.reasons:
+        err.print(f"verify failed: {reason}", markup=False, highlight=False, soft_wrap=True)
+    for note in res.notes:
+        out.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    signed = [f.path for f in res.files]
+    _save_json(res, json_out, [model, key, res.signature, plan, manifest_path(model), *signed])
+    if not res.ok:
+        raise typer.Exit(1)
+
+
+def _print_signed(files, folder: Path) -> None:
+    names = [
+        Path(f.path).relative_to(folder).as_posix() if folder in Path(f.path).parents else f.path
+        for f in files
+    ]
+    width = max(map(len, names), default=0)
+    for f, name in zip(files, names, strict=True):
+        how = (
+            "  (outside the folder: pinned by the signed manifest)"
+            if f.covered_by == "manifest"
+            else ""
+        )
+        out.print(
+            f"  {f.role:<13} {name:<{width}}  sha256 {f.sha256[:16]}…{how}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 @app.command("demo")
 def demo_cmd(
     out_dir: Path = typer.Option(

@@ -363,3 +363,34 @@ class AnalyzeResult(BaseModel):
     # unreadable files: of the calibration set, then of --images
     skipped: list[SkippedFile] = []
     env: Environment | None = None
+
+
+class SignedFile(BaseModel):
+    """One file a signature vouches for, directly or through the signed manifest."""
+
+    path: str
+    role: str  # model | external-data | manifest | plan | plan-in | other
+    sha256: str
+    # "signature": hashed into the model_signing signature (the model's folder);
+    # "manifest": outside that folder, pinned by the sha256 the signed manifest records
+    covered_by: Literal["signature", "manifest"] = "signature"
+
+
+class SignResult(BaseModel):
+    kind: Literal["sign"] = "sign"
+    model: str
+    signature: str
+    key: str
+    files: list[SignedFile]
+    notes: list[str] = []  # what was not covered, and why
+
+
+class VerifyResult(BaseModel):
+    kind: Literal["verify"] = "verify"
+    model: str
+    signature: str
+    key: str
+    ok: bool
+    files: list[SignedFile] = []  # checked and found as signed
+    reasons: list[str] = []  # why verification failed, one per problem
+    notes: list[str] = []  # what was not checked, and why

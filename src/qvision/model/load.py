@@ -65,7 +65,10 @@ def external_data_files(path: str | Path) -> list[Path]:
     """The external-data files beside a model file that its tensors (attributes and
     subgraphs included) reference, each once; missing or out-of-folder ones are left out."""
     path = Path(path)
-    model = onnx.load(str(path), load_external_data=False)
+    return _external_files(onnx.load(str(path), load_external_data=False), path)
+
+
+def _external_files(model: onnx.ModelProto, path: Path) -> list[Path]:
     base = path.parent.resolve()
     files: dict[Path, Path] = {}  # resolved -> as the model names it
     for tensor in _all_tensors(model.graph):
@@ -86,6 +89,24 @@ def model_size(path: str | Path) -> int:
 def read_model(path: str | Path) -> onnx.ModelProto:
     """Parse an ONNX file (and its external data) without changing anything."""
     path = Path(path)
+    model = _parse_checked(path)
+    try:
+        onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+    except (OSError, ValueError) as exc:
+        raise QVisionError(f"cannot read external data: {_first_line(exc)}", path) from None
+    return model
+
+
+def model_files(path: str | Path) -> list[Path]:
+    """The files an ONNX model is made of: the model and each external-data file it needs.
+    Refuses a file that is not an ONNX model and external data that is missing or lies
+    outside the model's folder; the weights themselves are not read."""
+    path = Path(path)
+    return [path, *_external_files(_parse_checked(path), path)]
+
+
+def _parse_checked(path: Path) -> onnx.ModelProto:
+    """The model's protobuf (external data not loaded), checked as read_model checks it."""
     if not path.exists():
         raise QVisionError("file not found", path)
     if path.is_dir():
@@ -102,10 +123,6 @@ def read_model(path: str | Path) -> onnx.ModelProto:
             "not a valid ONNX model (no graph or IR version; truncated or wrong file?)", path
         )
     _check_external_data(model, path)
-    try:
-        onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
-    except (OSError, ValueError) as exc:
-        raise QVisionError(f"cannot read external data: {_first_line(exc)}", path) from None
     return model
 
 
