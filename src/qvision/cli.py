@@ -296,9 +296,8 @@ def quantize_cmd(
     """Post-training quantization to a QDQ ONNX model that the target runtime fuses."""
     from qvision.eval.evaluate import model_task
     from qvision.evidence import prove
-    from qvision.quant.config import QuantConfig, TuneOptions
-
     from qvision.provenance import manifest_path
+    from qvision.quant.config import QuantConfig, TuneOptions
 
     inputs = [model, calib, plan, eval_dir]
     _check_json_path(json_out, inputs, others=[output, plan_out, manifest_path(output)])
