@@ -29,3 +29,25 @@ def test_short_phases_and_unknown_totals():
     now[0] = 40.0
     cb(3, None)
     assert lines == ["adaround: 3 (35 s)"]
+
+
+def test_long_algorithms_report_their_steps_through_quantize(tmp_path, tiny_model, flat_dir):
+    """AdaRound names itself in the progress it reports; a two-argument callback (the API's
+    documented form) still works."""
+    from qvision import api
+    from qvision.quant.algorithms.context import with_step_names
+
+    steps: list[tuple] = []
+    api.quantize(
+        tiny_model,
+        tmp_path / "q.onnx",
+        flat_dir,
+        algos="adaround",
+        algo_options={"adaround": {"iters": 20}},
+        progress=lambda done, total, what=None: steps.append((done, total, what)),
+    )
+    named = [s for s in steps if s[2] == "adaround"]
+    assert named and named[-1][1] == 2 and [s[0] for s in named] == [0, 1]
+    two: list[tuple] = []
+    with_step_names(lambda d, t: two.append((d, t)))(1, 2, "brecq")
+    assert two == [(1, 2)]

@@ -98,13 +98,14 @@ def progress_lines(label: str, write, every: float = LOG_EVERY, clock=None):
     start = clock()
     last = [start]
 
-    def update(done: int, total: int | None) -> None:
+    def update(done: int, total: int | None, what: str | None = None) -> None:
         now = clock()
         final = total is not None and done >= total and now - start >= every
         if now - last[0] >= every or final:
             last[0] = now
             of = f"/{total}" if total else ""
-            write(f"{label}: {done}{of} ({now - start:.0f} s)")
+            step = f" {what}" if what else ""
+            write(f"{label}{step}: {done}{of} ({now - start:.0f} s)")
 
     return update
 
@@ -115,7 +116,7 @@ def _progress(label: str):
         yield progress_lines(label, lambda line: err.print(line, markup=False, highlight=False))
         return
     bar = Progress(
-        TextColumn(f"[bold]{label}"),
+        TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
@@ -123,8 +124,13 @@ def _progress(label: str):
         transient=True,
     )
     task = bar.add_task(label, total=None)
+
+    def update(done: int, total: int | None, what: str | None = None) -> None:
+        name = f"{label} {what}" if what else label
+        bar.update(task, completed=done, total=total, description=name)
+
     with bar:
-        yield lambda done, total: bar.update(task, completed=done, total=total)
+        yield update
 
 
 def _pct(x: float | None) -> str:
@@ -378,8 +384,12 @@ def _print_quantized(res) -> None:
         m = res.method_choice
         others = ", ".join(k for k in m.mean_sqnr_db if k != m.chosen)
         out.print(f"calibration method: {m.chosen}, chosen over {others} ({m.reason})")
+    done = [a.message for a in res.algorithms]  # what each algorithm did: news, no warning
+    for line in done:
+        out.print(line, markup=False, highlight=False)
     for w in res.warnings:
-        err.print(f"warning: {w}")
+        if w not in done:
+            err.print(f"warning: {w}")
     _print_skipped(res.skipped, "unreadable calibration file(s)")
     out.print(
         f"wrote {res.output} ({res.size_bytes['output'] / 1e6:.2f} MB, was {res.size_bytes['input'] / 1e6:.2f} MB) "

@@ -76,7 +76,7 @@ def prove(
     if plan_out is not None:
         check_output_path(plan_out, inputs, others=[output, manifest_path(output)])
     task = model_task(model, task)
-    with phases("calibrating") as cb:
+    with phases("quantizing") as cb:
         res = api.quantize(
             model,
             output,

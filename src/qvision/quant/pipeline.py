@@ -22,6 +22,7 @@ from qvision.model.load import model_size
 from qvision.model.rewrite import prepare_for_quantization
 from qvision.quant import algorithms, shiftsafe
 from qvision.quant.algorithms import ALGORITHMS, Context, check_options, parse_algos, stage
+from qvision.quant.algorithms.context import with_step_names
 from qvision.quant.calibrate import HistogramObserver
 from qvision.quant.calibrate.observers import METHODS, make_observer
 from qvision.quant.calibrate.shifts import with_shifts
@@ -282,6 +283,7 @@ def make_plan(
         threads,
         bn_stats=prep.bn_stats,
         options=dict(config.algo_options),
+        progress=with_step_names(progress),
     )
     done = run_algorithms(ctx, stage(names, "pre"))
     decisions = decide_nodes(prepared, prof, set(config.keep_float))

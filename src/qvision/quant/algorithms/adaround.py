@@ -269,6 +269,7 @@ def apply(ctx: Context, options: Options) -> Change:
         if used >= BUDGET_BYTES or i == len(layers) - 1:
             _capture(ctx, group, per_image, rng, blends, seed)
             for g in group:
+                ctx.step("adaround", i + 1 - len(group) + group.index(g), len(layers))
                 bits, nearest, learned, open_ = _optimize(ctx, g, iters, rng, device, options.lr)
                 undecided += open_
                 if learned <= nearest:

@@ -365,7 +365,8 @@ def apply(ctx: Context, options: Options) -> Change:
     run = runner(graph)
 
     kept, ratios, undecided, weights, flips = 0, [], 0.0, 0, 0
-    for block in blocks:
+    for done, block in enumerate(blocks):
+        ctx.step("brecq", done, len(blocks))
         with torch.no_grad():
             # asym (BRECQ's choice): the float model's own block output, so each block also
             # undoes the error it receives; otherwise the float block on the quantized input

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import inspect
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,6 +14,21 @@ from qvision.errors import QVisionError
 from qvision.quant.plan import QuantPlan
 from qvision.quant.stats import Statistics
 from qvision.targets import Target
+
+
+def with_step_names(progress) -> Callable[[int, int, str], None] | None:
+    """A (done, total) progress callback as one that also takes what is running: API users'
+    two-argument callbacks keep working, the CLI's show the step's name."""
+    if progress is None:
+        return None
+    try:
+        params = inspect.signature(progress).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return lambda done, total, _what: progress(done, total)
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params):
+        return progress
+    return lambda done, total, _what: progress(done, total)
 
 
 @dataclass
@@ -32,9 +48,16 @@ class Context:
     log: list[str] = field(default_factory=list)  # one line per change, for the result JSON
     # the float model's statistics on the calibration images, gathered with the ranges
     stats: Statistics = field(default_factory=Statistics)
+    # progress(done, total, what) of long algorithms (layers or blocks done); None: quiet
+    progress: Callable[[int, int, str], None] | None = None
     _images: list[np.ndarray] | None = field(default=None, repr=False)
 
     IMAGE_CACHE_BYTES = 1 << 30  # decoded calibration images kept between algorithms
+
+    def step(self, what: str, done: int, total: int) -> None:
+        """Report progress of a long algorithm (an hour of AdaRound must not be silent)."""
+        if self.progress is not None:
+            self.progress(done, total, what)
 
     def images(self) -> Iterator[np.ndarray]:
         """The calibration images, preprocessed, one batch-of-1 array each, in file order:
