@@ -131,3 +131,44 @@ def test_an_interrupted_quantize_keeps_the_previous_model_plan_and_manifest(
         api.quantize(tiny_model, out, flat_dir, plan_out=plan, method="percentile")
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     assert after == before
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A folder this process cannot write: chmod for a normal user; root writes through
+    modes, so for root a read-only tmpfs mount (skipped where mounting is not allowed)."""
+    import os
+    import subprocess
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() != 0:
+        ro.chmod(0o555)
+        yield ro
+        ro.chmod(0o755)
+        return
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)],
+        capture_output=True,
+        check=False,
+    )
+    if r.returncode != 0:
+        pytest.skip(f"running as root and cannot mount a read-only folder: {r.stderr!r}")
+    try:
+        yield ro
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
+
+
+@pytest.mark.parametrize("flag", ["-o", "--plan-out", "--json"])
+def test_a_read_only_output_location_fails_before_any_work(
+    tmp_path, tiny_model, flat_dir, readonly_dir, flag
+):
+    """It failed with 'internal error: PermissionError' after calibrating, leaving the
+    outputs that were written before it."""
+    outs = {"-o": tmp_path / "q.onnx", "--plan-out": tmp_path / "p.json", "--json": None}
+    outs[flag] = readonly_dir / "out"
+    args = [a for k, v in outs.items() if v is not None for a in (k, v)]
+    proc = run_cli("quantize", tiny_model, "--calib", flat_dir, *args)
+    _one_line(proc, "not writable")
+    assert not list(tmp_path.glob("q*")) and not list(tmp_path.glob("p*"))
