@@ -9,7 +9,7 @@ from pathlib import Path
 
 from qvision.errors import MissingExtraError, QVisionError
 from qvision.eval.tasks.adapters import points_lost
-from qvision.fileio import write_text_atomic
+from qvision.fileio import output_set
 from qvision.report import charts
 from qvision.report.template import PAGE
 
@@ -518,7 +518,7 @@ def model_card(r: ReportInputs) -> str:
 
 
 def write_report(r: ReportInputs, out_dir: str | Path) -> Path:
-    """report.html and MODEL_CARD.md (and manifest.json when known), each written atomically,
+    """report.html and MODEL_CARD.md (and manifest.json when known), replaced together,
     so an interrupted run leaves the previous report whole."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -526,8 +526,9 @@ def write_report(r: ReportInputs, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     page = render(r)
     card = model_card(r)
-    if r.manifest:
-        write_text_atomic(out / "manifest.json", json.dumps(r.manifest, indent=1))
-    write_text_atomic(out / "MODEL_CARD.md", card)
-    write_text_atomic(out / "report.html", page)
+    with output_set() as stage:  # the three replaced together
+        if r.manifest:
+            stage(out / "manifest.json").write_text(json.dumps(r.manifest, indent=1))
+        stage(out / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+        stage(out / "report.html").write_text(page, encoding="utf-8")
     return out / "report.html"
