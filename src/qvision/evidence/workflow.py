@@ -31,6 +31,7 @@ class Outcome:
     int8: EvalResult | None = None
     bench: BenchResult | None = None
     report: Path | None = None
+    evidence: object | None = None  # the report's ReportInputs, to write the page again
 
     def record(self) -> QuantizeResult | QuantizeEvalResult:
         """What ``--json`` writes: the quantize result, with both evaluations when there are."""
@@ -137,5 +138,6 @@ def prove(
                 progress=cb,
                 bench=outcome.bench,
             )
+        outcome.evidence = evidence
         outcome.report = write_report(evidence, report)
     return outcome

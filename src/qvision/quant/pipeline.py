@@ -19,6 +19,7 @@ from qvision.eval.evaluate import metadata
 from qvision.fileio import atomic_path, check_output_path, sha256_file
 from qvision.model import image_input, load_model
 from qvision.model.load import model_size
+from qvision.model.names import layer_labels
 from qvision.model.rewrite import prepare_for_quantization
 from qvision.quant import algorithms, shiftsafe
 from qvision.quant.algorithms import ALGORITHMS, Context, check_options, parse_algos, stage
@@ -502,6 +503,10 @@ def finish(
     with atomic_path(output) as tmp:
         tmp.write_bytes(data)
     if plan_out is not None:
+        # readable names for whoever edits the plan (informational; replay ignores them)
+        labels = layer_labels(planned.prepared)
+        for name, d in plan.nodes.items():
+            d.label = labels.get(name)
         plan.save(plan_out)
     manifest = _manifest(planned, model, output, plan_in, plan_out, config, environment)
     t_end = time.perf_counter()

@@ -16,10 +16,17 @@ WORST_LAYERS = 4
 
 
 def activation_ranges(
-    qdq_model: str | Path, nodes: list[str], calib, preprocess, threads=None, images: int = 8
+    qdq_model: str | Path,
+    nodes: list[str],
+    calib,
+    preprocess,
+    threads=None,
+    images: int = 8,
+    labels: dict[str, str] | None = None,
 ) -> list[dict]:
     """For each named layer of the QDQ model: a histogram of the float values its input
-    quantizer sees on a few calibration images, and the range the grid covers."""
+    quantizer sees on a few calibration images, and the range the grid covers; titled by
+    ``labels`` (node name -> readable name) where given."""
     from qvision.data import image_folder, iter_batches
     from qvision.quant.sim import Probe
 
@@ -62,7 +69,13 @@ def activation_ranges(
         edges = np.linspace(min(float(v.min()), lo), max(float(v.max()), hi), 61)
         counts, _ = np.histogram(v, edges)
         result.append(
-            {"name": f"{name} input", "counts": counts, "edges": edges, "lo": lo, "hi": hi}
+            {
+                "name": f"{(labels or {}).get(name) or name} input",
+                "counts": counts,
+                "edges": edges,
+                "lo": lo,
+                "hi": hi,
+            }
         )
     return result
 
@@ -108,7 +121,10 @@ def gather(
     )
     proto, inp = api.open_model(model)
     pre = api.resolve_preprocess(proto, preprocess, inp, model)
-    acts = activation_ranges(out, analysis.ranking[:WORST_LAYERS], calib, pre, threads)
+    labels = {lay.node: lay.label for lay in analysis.layers if lay.label}
+    acts = activation_ranges(
+        out, analysis.ranking[:WORST_LAYERS], calib, pre, threads, labels=labels
+    )
     robust = None
     if fp32_eval is not None and fp32_eval.metrics:
         attack = adversarial_images if task == "classification" and _has_torch() else 0
