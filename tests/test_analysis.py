@@ -29,3 +29,7 @@ def test_analysis_finds_the_damaged_layer(tmp_path, flat_dir):
     # the damaged layer loses far more SQNR than any other, and keeping it float helps
     assert by["pw"].sqnr_db < by["clip"].sqnr_db - 5 and by["dw"].sqnr_db > by["clip"].sqnr_db - 1
     assert "pw" in res.ranking[:2] and by["pw"].gain_db > 0.5
+    # readable labels beside the node names: position and shape where a name says no more
+    # than its op ('add', 'conv1'), the name and shape where it does ('pw')
+    assert by["pw"].label == "pw Conv 1×1 8→8" and by["dw"].label == "dw Conv 3×3 depthwise 8"
+    assert by["conv1"].label == "Conv #1 3×3 3→8" and by["add"].label == "Add #1"

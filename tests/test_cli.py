@@ -148,8 +148,10 @@ def test_normalize_and_manifest(tmp_path, tiny_model, labelled_dir):
 def test_demo_runs_offline_and_writes_results(tmp_path):
     from qvision.demo import run_demo
 
-    res, report = run_demo(tmp_path / "demo", seconds=0.2)
-    assert report.name == "report.html" and "Sensitivity" in report.read_text()
+    # the OCR part on a few lines: the demo's 80 take about 40 s more
+    res, report = run_demo(tmp_path / "demo", seconds=0.2, ocr_lines=12, ocr_calib_lines=8)
+    page = report.read_text()
+    assert report.name == "report.html" and "Sensitivity" in page
     data = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert data["kind"] == "demo" and data["eval"]["n"] >= 8
     by_name = {p["path"].rsplit("/", 1)[-1]: p["labels"][0] for p in data["eval"]["predictions"]}
@@ -163,6 +165,25 @@ def test_demo_runs_offline_and_writes_results(tmp_path):
     assert res.quantize.quantized_nodes > 50 and res.quantize.target.startswith("ort-cpu")
     # INT8 keeps most top-1 answers of FP32 on the photos it was calibrated on
     assert res.int8_eval.fidelity.top1_agreement >= 0.7 and res.int8_eval.fidelity.sqnr_db > 8
+    # the photos are the calibration set too, and the quantize result says so
+    assert any("also in the evaluation set" in w for w in res.quantize.warnings)
+
+    # part 2, the labelled figure: PP-OCRv4 recognizer, FP32 vs INT8 CER on rendered lines
+    ocr = res.ocr
+    assert ocr is not None and data["ocr"]["n"] == ocr.n == 12 == ocr.fp32.n == ocr.int8.n
+    assert (ocr.lines, ocr.calib_lines) == (12, 8) and ocr.seed != ocr.calib_seed
+    assert ocr.model.name == "ppocr-rec" and ocr.fp32.task == ocr.int8.task == "ocr-rec"
+    assert ocr.quantize.calib_images == 8 and ocr.int8.reference == ocr.model.path
+    # calibration and evaluation lines are different images
+    assert not any("also in the evaluation set" in w for w in ocr.quantize.warnings)
+    assert (ocr.cer_fp32, ocr.cer_int8) == (ocr.fp32.metrics["cer"], ocr.int8.metrics["cer"])
+    assert ocr.cer_fp32 < 0.15 and ocr.cer_int8 < 0.2  # real weights reading real text
+    # the change is paired over the same lines: the difference of the two CERs, in points,
+    # inside its own 95 % interval
+    lo, hi = ocr.cer_change_ci95
+    assert abs(ocr.cer_change_points - 100 * (ocr.cer_int8 - ocr.cer_fp32)) < 1e-9
+    assert lo < ocr.cer_change_points < hi
+    assert "Also measured in this run" in page and "ppocr-rec" in page
 
 
 def test_report_without_eval_fails_before_any_work(tmp_path, tiny_model, flat_dir):

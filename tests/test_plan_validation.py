@@ -74,6 +74,15 @@ def test_an_untouched_plan_replays_and_the_cli_exits_2_on_a_bad_one(tmp_path, ti
     assert "zero point 300" in (r.stderr + r.stdout) and not (tmp_path / "bad.onnx").exists()
 
 
+def test_plan_nodes_carry_labels_that_replay_ignores(tmp_path, tiny_model, saved):
+    """The tiny model's nodes are unnamed: the plan names them Conv_0 ... and labels them by
+    position and shape for a person reading it; an edited label changes nothing."""
+    labels = {name: d.get("label") for name, d in saved["nodes"].items()}
+    assert labels["Conv_0"] == "Conv #1 3×3 3→8" and labels["Gemm_4"] == "Gemm #1 8→10"
+    edited = _edited(tmp_path, saved, lambda p: p["nodes"]["Conv_0"].update(label="mine"))
+    assert api.quantize(tiny_model, tmp_path / "r.onnx", plan=edited).quantized_nodes > 0
+
+
 def test_ordinary_option_mistakes_are_one_line_errors(tmp_path, tiny_model, flat_dir):
     args = ("quantize", tiny_model, "-o", tmp_path / "q.onnx", "--calib", flat_dir)
     for extra, needle in (

@@ -325,18 +325,46 @@ class QuantizeEvalResult(BaseModel):
     int8: EvalResult
 
 
+class OcrDemoResult(BaseModel):
+    """The demo's labelled measurement: the PP-OCRv4 recognizer, FP32 and INT8, on rendered
+    text lines with exact labels, calibrated on other rendered lines."""
+
+    model: ZooExportResult
+    quantize: QuantizeResult
+    fp32: EvalResult  # CER and exact match against the labels
+    int8: EvalResult  # the same, with fidelity to FP32 (line agreement, paired CER change)
+    lines: int  # evaluation lines rendered (seed ``seed``)
+    seed: int
+    calib_lines: int  # calibration lines rendered (seed ``calib_seed``: disjoint draws)
+    calib_seed: int
+    n: int  # lines scored
+    cer_fp32: float
+    cer_int8: float
+    # INT8's CER minus FP32's in points (positive: INT8 reads worse), paired over the same
+    # lines, and its 95 % interval (from int8.fidelity); None if fewer than 2 lines scored
+    cer_change_points: float | None = None
+    cer_change_ci95: tuple[float, float] | None = None
+    seconds: float = 0.0  # the whole part: export, rendering, quantize, both evaluations
+
+
 class DemoResult(BaseModel):
     kind: Literal["demo"] = "demo"
     model: ZooExportResult
     quantize: QuantizeResult
-    eval: EvalResult  # FP32 predictions on the bundled photos
+    # FP32 predictions on the bundled photos; the photos are also the calibration set and
+    # carry no labels: agreement on them checks the workflow, it measures no accuracy
+    eval: EvalResult
     int8_eval: EvalResult  # INT8 predictions and fidelity to FP32
     bench: BenchResult
+    ocr: OcrDemoResult | None = None  # the labelled measurement (None: not run)
 
 
 class LayerReport(BaseModel):
-    node: str
+    node: str  # the ONNX node name, as plans, --keep-float and --layer-bits take it
     op_type: str
+    # readable name: position and shape where the node name is generated ('Conv #12 3×3
+    # 32→64'), else the name shortened (qvision.model.names); None in older results
+    label: str | None = None
     kind: str
     tensor: str  # the layer's output tensor compared with the float model
     weight_bits: int | None = None

@@ -32,6 +32,7 @@ class Outcome:
     int8: EvalResult | None = None
     bench: BenchResult | None = None
     report: Path | None = None
+    evidence: object | None = None  # the report's ReportInputs, to write the page again
 
     def record(self) -> QuantizeResult | QuantizeEvalResult:
         """What ``--json`` writes: the quantize result, with both evaluations when there are."""
@@ -142,5 +143,6 @@ def prove(
             parts=report_parts,
             phases=phases,
         )
+        outcome.evidence = evidence
         outcome.report = write_report(evidence, report)
     return outcome

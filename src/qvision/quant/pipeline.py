@@ -19,6 +19,7 @@ from qvision.eval.evaluate import metadata
 from qvision.fileio import check_output_path, output_set, sha256_file
 from qvision.model import image_input, load_model
 from qvision.model.load import model_size
+from qvision.model.names import layer_labels
 from qvision.model.rewrite import prepare_for_quantization
 from qvision.quant import algorithms, shiftsafe
 from qvision.quant.algorithms import ALGORITHMS, Context, check_options, parse_algos, stage
@@ -526,6 +527,11 @@ def finish(
             planned, model, {plan.method: (planned, data)}, config, threads
         )
         check = checks[plan.method] if checks else None
+    if plan_out is not None:
+        # readable names for whoever edits the plan (informational; replay ignores them)
+        labels = layer_labels(planned.prepared)
+        for name, d in plan.nodes.items():
+            d.label = labels.get(name)
     with output_set() as stage:  # model, plan and manifest replaced together
         staged = {"model": stage(output)}
         staged["model"].write_bytes(data)

@@ -70,6 +70,9 @@ class NodePlan(BaseModel):
         None  # handler kind: conv, gemm, matmul, binary, concat, pool, same-scale, unary
     )
     reason: str | None = None
+    # readable name for a person editing the plan ('Conv #12 3×3 32→64' where the node name
+    # was generated; qvision.model.names); informational: never read back
+    label: str | None = None
 
 
 class QuantPlan(BaseModel):

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from qvision.model.graph import GraphView, clip_bounds, node_attr
+from qvision.model.names import is_generated, layer_labels
 from qvision.model.ops import KINDS, WEIGHTED_KINDS, is_depthwise, layer
 from qvision.qmath import QFormat, qparams
 from qvision.quant.constraints import clip_caps, fit_under, scale_groups, weight_spec
@@ -264,8 +265,14 @@ def build_plan(
             fmt = QFormat(weight_dtype, fmt.bits, fmt.symmetric, fmt.narrow)
         plan.weights[wname] = weight_spec(w, fmt, axis)
     if edges:
+        # generated names ('node_Conv_881') with what they are ('Conv #1 3×3 3→32')
+        labels, ops = layer_labels(model), {n.name: n.op_type for n in weighted}
+        named = ", ".join(
+            f"{n} = {labels[n]}" if is_generated(n, ops.get(n, "")) and n in labels else n
+            for n in sorted(edges)
+        )
         plan.warnings.append(
-            f"first and last weighted layers ({', '.join(sorted(edges))}) keep the target's "
+            f"first and last weighted layers ({named}) keep the target's "
             f"weight bits, as published W{weight_bits} results do; "
             f"--layer-bits NAME={weight_bits} caps them too"
         )

@@ -18,10 +18,17 @@ WORST_LAYERS = 4
 
 
 def activation_ranges(
-    qdq_model: str | Path, nodes: list[str], calib, preprocess, threads=None, images: int = 8
+    qdq_model: str | Path,
+    nodes: list[str],
+    calib,
+    preprocess,
+    threads=None,
+    images: int = 8,
+    labels: dict[str, str] | None = None,
 ) -> list[dict]:
     """For each named layer of the QDQ model: a histogram of the float values its input
-    quantizer sees on a few calibration images, and the range the grid covers."""
+    quantizer sees on a few calibration images, and the range the grid covers; titled by
+    ``labels`` (node name -> readable name) where given."""
     from qvision.data import image_folder, iter_batches
     from qvision.quant.sim import Probe
 
@@ -64,7 +71,13 @@ def activation_ranges(
         edges = np.linspace(min(float(v.min()), lo), max(float(v.max()), hi), 61)
         counts, _ = np.histogram(v, edges)
         result.append(
-            {"name": f"{name} input", "counts": counts, "edges": edges, "lo": lo, "hi": hi}
+            {
+                "name": f"{(labels or {}).get(name) or name} input",
+                "counts": counts,
+                "edges": edges,
+                "lo": lo,
+                "hi": hi,
+            }
         )
     return result
 
@@ -160,7 +173,8 @@ def gather(
                 (r for r in analysis.layers if r.sqnr_db is not None), key=lambda r: r.sqnr_db
             )
         ]
-        acts = activation_ranges(out, worst[:WORST_LAYERS], calib, pre, threads)
+        labels = {lay.node: lay.label for lay in analysis.layers if lay.label}
+        acts = activation_ranges(out, worst[:WORST_LAYERS], calib, pre, threads, labels=labels)
     robust = None
     heavy = [p for p in ("robustness", "adversarial") if p in parts]
     if heavy and fp32_eval is not None and fp32_eval.metrics:

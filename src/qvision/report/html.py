@@ -10,6 +10,7 @@ from pathlib import Path
 from qvision.errors import MissingExtraError, QVisionError
 from qvision.eval.tasks.adapters import points_lost
 from qvision.fileio import output_set
+from qvision.model.names import display_name
 from qvision.report import charts
 from qvision.report.template import PAGE
 
@@ -30,6 +31,8 @@ class ReportInputs:
     manifest: dict | None = None
     max_drop: float | None = None
     parts: tuple[str, ...] | None = None  # what was asked for (None: rendered from saved JSON)
+    # measurements of the same run beyond this model's (the demo's labelled OCR figure)
+    notes: list[str] = field(default_factory=list)
 
 
 def _missing(r: ReportInputs) -> dict[str, str]:
@@ -268,15 +271,19 @@ def _sensitivity(r: ReportInputs, top: int = 15):
     ranked = [gains[n] for n in a.ranking if n in gains and gains[n].gain_db is not None][:top]
     rows = [
         [
+            display_name(x.node, x.label),
             x.node,
-            x.op_type,
             str(x.weight_bits or ""),
             f"{x.sqnr_db:.1f}" if x.sqnr_db else "—",
             f"{x.gain_db:+.2f}",
         ]
         for x in ranked
     ]
-    chart = charts.sensitivity([(x.node, x.gain_db) for x in ranked]) if ranked else None
+    chart = (
+        charts.sensitivity([(display_name(x.node, x.label), x.gain_db) for x in ranked])
+        if ranked
+        else None
+    )
     return chart, rows
 
 
@@ -449,6 +456,7 @@ def render(r: ReportInputs) -> str:
         shift_check=shift_rows,
         shift_note=shift_note,
         missing=_missing(r),
+        notes=r.notes,
     )
 
 

@@ -23,6 +23,8 @@ td:first-child, th:first-child { text-align: left; }
 <table><tr><th>metric [95 % interval]</th><th>FP32</th><th>INT8</th><th>change (points, 95 % paired)</th></tr>
 {% for r in accuracy %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
 {% else %}<p class="note">Not measured.</p>{% endif %}
+{% if notes %}<h3>Also measured in this run</h3>
+<ul>{% for n in notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}
 
 <h2>Latency</h2>
 {% if latency %}<p class="note">{{ bench_info }}</p>
@@ -37,9 +39,12 @@ td:first-child, th:first-child { text-align: left; }
 
 <h2>Sensitivity</h2>
 {% if sensitivity %}<p class="note">Model output SQNR gained when only this layer stays float
-(most sensitive first); SQNR: the error accumulated at the layer's output.</p>
+(most sensitive first); SQNR: the error accumulated at the layer's output. Layers whose
+ONNX names the exporter generated are named by op, position in the graph and shape
+(Conv #12 3×3 32→64: the 12th Conv, 3×3 kernel, 32 channels in, 64 out); plans,
+--keep-float and --layer-bits take the ONNX node name.</p>
 {{ sensitivity_chart | safe }}
-<table><tr><th>layer</th><th>op</th><th>weight bits</th><th>SQNR dB</th><th>gain dB</th></tr>
+<table><tr><th>layer</th><th>ONNX node</th><th>weight bits</th><th>SQNR dB</th><th>gain dB</th></tr>
 {% for r in sensitivity %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
 {% else %}<p class="note">{{ missing.sensitivity }}</p>{% endif %}
 

@@ -16,6 +16,7 @@ import numpy as np
 from qvision.data import Preprocess, image_folder, iter_batches
 from qvision.data.datasets import LoadReport, first_readable
 from qvision.errors import QVisionError
+from qvision.model.names import layer_labels
 from qvision.qmath import OutputError, sqnr_db
 from qvision.quant.config import QuantConfig
 from qvision.quant.pipeline import Planned, plan_shift_safe
@@ -131,6 +132,7 @@ def analyze(
             Reference(batches, outputs),
         )
     reports = []
+    labels = layer_labels(prepared)  # counted in the model the node names belong to
     for node, t in zip(layers, tensors, strict=True):
         e = errs[t]
         w = plan.weights.get(node.input[1]) if len(node.input) > 1 else None
@@ -139,6 +141,7 @@ def analyze(
             LayerReport(
                 node=node.name,
                 op_type=node.op_type,
+                label=labels.get(node.name),
                 kind=plan.nodes[node.name].kind or plan.nodes[node.name].action,
                 tensor=t,
                 weight_bits=w.bits if w else None,
