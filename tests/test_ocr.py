@@ -78,6 +78,13 @@ def test_ppocr_recognizer_reads_rendered_lines_fp32_and_int8(tmp_path):
     assert int8.metrics["cer"] < fp32.metrics["cer"] + 0.05, (fp32.metrics, int8.metrics)
     assert int8.agreement is not None and int8.agreement >= 0.5
     assert "cer_vs_reference" in int8.metrics and int8.fidelity is not None
+    # through quantize --eval: the lines are labelled by labels.txt, so FP32 is scored
+    # against them alone (it was also run against itself as a "reference")
+    from qvision.evidence import prove
+
+    done = prove(rec, tmp_path / "rec-int8-b.onnx", calib, eval_dir=lines, task="ocr-rec")
+    assert done.fp32.fidelity is None and done.fp32.metrics == fp32.metrics
+    assert done.int8.fidelity is not None
 
 
 def test_paired_cer_change_and_interval():

@@ -12,6 +12,7 @@ from pathlib import Path
 from qvision import api
 from qvision.errors import QVisionError
 from qvision.eval.evaluate import model_task
+from qvision.eval.tasks.adapters import ADAPTERS
 from qvision.fileio import check_output_path
 from qvision.provenance import manifest_path
 from qvision.quant.config import QuantConfig, TuneOptions
@@ -77,6 +78,8 @@ def prove(
     if plan_out is not None:
         check_output_path(plan_out, inputs, others=[output, manifest_path(output)])
     task = model_task(model, task)
+    if task not in ADAPTERS:
+        raise QVisionError(f"unknown task '{task}'; available: {', '.join(ADAPTERS)}")
     with phases("quantizing") as cb:
         res = api.quantize(
             model,
@@ -97,10 +100,10 @@ def prove(
     outcome = Outcome(res)
     if eval_dir is None:
         return outcome
-    from qvision.data import open_dataset
-
+    # labelled by the task's own truth (class folders, labels.txt, COCO JSON, masks);
     # unlabelled images: fidelity to the float model only (the float row is then trivial)
-    labelled = open_dataset(eval_dir).labelled
+    adapter = ADAPTERS[task]
+    labelled = adapter.has_truth(adapter.open(eval_dir))
     with phases("evaluating") as cb:
         outcome.fp32 = api.evaluate(
             model,
