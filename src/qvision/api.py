@@ -273,11 +273,13 @@ def analyze(
     sensitivity: bool = True,
     progress: Progress | None = None,
     quantized: QuantizeResult | None = None,
+    top: int | None = None,
     **settings,
 ):
     """Per-layer error of the plan for ``model`` and a ranking of the most sensitive layers.
     ``config`` (or its fields as keywords) says how the plan is made, as for ``quantize``;
-    ``quantized`` (this process's quantize result) analyses the plan it wrote instead."""
+    ``quantized`` (this process's quantize result) analyses the plan it wrote instead;
+    ``top`` limits the sensitivity runs to the layers adding the most error."""
     from qvision.quant.analysis import analyze as run_analysis
 
     config = (config or QuantConfig()).updated(**settings)
@@ -296,6 +298,7 @@ def analyze(
         environment(),
         proto,
         planned=quantized._planned if quantized is not None else None,
+        top=top,
     )
 
 

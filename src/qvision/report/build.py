@@ -95,6 +95,7 @@ PARTS = ("latency", "sensitivity", "ranges", "robustness", "adversarial")
 # are asked for by name
 DEFAULT_PARTS = ("latency", "sensitivity", "ranges")
 SENSITIVITY_IMAGES = 8
+SENSITIVITY_LAYERS = 16  # the layers adding the most error; each costs a model build
 
 
 def parse_parts(text: str | None) -> tuple[str, ...]:
@@ -163,6 +164,7 @@ def gather(
                 sensitivity="sensitivity" in parts,
                 progress=cb,
                 quantized=q,
+                top=SENSITIVITY_LAYERS,
             )
     if "ranges" in parts:
         proto, inp = api.open_model(model)

@@ -287,6 +287,20 @@ def _sensitivity(r: ReportInputs, top: int = 15):
     return chart, rows
 
 
+def _sensitivity_info(r: ReportInputs) -> str:
+    a = r.analysis
+    if a is None:
+        return ""
+    measured = sum(1 for x in a.layers if x.gain_db is not None)
+    weighted = sum(1 for x in a.layers if x.weight_bits)
+    which = (
+        f"the {measured} of {weighted} weight layers adding the most error themselves"
+        if measured < weighted
+        else f"all {measured} weight layers"
+    )
+    return f"{a.images} calibration images, {which}"
+
+
 def _robustness(r: ReportInputs):
     rob = r.robustness
     if rob is None or not any(x.corruption != "clean" for x in rob.rows):
@@ -444,6 +458,7 @@ def render(r: ReportInputs) -> str:
         tradeoff=_tradeoff_chart(r),
         quantize=r.quantize,
         sensitivity_chart=sens_chart,
+        sensitivity_info=_sensitivity_info(r),
         sensitivity=sens_rows,
         histograms=hists,
         robustness_chart=rob_chart,

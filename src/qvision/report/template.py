@@ -39,7 +39,8 @@ td:first-child, th:first-child { text-align: left; }
 
 <h2>Sensitivity</h2>
 {% if sensitivity %}<p class="note">Model output SQNR gained when only this layer stays float
-(most sensitive first); SQNR: the error accumulated at the layer's output. Layers whose
+(most sensitive first), on {{ sensitivity_info }}; SQNR: the error accumulated at the
+layer's output. Layers whose
 ONNX names the exporter generated are named by op, position in the graph and shape
 (Conv #12 3×3 32→64: the 12th Conv, 3×3 kernel, 32 channels in, 64 out); plans,
 --keep-float and --layer-bits take the ONNX node name.</p>

@@ -55,11 +55,13 @@ def keep_float_sqnr(
     threads=None,
     progress=None,
     ref: Reference | None = None,
+    only: set[str] | None = None,
 ) -> dict[str, float | None]:
-    """Model output SQNR with each weight layer kept float in turn (QDQ reference run)."""
+    """Model output SQNR with each weight layer (or each named in ``only``) kept float in
+    turn, run with the kernels ONNX Runtime deploys."""
     sim = Simulator(prepared, input_name, threads)
     ref = ref or sim.reference(batches)
-    layers = weight_layers(prepared, plan)
+    layers = [n for n in weight_layers(prepared, plan) if only is None or n.name in only]
     gains: dict[str, float | None] = {}
     for i, node in enumerate(layers):
         # a shallow copy: only this node's entry changes (a deep copy per layer cost seconds)
@@ -70,6 +72,19 @@ def keep_float_sqnr(
         if progress:
             progress(i + 1, len(layers))
     return gains
+
+
+def _adding_most(layers, errs: dict[str, OutputError], top: int) -> list[str]:
+    """The ``top`` layers whose own quantization adds the most error: relative noise power
+    at the output less that at the input (0 where the input is not measured, e.g. the
+    image); accumulated error alone would rank by depth."""
+
+    def relative(t: str) -> float:
+        e = errs.get(t)
+        return e.noise / max(e.signal, 1e-30) if e is not None else 0.0
+
+    added = {n.name: relative(n.output[0]) - relative(n.input[0]) for n in layers}
+    return sorted(added, key=lambda k: -added[k])[:top]
 
 
 def analyze(
@@ -85,9 +100,12 @@ def analyze(
     environment=None,
     proto=None,
     planned: Planned | None = None,
+    top: int | None = None,
 ) -> AnalyzeResult:
     """Per-layer error and sensitivity of ``planned`` (a plan already made, e.g. the one a
-    quantize run wrote), else of the plan quantize would make."""
+    quantize run wrote), else of the plan quantize would make. ``top``: measure the
+    sensitivity of only that many weight layers, those adding the most error themselves
+    (each one costs a model build and a run; the report asks for 16)."""
     t0 = time.perf_counter()
     choice = None
     if planned is None:
@@ -122,6 +140,7 @@ def analyze(
 
     gains: dict[str, float | None] = {}
     if sensitivity:
+        only = None if top is None else set(_adding_most(layers, errs, top))
         gains = keep_float_sqnr(
             prepared,
             plan,
@@ -130,6 +149,7 @@ def analyze(
             threads,
             progress,
             Reference(batches, outputs),
+            only,
         )
     reports = []
     labels = layer_labels(prepared)  # counted in the model the node names belong to
