@@ -33,3 +33,13 @@ def test_analysis_finds_the_damaged_layer(tmp_path, flat_dir):
     # than its op ('add', 'conv1'), the name and shape where it does ('pw')
     assert by["pw"].label == "pw Conv 1×1 8→8" and by["dw"].label == "dw Conv 3×3 depthwise 8"
     assert by["conv1"].label == "Conv #1 3×3 3→8" and by["add"].label == "Add #1"
+
+
+def test_top_limits_sensitivity_to_the_layers_adding_most_error(tiny_model, flat_dir):
+    from qvision import api
+
+    full = api.analyze(tiny_model, flat_dir, limit=4)
+    one = api.analyze(tiny_model, flat_dir, limit=4, top=1)
+    measured = [r for r in one.layers if r.gain_db is not None]
+    assert len(measured) == 1 and len([r for r in full.layers if r.gain_db is not None]) == 2
+    assert one.ranking == [measured[0].node]

@@ -140,7 +140,8 @@ def analyze(
 
     gains: dict[str, float | None] = {}
     if sensitivity:
-        only = None if top is None else set(_adding_most(layers, errs, top))
+        candidates = weight_layers(prepared, plan)
+        only = None if top is None else set(_adding_most(candidates, errs, top))
         gains = keep_float_sqnr(
             prepared,
             plan,
