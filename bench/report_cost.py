@@ -122,7 +122,7 @@ def main() -> None:
         lines.append(f"| {name} | {med['eval']:.0f} s | {d[0]} | {d[1]} | {a[0]} | {a[1]} |")
     lines += [
         "",
-        "Default parts: latency, sensitivity (of the plan the run wrote, 8 images), activation "
+        "Default parts: latency, sensitivity (of the plan the run wrote: 16 weight layers, 8 images), activation "
         "ranges, plus the quantize run's shift check, data checks and provenance; `all` adds "
         "27 corruption settings on the 200 photos and FGSM/PGD on 16. "
         f"Command: `python bench/report_cost.py --rounds {args.rounds} --images {args.images} "
