@@ -69,31 +69,11 @@ def test_default_report_is_bounded_and_says_what_it_left_out(report_dir, tmp_pat
 
 def test_report_parts_are_checked_before_any_work(report_dir, tmp_path):
     out = tmp_path / "q.onnx"
-    r = run_cli(
-        "quantize",
-        report_dir / "t.onnx",
-        "-o",
-        out,
-        "--calib",
-        report_dir / "flat",
-        "--eval",
-        report_dir / "labelled",
-        "--report",
-        tmp_path / "r",
-        "--report-parts",
-        "fast",
-    )
+    base = ("quantize", report_dir / "t.onnx", "-o", out, "--calib", report_dir / "flat")
+    evidence = ("--eval", report_dir / "labelled", "--report", tmp_path / "r")
+    r = run_cli(*base, *evidence, "--report-parts", "fast")
     assert r.returncode == 2 and "unknown part 'fast'" in r.stderr and not out.exists()
-    r = run_cli(
-        "quantize",
-        report_dir / "t.onnx",
-        "-o",
-        out,
-        "--calib",
-        report_dir / "flat",
-        "--report-parts",
-        "all",
-    )
+    r = run_cli(*base, "--report-parts", "all")
     assert r.returncode == 2 and "needs --report" in r.stderr and not out.exists()
 
 
