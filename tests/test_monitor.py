@@ -50,3 +50,53 @@ def test_the_monitor_needs_a_qdq_model(deployed):
         Monitor(fp32, fp32, x)
     with pytest.raises(QVisionError, match="--sample"):
         Monitor(deployed[1], fp32, x, sample=0)
+
+
+def test_metrics_endpoint_moves_while_images_flow(deployed):
+    """Scraped over 127.0.0.1 between batches: the image counter and the gauges move."""
+    import socket
+    import urllib.request
+
+    from qvision.monitor.metrics import Metrics
+
+    fp32, int8, x = deployed
+    with socket.socket() as s:  # a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    served = Metrics(f"127.0.0.1:{port}")
+    mon = Monitor(int8, fp32, x, sample=0.5)
+
+    def scrape() -> dict[str, float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        rows = [r.split() for r in text.decode().splitlines() if r.startswith("qvision_")]
+        return {r[0]: float(r[1]) for r in rows if len(r) == 2}
+
+    try:
+        seen = []
+        for _ in range(3):
+            served.update(mon, mon.observe(x))
+            seen.append(scrape())
+    finally:
+        served.close()
+    counts = [s["qvision_images_total"] for s in seen]
+    assert counts == [len(x), 2 * len(x), 3 * len(x)]
+    assert seen[-1]["qvision_sampled_images_total"] == 3 * len(x) // 2
+    assert 0 <= seen[-1]["qvision_agreement"] <= 1
+
+
+def test_cli_exit_code_and_json(tmp_path, deployed, photos):
+    import json
+
+    from conftest import run_cli
+
+    fp32, int8, _ = deployed
+    calib = int8.parent / "photos"
+    out = tmp_path / "m.json"
+    r = run_cli("monitor", int8, "--reference", fp32, "--images", calib, "--calib", calib,
+                "--json", out)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["kind"] == "monitor" and res["images"] == len(photos) and res["alerts"] == []
+    r = run_cli("monitor", int8, "--reference", fp32, "--images", calib, "--calib", calib,
+                "--metrics", "nowhere")  # fmt: skip
+    assert r.returncode == 2 and "HOST:PORT" in r.stderr

@@ -356,3 +356,68 @@ def robustness(
         progress,
         adversarial_images,
     )
+
+
+def monitor(
+    int8: str | Path,
+    reference: str | Path,
+    images: str | Path,
+    calib: str | Path,
+    *,
+    sample: float = 0.25,
+    thresholds=None,
+    metrics: str | None = None,
+    preprocess: str | dict | Preprocess | None = None,
+    threads: int | None = None,
+    batch: int = 8,
+    on_alert=None,
+):
+    """Shadow ``int8`` against its float ``reference`` on the images of a folder, as a
+    deployment would see them (qvision.monitor.Monitor; ``calib``: the calibration images
+    the input drift is tested against); a MonitorResult. ``metrics`` (HOST:PORT) serves
+    the counters to Prometheus while it runs; ``on_alert`` sees each alert as it fires."""
+    import time
+
+    from qvision.data import image_folder, iter_batches
+    from qvision.monitor import Monitor
+    from qvision.monitor.metrics import Metrics, parse_address
+    from qvision.records import MonitorAlert, MonitorResult
+
+    if metrics is not None:
+        parse_address(metrics)  # before any work
+    t0 = time.perf_counter()
+    proto, inp = open_model(reference)
+    pre = resolve_preprocess(proto, preprocess, inp, reference)
+    ref = [b.inputs for b in iter_batches(image_folder(calib), pre, batch)]
+    if not ref:
+        raise QVisionError("no readable calibration images", calib)
+    mon = Monitor(str(int8), str(reference), np.concatenate(ref), sample=sample,
+                  thresholds=thresholds, threads=threads)  # fmt: skip
+    served = Metrics(metrics) if metrics is not None else None
+    try:
+        for b in iter_batches(image_folder(images), pre, inp.batch or batch):
+            new = mon.observe(b.inputs)
+            if served is not None:
+                served.update(mon, new)
+            for a in new if on_alert else []:
+                on_alert(a)
+    finally:
+        if served is not None:
+            served.close()
+    state = mon.state()
+    sat = {t: float(v) for t, v in zip(mon.tensors, state["saturation"], strict=True)}
+    top = dict(sorted(sat.items(), key=lambda kv: -kv[1])[:5])
+    return MonitorResult(
+        model=str(int8),
+        reference=str(reference),
+        images=mon.seen,
+        sampled=mon.sampled,
+        agreement=state["agreement"],
+        agreement_ci95=state["agreement_ci95"],
+        saturation=top,
+        drift=mon.drift_p,
+        alerts=[
+            MonitorAlert(kind=a.kind, message=a.message, at_image=a.at_image) for a in mon.alerts
+        ],
+        seconds=time.perf_counter() - t0,
+    )

@@ -1147,6 +1147,56 @@ def _print_signed(files, folder: Path) -> None:
         )
 
 
+@app.command("monitor")
+def monitor_cmd(
+    model: Path = typer.Argument(..., help="The deployed INT8 (QDQ) model."),
+    reference: Path = typer.Option(..., "--reference", help="Its FP32 model."),
+    images: Path = typer.Option(..., "--images", help="Folder of incoming images."),
+    calib: Path = typer.Option(
+        ..., "--calib", help="The calibration images: what input drift is measured against."
+    ),
+    sample: float = typer.Option(
+        0.25, "--sample", help="Share of images also run through FP32 (agreement)."
+    ),
+    metrics: str | None = typer.Option(
+        None, "--metrics", help="HOST:PORT: serve Prometheus metrics while it runs."
+    ),
+    preprocess: str | None = typer.Option(
+        None, "--preprocess", help="imagenet | tf | FILE.json/yaml."
+    ),
+    threads: int | None = ThreadsOpt,
+    json_out: Path | None = JsonOpt,
+):
+    """Shadow an INT8 model against its FP32 reference: agreement, saturation, input drift;
+    alerts as JSON lines on stdout; exit 1 when any alert fired (batch use)."""
+    import json
+
+    from qvision import api
+
+    _check_json_path(json_out, [model, reference, images, calib])
+
+    def emit(a) -> None:
+        print(json.dumps({"kind": a.kind, "message": a.message, "at_image": a.at_image}))
+
+    res = api.monitor(
+        model, reference, images, calib, sample=sample, metrics=metrics,
+        preprocess=preprocess, threads=threads, on_alert=emit,
+    )  # fmt: skip
+    agree = "—" if res.agreement is None else f"{100 * res.agreement:.1f} %"
+    err.print(
+        f"{res.images} images, {res.sampled} also through FP32: agreement {agree}; "
+        f"{len(res.alerts)} alert(s)",
+        markup=False,
+        highlight=False,
+    )
+    if json_out is not None:  # stdout carries the JSON lines: no note there
+        from qvision.records import write_json
+
+        write_json(res, json_out)
+    if res.alerts:
+        raise typer.Exit(1)
+
+
 @app.command("demo")
 def demo_cmd(
     out_dir: Path = typer.Option(

@@ -422,3 +422,23 @@ class VerifyResult(BaseModel):
     files: list[SignedFile] = []  # checked and found as signed
     reasons: list[str] = []  # why verification failed, one per problem
     notes: list[str] = []  # what was not checked, and why
+
+
+class MonitorAlert(BaseModel):
+    kind: str  # agreement | saturation | drift
+    message: str
+    at_image: int  # images seen when it fired
+
+
+class MonitorResult(BaseModel):
+    kind: Literal["monitor"] = "monitor"
+    model: str
+    reference: str
+    images: int
+    sampled: int  # images also run through the reference
+    agreement: float | None  # top-1 agreement over the last window's sampled images
+    agreement_ci95: tuple[float, float] | None = None
+    saturation: dict[str, float]  # the most saturated grids: tensor -> share clipped (window)
+    drift: float | None  # the drift test's Bonferroni-adjusted p-value (last window)
+    alerts: list[MonitorAlert] = []
+    seconds: float

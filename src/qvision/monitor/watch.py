@@ -116,6 +116,7 @@ class Monitor:
         self.clipped = _Window(self.t.window)
         self.features = _Window(self.t.window)
         self.alerts: list[Alert] = []
+        self.drift_p: float | None = None  # the last test's smallest adjusted p-value
         self._active: set[str] = set()
 
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
@@ -193,6 +194,7 @@ class Monitor:
             ks_2samp(window[:, j], self.ref_features[:, j]).pvalue for j in range(window.shape[1])
         ]
         j = int(np.argmin(pvals))
+        self.drift_p = min(1.0, float(pvals[j]) * len(pvals))  # Bonferroni-adjusted
         if pvals[j] * len(pvals) < self.t.drift_p:
             out += self._fire(
                 "drift",
