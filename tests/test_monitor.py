@@ -30,6 +30,7 @@ def test_no_alert_on_calibration_like_images_and_drift_on_dark_ones(deployed):
     for _ in range(3):
         clean.observe(x)
     assert clean.alerts == [] and clean.state()["images"] == 3 * len(x)
+    assert clean.outputs[0].shape[0] == len(x)  # the INT8 outputs a server answers with
     assert clean.state()["agreement_n"] == 3 * len(x) // 2
     dark = Monitor(int8, fp32, x, sample=0.5, thresholds=t)
     # preprocessed pixels darkened to a quarter: (p * 0.25 - mean) / std, in tensor units

@@ -104,6 +104,8 @@ class Monitor:
         self.int8 = make_session(shown.SerializeToString(), threads)
         self.fp32 = make_session(str(fp32), threads)
         self.input = self.int8.get_inputs()[0].name
+        self.n_out = len(model.graph.output)  # the model's own outputs come first
+        self.outputs: list[np.ndarray] = []  # the last batch's INT8 outputs, to serve
         names = [o.name for o in self.int8.get_outputs()]
         # by name: the graph input is not a graph output, it is the batch itself
         self.where = {t: names.index(t) if t in names else None for t in self.tensors}
@@ -137,8 +139,11 @@ class Monitor:
         return shares
 
     def observe(self, batch: np.ndarray) -> list[Alert]:
-        """Run one input batch (preprocessed, the model's layout); the alerts it raised."""
+        """Run one input batch (preprocessed, the model's layout); the alerts it raised.
+        The INT8 outputs are in ``self.outputs``: a server answers with them, so the
+        monitored run is the served one."""
         outs = self._run(batch)
+        self.outputs = outs[: self.n_out]
         y8 = outs[0]
         clipped = self._clipped(outs, batch)
         feats = image_features(batch)
