@@ -124,9 +124,14 @@ class Monitor:
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
         return self.int8.run(None, {self.input: x})
 
-    def _saturation(self, x: np.ndarray) -> np.ndarray:
-        """Per image and tensor: the share of values outside the grid's range."""
-        return self._clipped(self._run(x), x).mean(axis=0)
+    def _saturation(self, x: np.ndarray, batch: int = 8) -> np.ndarray:
+        """Per tensor: the share of values outside the grid's range over the images of
+        ``x``, run a few at a time (every activation of the model is an output here)."""
+        parts = [
+            self._clipped(self._run(x[i : i + batch]), x[i : i + batch])
+            for i in range(0, len(x), batch)
+        ]
+        return np.concatenate(parts).mean(axis=0)
 
     def _clipped(self, outs: list[np.ndarray], x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
