@@ -103,7 +103,8 @@ def main() -> None:
         f"{cpu_info().get('name', '?')}, 2 cores, {detect()[0].name}. "
         "Command: `python bench/monitor.py`.",
         "",
-        f"False alerts on the {clean_mon.seen} clean eval photos: "
+        f"False alerts on the {clean_mon.seen} clean eval photos, streamed in folder order "
+        "(sorted by class): "
         + (", ".join(f"{k} at image {v}" for k, v in clean.items()) or "none")
         + f" ({clean_s:.0f} s, {clean_mon.seen / clean_s:.0f} images/s with the FP32 share).",
         "",
