@@ -3,6 +3,7 @@ from qvision.records (the JSON the CLI's --json writes)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -362,62 +363,118 @@ def monitor(
     int8: str | Path,
     reference: str | Path,
     images: str | Path,
-    calib: str | Path,
+    calib: str | Path | None = None,
     *,
     sample: float = 0.25,
     thresholds=None,
+    task: str | None = None,
+    decoder: dict | None = None,
     metrics: str | None = None,
+    html: str | Path | None = None,
+    follow: bool = False,
+    poll: float = 1.0,
+    idle_stop: float | None = None,
     preprocess: str | dict | Preprocess | None = None,
     threads: int | None = None,
     batch: int = 8,
     on_alert=None,
 ):
     """Shadow ``int8`` against its float ``reference`` on the images of a folder, as a
-    deployment would see them (qvision.monitor.Monitor; ``calib``: the calibration images
-    the input drift is tested against); a MonitorResult. ``metrics`` (HOST:PORT) serves
-    the counters to Prometheus while it runs; ``on_alert`` sees each alert as it fires."""
+    deployment would see them (qvision.monitor.Monitor); a MonitorResult.
+
+    The baseline (the calibration images' input statistics and clipped shares) comes from
+    the manifest ``quantize`` wrote beside ``int8``, or is measured on ``calib`` when given.
+    ``follow`` keeps reading images as they arrive (polling every ``poll`` s) until
+    interrupted or ``idle_stop`` s pass without one. ``metrics`` (HOST:PORT) serves the
+    counters to Prometheus while it runs; ``html`` writes a page of the window (rewritten
+    as it runs when following); ``on_alert`` sees each alert as it fires."""
     import time
 
     from qvision.data import image_folder, iter_batches
+    from qvision.data.datasets import Dataset, LoadReport, Sample, _existing_dir
     from qvision.monitor import Monitor
+    from qvision.monitor.follow import follow as follow_folder
     from qvision.monitor.metrics import Metrics, parse_address
-    from qvision.records import MonitorAlert, MonitorResult
 
     if metrics is not None:
         parse_address(metrics)  # before any work
+    if html is not None:
+        check_output_path(html, [int8, reference, images, calib])
     t0 = time.perf_counter()
     proto, inp = open_model(reference)
     pre = resolve_preprocess(proto, preprocess, inp, reference)
-    ref = [b.inputs for b in iter_batches(image_folder(calib), pre, batch)]
-    if not ref:
-        raise QVisionError("no readable calibration images", calib)
-    mon = Monitor(str(int8), str(reference), np.concatenate(ref), sample=sample,
+    root = _existing_dir(images)
+    base = None
+    if calib is not None:
+        ref = [b.inputs for b in iter_batches(image_folder(calib), pre, batch)]
+        if not ref:
+            raise QVisionError("no readable calibration images", calib)
+        base = np.concatenate(ref)
+    mon = Monitor(int8, reference, base, task=task, decoder=decoder, sample=sample,
                   thresholds=thresholds, threads=threads)  # fmt: skip
     served = Metrics(metrics) if metrics is not None else None
+    unread = LoadReport()
+    chunks = (
+        follow_folder(root, poll, idle_stop)
+        if follow
+        else iter([[s.path for s in image_folder(root).samples]])
+    )
+    page_at = time.monotonic()
     try:
-        for b in iter_batches(image_folder(images), pre, inp.batch or batch):
-            new = mon.observe(b.inputs)
-            if served is not None:
-                served.update(mon, new)
-            for a in new if on_alert else []:
-                on_alert(a)
+        for files in chunks:
+            data = Dataset(root, [Sample(f) for f in files])
+            for b in iter_batches(data, pre, inp.batch or batch, report=unread):
+                new = mon.observe(b.inputs)
+                if served is not None:
+                    served.update(mon, new)
+                for a in new if on_alert else []:
+                    on_alert(a)
+            if html is not None and follow and time.monotonic() - page_at > 10:
+                _monitor_page(mon, int8, reference, html, t0, unread, refresh=10)
+                page_at = time.monotonic()
+    except KeyboardInterrupt:  # the way a followed stream ends: keep what was seen
+        pass
     finally:
         if served is not None:
             served.close()
+    res = _monitor_result(mon, int8, reference, t0, unread)
+    if html is not None:
+        _monitor_page(mon, int8, reference, html, t0, unread)
+    return res
+
+
+def _monitor_result(mon, int8, reference, t0: float, unread):
+    import time
+
+    from qvision.records import MonitorAlert, MonitorResult, SkippedFile
+
     state = mon.state()
     sat = {t: float(v) for t, v in zip(mon.tensors, state["saturation"], strict=True)}
     top = dict(sorted(sat.items(), key=lambda kv: -kv[1])[:5])
     return MonitorResult(
         model=str(int8),
         reference=str(reference),
+        task=mon.task,
         images=mon.seen,
         sampled=mon.sampled,
+        agreement_metric=state["agreement_label"],
         agreement=state["agreement"],
         agreement_ci95=state["agreement_ci95"],
         saturation=top,
+        saturation_baseline={t: float(mon.baseline[mon.tensors.index(t)]) for t in top},
         drift=mon.drift_p,
+        latency_ms=state["latency_ms"],
+        thresholds=dataclasses.asdict(mon.t),
         alerts=[
             MonitorAlert(kind=a.kind, message=a.message, at_image=a.at_image) for a in mon.alerts
         ],
+        skipped=[SkippedFile(path=p, reason=r) for p, r in unread.skipped[:100]],
+        history=mon.history.points,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _monitor_page(mon, int8, reference, html, t0: float, unread, refresh=None) -> None:
+    from qvision.report.monitor_page import write_page
+
+    write_page(_monitor_result(mon, int8, reference, t0, unread), html, refresh)

@@ -1152,14 +1152,49 @@ def monitor_cmd(
     model: Path = typer.Argument(..., help="The deployed INT8 (QDQ) model."),
     reference: Path = typer.Option(..., "--reference", help="Its FP32 model."),
     images: Path = typer.Option(..., "--images", help="Folder of incoming images."),
-    calib: Path = typer.Option(
-        ..., "--calib", help="The calibration images: what input drift is measured against."
+    calib: Path | None = typer.Option(
+        None,
+        "--calib",
+        help="Calibration images to measure the baseline on (default: the statistics "
+        "quantize stored in the model's manifest).",
     ),
+    follow: bool = typer.Option(
+        False, "--follow", help="Keep reading images as they arrive, until Ctrl-C."
+    ),
+    idle_stop: float | None = typer.Option(
+        None, "--idle-stop", help="With --follow: stop after this many seconds without an image."
+    ),
+    poll: float = typer.Option(1.0, "--poll", help="With --follow: seconds between looks."),
     sample: float = typer.Option(
         0.25, "--sample", help="Share of images also run through FP32 (agreement)."
     ),
+    task: str | None = typer.Option(
+        None,
+        "--task",
+        help="How agreement is scored: " + " | ".join(ADAPTERS) + " (default: the "
+        "manifest's, the model's metadata, else classification).",
+    ),
+    decoder: str | None = typer.Option(
+        None, "--decoder", help="Detection (or ocr-det) output spec as JSON."
+    ),
+    window: int = typer.Option(50, "--window", help="Images each judgement looks back over."),
+    min_images: int = typer.Option(20, "--min-images", help="Images before the first judgement."),
+    min_agreement: float = typer.Option(
+        0.90, "--min-agreement", help="Alert when agreement's 95 % interval ends below this."
+    ),
+    max_saturation: float = typer.Option(
+        0.02,
+        "--max-saturation",
+        help="Alert when a grid clips this share more than on calibration.",
+    ),
+    drift_p: float = typer.Option(
+        1e-3, "--drift-p", help="Alert when the drift test's adjusted p-value is below this."
+    ),
     metrics: str | None = typer.Option(
         None, "--metrics", help="HOST:PORT: serve Prometheus metrics while it runs."
+    ),
+    html: Path | None = typer.Option(
+        None, "--html", help="Write a page of the window (rewritten every 10 s with --follow)."
     ),
     preprocess: str | None = typer.Option(
         None, "--preprocess", help="imagenet | tf | FILE.json/yaml."
@@ -1167,25 +1202,40 @@ def monitor_cmd(
     threads: int | None = ThreadsOpt,
     json_out: Path | None = JsonOpt,
 ):
-    """Shadow an INT8 model against its FP32 reference: agreement, saturation, input drift;
-    alerts as JSON lines on stdout; exit 1 when any alert fired (batch use)."""
+    """Shadow an INT8 model against its FP32 reference: task agreement, saturation, input
+    drift, latency; alerts as JSON lines on stdout; exit 1 when any alert fired."""
     import json
 
     from qvision import api
+    from qvision.monitor import Thresholds
 
-    _check_json_path(json_out, [model, reference, images, calib])
+    if task is not None and task not in ADAPTERS:
+        raise QVisionError(f"--task must be one of {', '.join(ADAPTERS)}, got '{task}'")
+    if poll <= 0 or (idle_stop is not None and idle_stop < 0):
+        raise QVisionError("--poll must be positive and --idle-stop not negative")
+    limits = Thresholds(
+        window=window,
+        min_images=min_images,
+        agreement=min_agreement,
+        saturation=max_saturation,
+        drift_p=drift_p,
+    )
+    _check_json_path(json_out, [model, reference, images, calib], [html] if html else [])
 
     def emit(a) -> None:
-        print(json.dumps({"kind": a.kind, "message": a.message, "at_image": a.at_image}))
+        print(
+            json.dumps({"kind": a.kind, "message": a.message, "at_image": a.at_image}), flush=True
+        )
 
     res = api.monitor(
-        model, reference, images, calib, sample=sample, metrics=metrics,
-        preprocess=preprocess, threads=threads, on_alert=emit,
+        model, reference, images, calib, sample=sample, thresholds=limits, task=task,
+        decoder=_json_arg(decoder, "--decoder"), metrics=metrics, html=html, follow=follow,
+        poll=poll, idle_stop=idle_stop, preprocess=preprocess, threads=threads, on_alert=emit,
     )  # fmt: skip
     agree = "—" if res.agreement is None else f"{100 * res.agreement:.1f} %"
     err.print(
-        f"{res.images} images, {res.sampled} also through FP32: agreement {agree}; "
-        f"{len(res.alerts)} alert(s)",
+        f"{res.images} images, {res.sampled} also through FP32: {res.agreement_metric} "
+        f"{agree}; {len(res.alerts)} alert(s)" + (f"; page: {html}" if html else ""),
         markup=False,
         highlight=False,
     )

@@ -45,6 +45,16 @@ class DataRecord(BaseModel):
     sha256: str  # DatasetManifest.sha256: one digest over every file's path, hash and label
 
 
+class MonitorBaseline(BaseModel):
+    """What ``qvision monitor`` compares a stream with (qvision.monitor.baseline)."""
+
+    images: int  # calibration images the input statistics come from
+    task: str | None  # how agreement with FP32 is scored
+    features: list[list[float]]  # per image: each channel's mean, then each one's spread
+    saturation_images: int
+    saturation: dict[str, float]  # grid input tensor -> share of values outside its range
+
+
 class Provenance(BaseModel):
     kind: str = "qvision-manifest"
     command: list[str]
@@ -61,6 +71,7 @@ class Provenance(BaseModel):
     config: dict
     versions: dict[str, str]
     cpu: dict
+    monitor: MonitorBaseline | None = None  # the calibration baseline for the monitor
 
 
 def now() -> str:

@@ -434,11 +434,18 @@ class MonitorResult(BaseModel):
     kind: Literal["monitor"] = "monitor"
     model: str
     reference: str
+    task: str | None = None  # how agreement is scored
     images: int
     sampled: int  # images also run through the reference
-    agreement: float | None  # top-1 agreement over the last window's sampled images
+    agreement_metric: str = "top-1 agreement"  # what ``agreement`` measures, per image
+    agreement: float | None  # mean over the last window's sampled images
     agreement_ci95: tuple[float, float] | None = None
     saturation: dict[str, float]  # the most saturated grids: tensor -> share clipped (window)
+    saturation_baseline: dict[str, float] = {}  # the same grids on the calibration images
     drift: float | None  # the drift test's Bonferroni-adjusted p-value (last window)
+    latency_ms: float | None = None  # INT8 per image, median over the window
+    thresholds: dict[str, float] = {}
     alerts: list[MonitorAlert] = []
+    skipped: list[SkippedFile] = []  # unreadable images (the first 100)
+    history: list[dict] = []  # window states over the stream (thinned; for the page)
     seconds: float

@@ -2,26 +2,31 @@
 
 Every image runs through the INT8 model with the inputs of its activation quantizers
 exposed, so each grid's saturation (values beyond its range) is counted as the model
-runs. A deterministic share (``sample``) also runs through the FP32 reference: top-1
-agreement for class scores, output SQNR otherwise. Inputs are summarised per image
-(mean and spread of each channel) and compared with the calibration images' by the
-two-sample Kolmogorov–Smirnov test (scipy), Bonferroni over the features. All state is
-fixed-size windows, so memory does not grow with the stream.
+runs. A deterministic share (``sample``) also runs through the FP32 reference and is
+scored by the task (monitor.agreement). Inputs are summarised per image (mean and spread
+of each channel) and compared with the calibration images' by the two-sample
+Kolmogorov–Smirnov test (scipy), Bonferroni over the features. All state is fixed-size
+windows and a thinned history, so memory does not grow with the stream.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from qvision.errors import MissingExtraError, QVisionError
-from qvision.intervals import wilson
-from qvision.model.rewrite import expose_tensors
+from qvision.eval.tasks.adapters import guess_task
+from qvision.model.load import read_model
+from qvision.monitor.agreement import make_scorer, mean_interval
+from qvision.monitor.baseline import Grids, from_manifest, image_features
+from qvision.provenance import MonitorBaseline
 from qvision.runtime.session import make_session
+
+MIN_SAMPLED = 5  # sampled images before agreement is judged (a spread needs a few)
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,19 @@ class Thresholds:
     min_images: int = 20
     agreement: float = 0.90  # alert when the interval's upper end falls below it
     saturation: float = 0.02  # share of a grid's values clipped, above the calibration's
-    drift_p: float = 1e-3  # KS p-value, before Bonferroni over the features
+    drift_p: float = 1e-3  # KS p-value, after Bonferroni over the features
+
+    def __post_init__(self):
+        checks = [
+            (self.window >= 2, "window must be at least 2 images"),
+            (1 <= self.min_images <= self.window, "min-images must be in [1, window]"),
+            (0 < self.agreement <= 1, "agreement must be in (0, 1]"),
+            (0 < self.saturation < 1, "saturation must be in (0, 1)"),
+            (0 < self.drift_p < 1, "drift-p must be in (0, 1)"),
+        ]
+        for ok, problem in checks:
+            if not ok:
+                raise QVisionError(f"monitor threshold: {problem}")
 
 
 @dataclass
@@ -40,32 +57,6 @@ class Alert:
     kind: str  # "agreement", "saturation" or "drift"
     message: str
     at_image: int  # images seen when it fired (1-based)
-
-
-def _quantizer_ranges(model: onnx.ModelProto) -> dict[str, tuple[float, float]]:
-    """Activation tensor -> the float range its QuantizeLinear covers."""
-    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    ranges = {}
-    for n in model.graph.node:
-        if n.op_type != "QuantizeLinear" or n.input[0] in inits:
-            continue
-        scale = inits.get(n.input[1])
-        zp = inits.get(n.input[2]) if len(n.input) > 2 else np.zeros((), np.uint8)
-        if scale is None or zp is None or scale.size != 1:
-            continue
-        info = np.iinfo(zp.dtype)
-        s, z = float(scale), int(zp)
-        # a grid starting at zero (zero point at the type's minimum) clips negatives on
-        # purpose: the ReLU it absorbed; only its top end saturates
-        lo = -np.inf if z == info.min else (info.min - z - 0.5) * s
-        ranges[n.input[0]] = (lo, (info.max - z + 0.5) * s)
-    return ranges
-
-
-def image_features(x: np.ndarray) -> np.ndarray:
-    """Per image of an NCHW batch: each channel's mean and standard deviation."""
-    flat = x.reshape(x.shape[0], x.shape[1], -1)
-    return np.concatenate([flat.mean(axis=2), flat.std(axis=2)], axis=1)
 
 
 @dataclass
@@ -79,15 +70,36 @@ class _Window:
             self.items.popleft()
 
 
+class History:
+    """Window states over the stream for the page: at most ``keep`` points, thinned by
+    dropping every other one and doubling the stride when full."""
+
+    def __init__(self, keep: int = 400):
+        self.keep, self.stride, self.points = keep, 1, []
+
+    def add(self, images: int, point: dict) -> None:
+        if images % self.stride:
+            return
+        self.points.append(point)
+        if len(self.points) > self.keep:
+            self.points = self.points[1::2]
+            self.stride *= 2
+
+
 class Monitor:
-    """Shadow an INT8 model against its FP32 reference on a stream of input batches."""
+    """Shadow an INT8 model against its FP32 reference on a stream of input batches.
+
+    ``reference``: the calibration baseline; None reads the one ``quantize`` stored in the
+    model's manifest, an array (preprocessed calibration inputs) measures it here."""
 
     def __init__(
         self,
-        int8: str,
-        fp32: str,
-        reference: np.ndarray,
+        int8: str | Path,
+        fp32: str | Path,
+        reference: np.ndarray | MonitorBaseline | None = None,
         *,
+        task: str | None = None,
+        decoder: dict | None = None,
         sample: float = 0.25,
         thresholds: Thresholds | None = None,
         threads: int | None = None,
@@ -95,76 +107,70 @@ class Monitor:
         if not 0 < sample <= 1:
             raise QVisionError(f"--sample must be in (0, 1], got {sample}")
         self.t = thresholds or Thresholds()
-        model = onnx.load(str(int8))
-        self.ranges = _quantizer_ranges(model)
-        if not self.ranges:
-            raise QVisionError("no activation quantizers: not a QDQ INT8 model", int8)
-        self.tensors = list(self.ranges)
-        shown = expose_tensors(model, self.tensors)
-        self.int8 = make_session(shown.SerializeToString(), threads)
+        model = read_model(int8)
+        self.grids = Grids(model, int8, threads)
+        self.tensors = self.grids.tensors
+        if reference is None:
+            reference = from_manifest(int8)
+        if isinstance(reference, MonitorBaseline):
+            self.ref_features = np.asarray(reference.features)
+            self.baseline = np.array([reference.saturation.get(t, 0.0) for t in self.tensors])
+            task = task or reference.task
+        else:
+            self.ref_features = image_features(reference)
+            self.baseline = self.grids.shares(reference)
+        self.task = guess_task(model, task)
+        meta = {p.key: p.value for p in model.metadata_props}
+        self.scorer = make_scorer(self.task, meta, decoder, str(int8))
         self.fp32 = make_session(str(fp32), threads)
-        self.input = self.int8.get_inputs()[0].name
-        self.n_out = len(model.graph.output)  # the model's own outputs come first
+        self.input = self.grids.input
         self.outputs: list[np.ndarray] = []  # the last batch's INT8 outputs, to serve
-        names = [o.name for o in self.int8.get_outputs()]
-        # by name: the graph input is not a graph output, it is the batch itself
-        self.where = {t: names.index(t) if t in names else None for t in self.tensors}
         self.every = max(1, round(1 / sample))
-        self.ref_features = image_features(reference)
-        self.baseline = self._saturation(reference)
         self.seen = 0
         self.sampled = 0
         self.agree = _Window(self.t.window)
         self.clipped = _Window(self.t.window)
         self.features = _Window(self.t.window)
+        self.latency = _Window(self.t.window)  # ms per image, INT8 with the grids exposed
+        self.history = History()
         self.alerts: list[Alert] = []
         self.drift_p: float | None = None  # the last test's smallest adjusted p-value
         self._active: set[str] = set()
-
-    def _run(self, x: np.ndarray) -> list[np.ndarray]:
-        return self.int8.run(None, {self.input: x})
-
-    def _saturation(self, x: np.ndarray, batch: int = 8) -> np.ndarray:
-        """Per tensor: the share of values outside the grid's range over the images of
-        ``x``, run a few at a time (every activation of the model is an output here)."""
-        parts = [
-            self._clipped(self._run(x[i : i + batch]), x[i : i + batch])
-            for i in range(0, len(x), batch)
-        ]
-        return np.concatenate(parts).mean(axis=0)
-
-    def _clipped(self, outs: list[np.ndarray], x: np.ndarray) -> np.ndarray:
-        n = x.shape[0]
-        shares = np.empty((n, len(self.tensors)))
-        for j, t in enumerate(self.tensors):
-            lo, hi = self.ranges[t]
-            k = self.where[t]
-            v = (x if k is None else outs[k]).reshape(n, -1)
-            shares[:, j] = ((v < lo) | (v > hi)).mean(axis=1)
-        return shares
 
     def observe(self, batch: np.ndarray) -> list[Alert]:
         """Run one input batch (preprocessed, the model's layout); the alerts it raised.
         The INT8 outputs are in ``self.outputs``: a server answers with them, so the
         monitored run is the served one."""
-        outs = self._run(batch)
-        self.outputs = outs[: self.n_out]
-        y8 = outs[0]
-        clipped = self._clipped(outs, batch)
+        t0 = time.perf_counter()
+        outs, clipped = self.grids.run(batch)
+        ms = 1000 * (time.perf_counter() - t0) / batch.shape[0]
+        self.outputs = outs
         feats = image_features(batch)
         new: list[Alert] = []
         for i in range(batch.shape[0]):
             self.seen += 1
             self.clipped.add(clipped[i])
             self.features.add(feats[i])
+            self.latency.add(ms)
             if self.seen % self.every == 0:
                 self.sampled += 1
-                (yf,) = self.fp32.run(None, {self.input: batch[i : i + 1]})[:1]
-                self.agree.add(bool(np.argmax(yf) == np.argmax(y8[i])))
+                ref = self.fp32.run(None, {self.input: batch[i : i + 1]})
+                self.agree.add(self.scorer.score([o[i : i + 1] for o in outs], ref))
             if len(self.features.items) >= self.t.min_images:
                 new += self._check()
+            self.history.add(self.seen, self._point())
         self.alerts += new
         return new
+
+    def _point(self) -> dict:
+        s = self.state()
+        return {
+            "images": self.seen,
+            "agreement": s["agreement"],
+            "saturation": float((s["saturation"] - self.baseline).max()),
+            "drift_p": self.drift_p,
+            "latency_ms": s["latency_ms"],
+        }
 
     def _fire(self, kind: str, message: str) -> list[Alert]:
         if kind in self._active:  # one alert per episode, not one per image
@@ -180,11 +186,13 @@ class Monitor:
 
         out: list[Alert] = []
         state = self.state()
-        if state["agreement_ci95"] is not None and state["agreement_ci95"][1] < self.t.agreement:
+        ci = state["agreement_ci95"]
+        if state["agreement_n"] >= MIN_SAMPLED and ci[1] < self.t.agreement:
             out += self._fire(
                 "agreement",
-                f"INT8 agrees with FP32 on {100 * state['agreement']:.0f} % of the last "
-                f"{state['agreement_n']} sampled images (below {100 * self.t.agreement:.0f} %)",
+                f"INT8's {self.scorer.label} with FP32 is {100 * state['agreement']:.0f} % over "
+                f"the last {state['agreement_n']} sampled images (below "
+                f"{100 * self.t.agreement:.0f} %)",
             )
         else:
             self._active.discard("agreement")
@@ -205,7 +213,7 @@ class Monitor:
         ]
         j = int(np.argmin(pvals))
         self.drift_p = min(1.0, float(pvals[j]) * len(pvals))  # Bonferroni-adjusted
-        if pvals[j] * len(pvals) < self.t.drift_p:
+        if self.drift_p < self.t.drift_p:
             out += self._fire(
                 "drift",
                 f"input statistics drifted from the calibration images (feature {j}: "
@@ -217,14 +225,17 @@ class Monitor:
         return out
 
     def state(self) -> dict:
-        """The current window: agreement (with its Wilson interval), mean saturation per
-        grid, images seen."""
+        """The current window: agreement (with its 95 % interval), mean saturation per grid,
+        INT8 latency per image (median), images seen."""
         agree = list(self.agree.items)
         sat = np.array(self.clipped.items).mean(axis=0) if self.clipped.items else self.baseline
         return {
             "images": self.seen,
+            "task": self.task,
+            "agreement_label": self.scorer.label,
             "agreement": float(np.mean(agree)) if agree else None,
             "agreement_n": len(agree),
-            "agreement_ci95": wilson(sum(agree), len(agree)) if agree else None,
+            "agreement_ci95": mean_interval(agree, self.scorer.binary) if agree else None,
             "saturation": sat,
+            "latency_ms": float(np.median(self.latency.items)) if self.latency.items else None,
         }

@@ -10,12 +10,11 @@ from pathlib import Path
 import onnx
 
 from qvision import provenance
-from qvision.data import Dataset, Preprocess, open_dataset
+from qvision.data import Dataset, Preprocess, iter_batches, open_dataset
 from qvision.data.datasets import first_readable, image_folder
 from qvision.data.manifest import build_manifest
-from qvision.data.preprocess import TASK_KEY
 from qvision.errors import QVisionError
-from qvision.eval.evaluate import metadata
+from qvision.eval.tasks.adapters import guess_task
 from qvision.fileio import check_output_path, output_set, sha256_file
 from qvision.model import image_input, load_model
 from qvision.model.load import model_size
@@ -481,7 +480,7 @@ def _shift_checks(planned: Planned, model, written: dict, config: QuantConfig, t
     """{method: ShiftCheck} of each written candidate, or None and why it was skipped."""
     if planned.dataset is None or config.check_images == 0:
         return None, None
-    task = _check_task(planned.prepared, config.task)
+    task = guess_task(planned.prepared, config.task)
     from qvision.eval.robustness.check import check_size, shift_check
 
     t_check = time.perf_counter()
@@ -537,8 +536,9 @@ def finish(
         staged["model"].write_bytes(data)
         if plan_out is not None:
             staged["plan"] = plan.save(stage(plan_out))
+        baseline, why = _monitor_baseline(planned, data, config, threads)
         manifest = _manifest(
-            planned, model, output, plan_in, plan_out, config, environment, staged, stage
+            planned, model, output, plan_in, plan_out, config, environment, staged, stage, baseline
         )
     t_end = time.perf_counter()
     floats: dict[str, int] = {}
@@ -565,6 +565,7 @@ def finish(
             *plan.warnings,
             *([check.warning] if check and check.warning else []),
             *([skipped_check] if skipped_check else []),
+            *([why] if why else []),
         ],
         algorithms=planned.algorithms,
         shift_check=check,
@@ -576,23 +577,27 @@ def finish(
     return result
 
 
-def _check_task(model: onnx.ModelProto, task: str | None) -> str | None:
-    """The task the shift check scores agreement by: the given one, the model's metadata,
-    or classification when the output looks like class scores; else None (the check then
-    compares output SQNR only)."""
-    if task:
-        return task
-    meta = metadata(model)
-    if meta.get(TASK_KEY):
-        return meta[TASK_KEY]
-    dims = model.graph.output[0].type.tensor_type.shape.dim
-    if len(dims) == 2 or (len(dims) == 4 and all(d.dim_value == 1 for d in dims[2:])):
-        return "classification"
-    return None
+def _monitor_baseline(planned: Planned, data: bytes, config: QuantConfig, threads):
+    """The calibration images' input statistics and clipped shares for ``qvision monitor``
+    (kept in the manifest), or None and why not (a replayed plan has no images)."""
+    if planned.dataset is None:
+        return None, None
+    from qvision.monitor.baseline import measure
+
+    t = time.perf_counter()
+    batches = (b.inputs for b in iter_batches(planned.dataset, planned.preprocess, 8))
+    try:
+        base = measure(
+            onnx.load_from_string(data), batches, guess_task(planned.prepared, config.task), threads
+        )
+    except QVisionError as exc:
+        return None, f"monitor baseline not stored: {exc.problem}"
+    planned.seconds["monitor-baseline"] = time.perf_counter() - t
+    return base, None
 
 
 def _manifest(
-    planned, model, output, plan_in, plan_out, config, environment, staged, stage
+    planned, model, output, plan_in, plan_out, config, environment, staged, stage, baseline=None
 ) -> Path:
     """The provenance record of the staged outputs, under the names they are renamed to."""
     from dataclasses import asdict
@@ -615,5 +620,6 @@ def _manifest(
         config=asdict(config),
         versions=environment.versions if environment else versions(),
         cpu=environment.cpu if environment else cpu_info(),
+        monitor=baseline,
     )
     return provenance.write_manifest(record, output, stage(provenance.manifest_path(output)))

@@ -76,3 +76,28 @@ def robustness(rows: list[tuple[str, float, float]], metric: str) -> str:
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     return _svg(fig)
+
+
+def stream(points: list[dict], alerts: list[tuple[int, str]], agreement: str) -> str:
+    """The monitor's window over the stream: agreement with FP32, the worst grid's clipped
+    share above calibration, and the drift test's p-value; alerts as vertical lines."""
+    import math
+
+    plt = _plt()
+    fig, axes = plt.subplots(3, 1, figsize=(7.2, 5.4), sharex=True)
+    x = [p["images"] for p in points]
+    series = [
+        (agreement, [p["agreement"] for p in points], "linear"),
+        ("saturation above calibration", [p["saturation"] for p in points], "linear"),
+        ("drift p (adjusted)", [p["drift_p"] for p in points], "log"),
+    ]
+    for ax, (label, ys, scale) in zip(axes, series, strict=True):
+        ax.plot(x, [math.nan if y is None else y for y in ys], color="#4f81bd")
+        ax.set_ylabel(label, fontsize=7)
+        ax.set_yscale(scale)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+        for at, _ in alerts:
+            ax.axvline(at, color="#c0504d", linestyle="--", linewidth=1)
+    axes[-1].set_xlabel("images seen")
+    return _svg(fig)

@@ -12,7 +12,7 @@ from qvision.eval.tasks.adapters import points_lost
 from qvision.fileio import output_set
 from qvision.model.names import display_name
 from qvision.report import charts
-from qvision.report.template import PAGE
+from qvision.report.template import PAGE, STYLE
 
 DEFAULT_BUDGET = 1.0  # points, when the run had no --max-drop
 ROBUSTNESS_WARN = 5.0  # points of extra loss under one corruption that the verdict names
@@ -442,6 +442,7 @@ def render(r: ReportInputs) -> str:
     model = r.quantize.model if r.quantize else (r.int8_eval.model if r.int8_eval else "")
     return env.from_string(PAGE).render(
         title=f"qvision report — {Path(model).name}",
+        style=STYLE,
         verdict=verdict(r),
         accuracy=_accuracy_rows(r),
         eval_info=(

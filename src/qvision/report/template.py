@@ -1,8 +1,6 @@
 """The report page's Jinja2 template: plain HTML and CSS, nothing fetched from a network."""
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
-<style>
+STYLE = """<style>
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; margin-top: 1.8em; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
@@ -13,7 +11,11 @@ td:first-child, th:first-child { text-align: left; }
 .unknown { background: #eee; border: 1px solid #aaa; }
 .grid { display: flex; flex-wrap: wrap; gap: 0.5em; } .note { color: #555; font-size: 0.9em; }
 .prov td { text-align: left; font-family: monospace; font-size: 0.85em; word-break: break-all; }
-</style></head><body>
+</style>"""
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+{{ style | safe }}</head><body>
 <h1>{{ title }}</h1>
 <div class="verdict {{ 'unknown' if verdict.ok is none else ('ok' if verdict.ok else 'bad') }}">
 <strong>Verdict:</strong> {{ verdict.text }}</div>
@@ -77,5 +79,33 @@ pixels; success: share of the images a model classified correctly that it gets w
 {% else %}<p class="note">No manifest.</p>{% endif %}
 <p class="note">Written by qvision. Every figure on this page was measured in this run, except
 energy marked "estimate".</p>
+</body></html>
+"""
+
+MONITOR_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+{% if refresh %}<meta http-equiv="refresh" content="{{ refresh }}">{% endif %}
+{{ style | safe }}</head><body>
+<h1>{{ title }}</h1>
+<div class="verdict {{ 'bad' if alerts else 'ok' }}"><strong>{{ headline }}</strong></div>
+<p class="note">{{ info }}</p>
+
+<h2>The window</h2>
+<table><tr><th>measure</th><th>now</th><th>alert when</th></tr>
+{% for r in window %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
+
+<h2>Alerts</h2>
+{% if alerts %}<table><tr><th>at image</th><th>kind</th><th>message</th></tr>
+{% for a in alerts %}<tr><td>{{ a.at_image }}</td><td>{{ a.kind }}</td><td style="text-align:left">{{ a.message }}</td></tr>{% endfor %}</table>
+{% else %}<p class="note">None.</p>{% endif %}
+
+<h2>Over the stream</h2>
+{% if chart %}{{ chart | safe }}{% else %}<p class="note">Not enough images yet.</p>{% endif %}
+
+<h2>Most saturated grids</h2>
+<p class="note">Share of the values reaching each activation quantizer that fall outside its INT8 range, over the window, beside the same share on the calibration images.</p>
+<table><tr><th>tensor</th><th>window</th><th>calibration</th></tr>
+{% for r in grids %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
+{% if skipped %}<h2>Unreadable images</h2><ul>{% for s in skipped %}<li>{{ s.path }}: {{ s.reason }}</li>{% endfor %}</ul>{% endif %}
 </body></html>
 """

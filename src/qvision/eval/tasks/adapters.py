@@ -370,3 +370,19 @@ ADAPTERS = {
     "segmentation": Segmentation,
     "ocr-det": OcrDetection,
 }
+
+
+def guess_task(model, task: str | None = None) -> str | None:
+    """The task that reads ``model``'s outputs: the given one, the model's metadata, or
+    classification when the first output looks like class scores; else None."""
+    from qvision.data.preprocess import TASK_KEY
+
+    if task:
+        return task
+    meta = {p.key: p.value for p in model.metadata_props}
+    if meta.get(TASK_KEY):
+        return meta[TASK_KEY]
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    if len(dims) == 2 or (len(dims) == 4 and all(d.dim_value == 1 for d in dims[2:])):
+        return "classification"
+    return None

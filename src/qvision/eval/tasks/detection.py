@@ -152,3 +152,22 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
     area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
     return inter / np.maximum(area(box) + area(boxes) - inter, 1e-12)
+
+
+def box_f1(a: np.ndarray, a_cls: np.ndarray, b: np.ndarray, b_cls: np.ndarray, iou: float = 0.5):
+    """F1 of boxes ``a`` against boxes ``b`` of one image: one-to-one, same class, IoU >=
+    ``iou``, best pairs first; 1.0 when both are empty."""
+    if not len(a) and not len(b):
+        return 1.0
+    pairs = []
+    for j, (box, c) in enumerate(zip(b, b_cls, strict=True)):
+        if not len(a):
+            break
+        overlap = np.where(a_cls == c, _iou(box, a), 0.0)
+        pairs += [(v, i, j) for i, v in enumerate(overlap) if v >= iou]
+    used_a, used_b = set(), set()
+    for _, i, j in sorted(pairs, reverse=True):
+        if i not in used_a and j not in used_b:
+            used_a.add(i)
+            used_b.add(j)
+    return 2 * len(used_a) / (len(a) + len(b))
