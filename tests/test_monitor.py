@@ -201,3 +201,20 @@ def test_follow_reads_images_as_they_arrive(deployed, photos, tmp_path):
     assert res.images == 3 and res.skipped == []
     text = page.read_text()
     assert "No alert in 3 images" in text and "top-1 agreement" in text
+
+
+def test_saturation_alerts_on_a_lasting_rise_not_on_one_odd_image(deployed):
+    """Clipping is judged per image: one blown-out image in the window lifts the mean share
+    past the threshold but is no trend; a stream of them is."""
+    fp32, int8, x = deployed
+    t = Thresholds(window=3 * len(x), min_images=3 * len(x))
+    odd = Monitor(int8, fp32, x, sample=0.5, thresholds=t)
+    once = x.copy()
+    once[0] *= 8
+    odd.observe(np.concatenate([x, once, x]))
+    assert (odd.state()["saturation"] - odd.baseline).max() > t.saturation  # the mean rose
+    assert "saturation" not in {a.kind for a in odd.alerts}, odd.alerts
+    hot = Monitor(int8, fp32, x, sample=0.5, thresholds=t)
+    hot.observe(np.concatenate([x * 8] * 3))
+    kinds = {a.kind: a.at_image for a in hot.alerts}
+    assert kinds.get("saturation") == 3 * len(x), hot.alerts

@@ -52,7 +52,8 @@ class MonitorBaseline(BaseModel):
     task: str | None  # how agreement with FP32 is scored
     features: list[list[float]]  # per image: each channel's mean, then each one's spread
     saturation_images: int
-    saturation: dict[str, float]  # grid input tensor -> share of values outside its range
+    # grid input tensor -> per calibration image, the share of its values outside the range
+    saturation: dict[str, list[float]]
 
 
 class Provenance(BaseModel):

@@ -17,7 +17,8 @@ from qvision.model.rewrite import expose_tensors
 from qvision.provenance import MonitorBaseline, Provenance, manifest_path
 from qvision.runtime.session import make_session
 
-SATURATION_IMAGES = 16  # images the clipped shares are measured on at quantize time (a second each)
+SATURATION_PIXELS = 16 * 224 * 224  # the clipped shares' budget at quantize time (~a second)
+SATURATION_IMAGES = (8, 16)  # but no fewer images than a rank test needs, nor more
 FEATURE_IMAGES = 1000  # input statistics kept, at most
 
 
@@ -59,6 +60,9 @@ class Grids:
         shown = expose_tensors(model, self.tensors)
         self.session = make_session(shown.SerializeToString(), threads)
         self.input = self.session.get_inputs()[0].name
+        dim = model.graph.input[0].type.tensor_type.shape.dim
+        # a model exported with a fixed batch takes exactly that many images a run
+        self.fixed = dim[0].dim_value if dim and dim[0].dim_value > 0 else 0
         self.n_out = len(model.graph.output)
         names = [o.name for o in self.session.get_outputs()]
         # by name: the graph input is not a graph output, it is the batch itself
@@ -66,8 +70,8 @@ class Grids:
 
     def run(self, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """The model's outputs and [images, grids] clipped shares for batch ``x``."""
-        outs = self.session.run(None, {self.input: x})
         n = x.shape[0]
+        outs = self._outputs(x)
         shares = np.empty((n, len(self.tensors)))
         for j, t in enumerate(self.tensors):
             lo, hi = self.ranges[t]
@@ -76,11 +80,25 @@ class Grids:
             shares[:, j] = ((v < lo) | (v > hi)).mean(axis=1)
         return outs[: self.n_out], shares
 
+    def _outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        if not self.fixed or len(x) == self.fixed:
+            return self.session.run(None, {self.input: x})
+        parts = []
+        for i in range(0, len(x), self.fixed):
+            chunk = x[i : i + self.fixed]
+            short = self.fixed - len(chunk)
+            if short:  # pad with copies of the last image; their outputs are dropped
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], short, axis=0)])
+            parts.append(
+                [o[: self.fixed - short] for o in self.session.run(None, {self.input: chunk})]
+            )
+        return [np.concatenate(p) for p in zip(*parts, strict=True)]
+
     def shares(self, x: np.ndarray, batch: int = 8) -> np.ndarray:
-        """Mean clipped share per grid over ``x``, a few images at a time (every activation
-        is an output here: a whole calibration set at once would take gigabytes)."""
+        """[images, grids] clipped shares over ``x``, a few images at a time (every
+        activation is an output here: a whole calibration set at once takes gigabytes)."""
         parts = [self.run(x[i : i + batch])[1] for i in range(0, len(x), batch)]
-        return np.concatenate(parts).mean(axis=0)
+        return np.concatenate(parts)
 
 
 def measure(
@@ -90,11 +108,14 @@ def measure(
     grids = Grids(model, "<model>", threads)
     feats: list[np.ndarray] = []
     shares: list[np.ndarray] = []
-    seen = 0
+    seen, want = 0, None
     for x in batches:
         x = x[: FEATURE_IMAGES - seen]
         feats.append(image_features(x))
-        room = min(len(x), SATURATION_IMAGES - sum(len(s) for s in shares))
+        if want is None:
+            lo, hi = SATURATION_IMAGES
+            want = int(np.clip(SATURATION_PIXELS // max(1, x[0, 0].size), lo, hi))
+        room = min(len(x), want - sum(len(s) for s in shares))
         for i in range(0, max(room, 0), 8):
             shares.append(grids.run(x[i : min(i + 8, room)])[1])
         seen += len(x)
@@ -102,15 +123,13 @@ def measure(
             break
     if not feats:
         raise QVisionError("no calibration inputs for the monitor's baseline")
-    clipped = np.concatenate(shares)
+    clipped = np.round(np.concatenate(shares), 5)
     return MonitorBaseline(
         images=seen,
         task=task,
         features=np.round(np.concatenate(feats), 6).tolist(),
         saturation_images=len(clipped),
-        saturation={
-            t: round(float(v), 6) for t, v in zip(grids.tensors, clipped.mean(axis=0), strict=True)
-        },
+        saturation={t: clipped[:, j].tolist() for j, t in enumerate(grids.tensors)},
     )
 
 

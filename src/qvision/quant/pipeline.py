@@ -360,7 +360,7 @@ def write_model(planned: Planned, threads: int | None = None) -> bytes:
         onnx.checker.check_model(qmodel)
     except onnx.checker.ValidationError as exc:
         raise QVisionError(
-            f"internal: the written model fails the ONNX checker: {str(exc).splitlines()[0]}"
+            f"internal: the written model fails the ONNX checker: {str(exc).split(chr(10))[0]}"
         ) from None
     data = qmodel.SerializeToString()
     make_session(data, threads)  # the runtime must accept it before anything is written
@@ -592,6 +592,11 @@ def _monitor_baseline(planned: Planned, data: bytes, config: QuantConfig, thread
         )
     except QVisionError as exc:
         return None, f"monitor baseline not stored: {exc.problem}"
+    except Exception as exc:  # noqa: BLE001 - optional evidence: the INT8 model still stands
+        return (
+            None,
+            f"monitor baseline not stored: {type(exc).__name__}: {str(exc).split(chr(10))[0]}",
+        )
     planned.seconds["monitor-baseline"] = time.perf_counter() - t
     return base, None
 
