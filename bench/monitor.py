@@ -110,7 +110,6 @@ def classification() -> dict:
     if not model.exists():
         api.export_zoo_model("mobilenetv2", model)
     int8 = HERE / "mobilenetv2.int8.onnx"
-    int8.parent.mkdir(parents=True, exist_ok=True)
     q = api.quantize(model, int8, data / "calib")
     proto, inp = api.open_model(model)
     pre = api.resolve_preprocess(proto, None, inp, model)
@@ -238,6 +237,7 @@ def section(cls: dict, det: dict) -> str:
 
 
 def main() -> None:
+    HERE.mkdir(parents=True, exist_ok=True)
     cls = classification()
     det = text_detector()
     result = {"classification": cls, "text_detector": det}

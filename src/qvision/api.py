@@ -188,6 +188,43 @@ def export_zoo_model(name: str, out: str | Path) -> ZooExportResult:
     )
 
 
+def qat_config(
+    config: QuantConfig | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    device: str | None = None,
+) -> QuantConfig:
+    """``config`` with the ``qat`` algorithm after its pipeline (the target's by default)."""
+    config = config or QuantConfig()
+    options = dict(config.algo_options)
+    options["qat"] = {
+        **options.get("qat", {}),
+        "seed": seed,
+        **({"steps": steps} if steps is not None else {}),
+        **({"device": device} if device else {}),
+    }
+    algos = config.algos if config.algos is not None else "default"
+    algos = algos if isinstance(algos, str) else ",".join(algos)
+    return config.updated(algos=f"{algos},qat", algo_options=options)
+
+
+def qat(
+    model: str | Path,
+    output: str | Path,
+    calib: str | Path,
+    config: QuantConfig | None = None,
+    *,
+    steps: int | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    **kwargs,
+):
+    """Quantization-aware training: the target's PTQ pipeline, then weights, steps and
+    biases trained end to end against the FP32 model on the calibration images (the
+    ``qat`` algorithm), written by the same writer. ``kwargs`` as for ``quantize``."""
+    return quantize(model, output, calib, qat_config(config, steps, seed, device), **kwargs)
+
+
 def dataset_manifest(root: str | Path) -> DatasetManifest:
     return build_manifest(open_dataset(root))
 

@@ -352,6 +352,73 @@ def quantize_cmd(
     _save_json(done.record(), json_out, inputs, others=[output, plan_out])
 
 
+@app.command("qat")
+def qat_cmd(
+    model: Path = typer.Argument(..., help="Float ONNX model."),
+    output: Path = typer.Option(..., "-o", "--output", help="Trained QDQ ONNX model to write."),
+    calib: Path = typer.Option(..., "--calib", help="Training images (folder; no labels needed)."),
+    weights: str = typer.Option("int8", "--weights", help="int8 | int4 | int4-packed."),
+    target: str = typer.Option("auto", "--target", help=" | ".join(["auto", *TARGETS]) + "."),
+    steps: int | None = typer.Option(
+        None, "--steps", min=0, help="Training steps (default 300, batch 16)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the crops and batches."),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
+    algo: str = typer.Option(
+        "default",
+        "--algo",
+        help="The PTQ pipeline training starts from ('default': the target's), as --algo of quantize.",
+    ),
+    algo_option: list[str] | None = typer.Option(
+        None, "--algo-option", help="ALGO.KEY=VALUE, repeatable, e.g. qat.lr=0.001."
+    ),
+    preprocess: str | None = typer.Option(
+        None, "--preprocess", help="imagenet | tf | FILE.json/yaml."
+    ),
+    plan_out: Path | None = typer.Option(
+        None, "--plan-out", help="Write the trained plan (JSON) here."
+    ),
+    eval_dir: Path | None = typer.Option(
+        None, "--eval", help="Also evaluate FP32 vs the trained model on these images."
+    ),
+    task: str | None = typer.Option(None, "--task", help=" | ".join(ADAPTERS) + "."),
+    threads: int | None = ThreadsOpt,
+    json_out: Path | None = JsonOpt,
+):
+    """Quantization-aware training from the PTQ plan, distilled from the FP32 model; the
+    same QDQ writer emits the result."""
+    from qvision.api import qat_config
+    from qvision.evidence import prove
+    from qvision.provenance import manifest_path
+    from qvision.quant.config import QuantConfig
+
+    inputs = [model, calib, eval_dir]
+    _check_json_path(json_out, inputs, others=[output, plan_out, manifest_path(output)])
+    config = QuantConfig(
+        target=target,
+        weights=weights,
+        algos=algo,
+        algo_options=_algo_options(algo_option or []),
+        task=task,
+    )
+    done = prove(
+        model,
+        output,
+        calib,
+        qat_config(config, steps, seed, device),
+        preprocess=preprocess,
+        plan_out=plan_out,
+        eval_dir=eval_dir,
+        task=task,
+        threads=threads,
+        phases=_progress,
+        on_quantized=_print_quantized,
+    )
+    if done.int8 is not None:
+        _print_comparison(done.fp32, done.int8, eval_dir, done.int8.task)
+    _save_json(done.record(), json_out, inputs, others=[output, plan_out])
+
+
 def _print_quantized(res) -> None:
     from qvision.records import ci95_text
 

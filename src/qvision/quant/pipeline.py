@@ -270,9 +270,8 @@ def make_plan(
         elif config.limit:
             dataset.samples = dataset.samples[: config.limit]
     prof, method, prepared = prep.target, prep.method, prep.model
-    names = parse_algos(
-        default_algos(prof, config.weights) if config.algos is None else config.algos
-    )
+    pipeline = default_algos(prof, config.weights)
+    names = parse_algos(pipeline if config.algos is None else config.algos, pipeline)
     ctx = Context(
         prepared,
         None,

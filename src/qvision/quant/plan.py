@@ -94,6 +94,10 @@ class QuantPlan(BaseModel):
     # weight -> per-channel scale the rounding above was taken on (floor(w / grid)), where
     # block reconstruction then learned a different dequantization scale (the spec's).
     weight_grid: dict[str, list[float]] = Field(default_factory=dict)
+    # weight -> base64 of zlib-packed int8: the integer weight minus nearest rounding of the
+    # float weight on the spec's grid, where training (QAT) moved weights by whole steps.
+    # Overrides weight_rounding.
+    weight_offsets: dict[str, str] = Field(default_factory=dict)
     algorithms: list[str] = Field(default_factory=list)  # applied, in order
     ranges: dict[str, tuple[float, float]] = Field(
         default_factory=dict
@@ -125,6 +129,10 @@ class QuantPlan(BaseModel):
         """Integer weight as the writer emits it: nearest rounding, or AdaRound's choice."""
         spec = self.weights[name]
         scale, zp = spec.arrays()
+        if name in self.weight_offsets:
+            q = quantize(w, scale, zp, spec.format, spec.axis).astype(np.int64)
+            q += unpack_offsets(self.weight_offsets[name], w.shape)
+            return np.clip(q, spec.format.qmin, spec.format.qmax).astype(spec.format.np_dtype)
         if name not in self.weight_rounding:
             return quantize(w, scale, zp, spec.format, spec.axis)
         if name in self.weight_grid:
@@ -157,3 +165,30 @@ def unpack_bits(text: str, shape: tuple[int, ...]) -> np.ndarray:
     n = int(np.prod(shape))
     raw = np.frombuffer(base64.b64decode(text), dtype=np.uint8)
     return np.unpackbits(raw)[:n].reshape(shape).astype(np.int64)
+
+
+def pack_offsets(offsets: np.ndarray) -> str:
+    """Small integers (whole grid steps) as base64 of zlib-compressed int8: mostly zeros."""
+    import base64
+    import zlib
+
+    if offsets.size and np.abs(offsets).max() > 127:
+        raise ValueError("weight offsets beyond int8")
+    return base64.b64encode(zlib.compress(offsets.astype(np.int8).tobytes(), 9)).decode("ascii")
+
+
+def unpack_offsets(text: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of ``pack_offsets``; a ValueError when the text does not fit ``shape``."""
+    import base64
+    import binascii
+    import zlib
+
+    n = int(np.prod(shape))
+    try:
+        packed = base64.b64decode(text.encode("ascii"), validate=True)
+        raw = zlib.decompressobj().decompress(packed, n + 1)  # no more than it can hold
+    except (binascii.Error, zlib.error, UnicodeEncodeError) as exc:
+        raise ValueError(f"not packed offsets ({exc})") from None
+    if len(raw) != n:
+        raise ValueError(f"{len(raw)} offsets for {n} weights")
+    return np.frombuffer(raw, dtype=np.int8).reshape(shape).astype(np.int64)

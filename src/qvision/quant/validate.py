@@ -14,7 +14,7 @@ import onnx
 
 from qvision.errors import QVisionError
 from qvision.qmath import QFormat
-from qvision.quant.plan import QuantPlan, QuantSpec
+from qvision.quant.plan import QuantPlan, QuantSpec, unpack_offsets
 from qvision.targets import TARGETS
 
 # grids the writer and the ONNX Runtime/OpenVINO kernels handle: 8 bits, 7 (AVX2's u8s8
@@ -66,6 +66,15 @@ def problems_of(plan: QuantPlan, model: onnx.ModelProto) -> list[str]:
                 f"({', '.join(map(str, WEIGHT_BITS))} bits are)"
             )
         out += _grid(where, spec, inits.get(name))
+    for name, text in plan.weight_offsets.items():
+        where = f"weight_offsets['{name}']"
+        if name not in plan.weights:
+            out.append(f"{where}: not a quantized weight of the plan")
+        elif name in inits:
+            try:
+                unpack_offsets(text, inits[name])
+            except ValueError as exc:
+                out.append(f"{where}: {exc}")
     return out
 
 

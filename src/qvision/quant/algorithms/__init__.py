@@ -57,6 +57,9 @@ ALGORITHMS: dict[str, Algorithm] = {
         Algorithm("bias-correction", "post", "bias_correction", images=True),
         # block reconstruction learns rounding and biases from where the others left them
         Algorithm("brecq", "post", "brecq", images=True),
+        # quantization-aware training: every weight, step and bias at once, from the plan
+        # the others left (they are its starting point)
+        Algorithm("qat", "post", "qat", images=True),
         # last: activation grids for the output error of the final weights and biases
         Algorithm("act-search", "post", "act_search", images=True),
     )
@@ -64,11 +67,19 @@ ALGORITHMS: dict[str, Algorithm] = {
 ORDER = list(ALGORITHMS)
 
 
-def parse_algos(spec: str | list[str] | tuple[str, ...] | None) -> list[str]:
-    """Names in run order; 'none' (or empty) means no algorithm."""
+def parse_algos(
+    spec: str | list[str] | tuple[str, ...] | None, default: list[str] | None = None
+) -> list[str]:
+    """Names in run order; 'none' (or empty) means no algorithm; 'default' stands for the
+    target's pipeline (``default``), so 'default,qat' trains from it."""
     if not spec or spec == "none" or list(spec) == ["none"]:
         return []
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    if "default" in names:
+        if default is None:  # checked before the target is known: the name is fine
+            names = [n for n in names if n != "default"]
+        else:
+            names = [*default, *(n for n in names if n != "default")]
     unknown = [n for n in names if n not in ALGORITHMS]
     if unknown:
         raise QVisionError(f"unknown algorithm '{unknown[0]}'; available: {', '.join(ALGORITHMS)}")

@@ -255,14 +255,15 @@ def _pooled_next(nodes, i: int, block: Block) -> bool:
     return reader is not None and reader.op_type in POOLING and bool(block.softs)
 
 
-def split(ctx: Context, min_layers: int = MIN_LAYERS):
+def split(ctx: Context, min_layers: int = MIN_LAYERS, who: str = "brecq"):
     """The QDQ model of ``ctx.plan`` in PyTorch and its blocks."""
     torch = import_torch()
     plan = ctx.plan
     try:
         graph = OnnxTorch(Simulator(ctx.model, ctx.input_name).qdq(plan))
     except QVisionError as exc:
-        raise QVisionError(f"brecq: {exc.problem}; use adaround for this model") from None
+        hint = "; use adaround for this model" if who == "brecq" else ""
+        raise QVisionError(f"{who}: {exc.problem}{hint}") from None
     view = GraphView(ctx.model)
     by_name = {n.name: n for n in graph.nodes}
     soft_of: dict[str, _Soft] = {}
@@ -402,7 +403,7 @@ def apply(ctx: Context, options: Options) -> Change:
                 for b in block.biases if opts["bias"] else []:
                     plan.biases[b.node] = [float(v) for v in b.value.detach().cpu().numpy()]
                 for a in block.acts if opts["act"] else []:
-                    _keep_act(plan, a)
+                    keep_act(plan, a)
                 kept += 1
                 ratios.append(learned / max(before, 1e-30))
         xq, xf = out, target
@@ -469,7 +470,7 @@ def _keep_scale(plan, soft: _Soft) -> None:
     plan.weights[soft.name] = QuantSpec.from_arrays(spec.format, new, zp, spec.axis)
 
 
-def _keep_act(plan, act: _ActScale) -> None:
+def keep_act(plan, act: _ActScale) -> None:
     """The learned step size becomes the activation's (zero point unchanged). Its Q/DQ run
     in this block only, so nothing later reads the QDQ graph's copy."""
     spec = plan.activations[act.tensor]
