@@ -125,3 +125,44 @@ def test_a_plan_with_broken_weight_offsets_is_refused(flat_dir):
     assert any("weight_offsets['w1']" in p and "5 offsets" in p for p in found), found
     assert any("weight_offsets['nope']" in p for p in found), found
     assert any("weight_offsets['w3']" in p for p in found), found
+
+
+def test_pytorch_loop_prepare_train_export(tmp_path, flat_dir):
+    """qvision.qat for PyTorch users: the prepared module is the INT8 model, trains in a
+    plain loop, and exports to a QDQ model that ONNX Runtime runs to the same outputs."""
+    from qvision import qat
+
+    from conftest import TINY_PRE
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        torch.nn.ReLU6(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 5),
+    ).eval()
+    x = torch.from_numpy(next(iter_batches(image_folder(flat_dir), TINY_PRE, 4)).inputs)
+    qm = qat.prepare(net, x[:1], flat_dir, preprocess=TINY_PRE, weights="int4", algos="none")
+    assert len(list(qm.parameters())) > 0
+    with torch.no_grad():
+        want = net(x)
+        before = float(((qm(x) - want) ** 2).mean())
+    optim = torch.optim.Adam(qm.groups(lr=0.02, scale_lr=0.01, bias_lr=0.01))
+    for _ in range(40):
+        loss = ((qm(x) - want) ** 2).mean()
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    with torch.no_grad():
+        trained = qm(x).numpy()
+    assert float(((torch.from_numpy(trained) - want) ** 2).mean()) < before
+    out = qat.export(qm, tmp_path / "net.int8.onnx")
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    assert np.abs(got - trained).max() <= (trained.max() - trained.min()) / 255
+    with pytest.raises(Exception, match="prepare returned"):
+        qat.export(net, tmp_path / "other.onnx")
