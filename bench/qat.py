@@ -1,0 +1,181 @@
+"""Issue 33: quantization-aware training beside PTQ, on the zoo models.
+
+For each model and weight width: the default PTQ pipeline on the 100 `calib` photos (its
+plan saved), then `qat` trained from that plan (what `qvision qat` runs after the same
+PTQ), both scored on the 900 `eval` photos against FP32 (top-1, paired drop interval,
+agreement, SQNR). Exactness: the trained fake-quant model (the written plan's QDQ graph in
+PyTorch) against ONNX Runtime on 16 eval photos, in steps of the output (1/255 of its
+range). Latency: FP32, PTQ and QAT models interleaved, batch 1, median.
+
+Run: `make bench-qat` (or `.venv/bin/python bench/qat.py [--models a,b] [--weights int4,int8]
+[--steps N]`). Writes the `qat` section of BENCHMARKS.md and bench/out/qat.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from qvision import api
+from qvision.data import image_folder, iter_batches
+from qvision.model.load import load_model
+from qvision.quant import pipeline
+from qvision.quant.algorithms.context import Context
+from qvision.quant.config import QuantConfig
+from qvision.runtime.bench import time_interleaved
+from qvision.runtime.inputs import model_hw
+from qvision.runtime.machine import cpu_info
+from qvision.runtime.session import make_session
+from qvision.targets import detect
+
+from common import OUT, require_imagenet, write_section
+
+HERE = OUT / "qat"
+
+
+def _score(out, fp32, root, seconds: float, label: str, name: str, weights: str) -> dict:
+    e = api.evaluate(out, root / "eval", reference=fp32)
+    row = {
+        "model": name,
+        "weights": weights,
+        "quantizer": label,
+        "top1": e.metrics["top1"],
+        "drop_ci95": e.fidelity.drop_ci95_points,
+        "agreement": e.agreement,
+        "sqnr_db": e.fidelity.sqnr_db,
+        "seconds": seconds,
+        "path": str(out),
+    }
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
+def _exactness(planned, ctx, root, pre) -> float:
+    """Max |ONNX Runtime - fake-quant| over every output, in output steps (range/255)."""
+    import torch
+
+    from qvision.quant.algorithms.qat import FakeQuant
+
+    ds = image_folder(root / "eval")
+    ds.samples = ds.samples[:16]
+    x = np.concatenate([b.inputs for b in iter_batches(ds, pre, 8)])
+    sess = make_session(pipeline.write_model(planned), None)
+    got = sess.run(None, {planned.input_name: x})
+    with torch.no_grad():
+        fq = [t.numpy() for t in FakeQuant(ctx).forward(torch.from_numpy(x))]
+    return max(
+        float(np.abs(g - f).max() / max((f.max() - f.min()) / 255, 1e-12))
+        for g, f in zip(got, fq, strict=True)
+    )
+
+
+def run(name: str, weights: str, steps: int | None, root) -> list[dict]:
+    fp32 = OUT / f"{name}.onnx"
+    if not fp32.exists():
+        api.export_zoo_model(name, fp32)
+    proto, inp = api.open_model(fp32)
+    pre = api.resolve_preprocess(proto, None, inp, fp32)
+    config = QuantConfig(weights=weights)
+    t = time.perf_counter()
+    planned = pipeline.make_plan(fp32, root / "calib", pre, config)
+    ptq_s = time.perf_counter() - t
+    plan = HERE / f"{name}-{weights}-ptq.json"
+    planned.plan.save(plan)
+    ptq = HERE / f"{name}-{weights}-ptq.onnx"
+    ptq.write_bytes(pipeline.write_model(planned))
+    algos = ",".join(a.name for a in planned.algorithms) or "none"
+    rows = [_score(ptq, fp32, root, ptq_s, f"PTQ ({algos})", name, weights)]
+    t = time.perf_counter()
+    replayed = pipeline.make_plan(fp32, None, pre, config, plan_in=plan)
+    opts = {"steps": steps} if steps is not None else {}
+    ctx = Context(
+        replayed.prepared,
+        replayed.plan,
+        replayed.target,
+        image_folder(root / "calib"),
+        pre,
+        replayed.input_name,
+        options={"qat": opts},
+    )
+    result = pipeline.run_algorithms(ctx, ["qat"])[0]
+    qat_s = time.perf_counter() - t
+    out = HERE / f"{name}-{weights}-qat.onnx"
+    out.write_bytes(pipeline.write_model(replayed))
+    row = _score(
+        out,
+        fp32,
+        root,
+        ptq_s + qat_s,
+        f"PTQ + qat ({result.details['steps']} steps)",
+        name,
+        weights,
+    )
+    row["train_s"] = qat_s
+    row["exact_steps"] = _exactness(replayed, ctx, root, pre)
+    row["message"] = result.message
+    rows.append(row)
+    paths = [str(fp32), str(ptq), str(out)]
+    hw = model_hw(load_model(fp32, normalize=False))
+    timings = time_interleaved(paths, 1, dict.fromkeys(paths, hw).get, None, 10, 4.0)
+    ms = [t.stats()["median_ms"] for t in timings]
+    for r, m in zip(rows, ms[1:], strict=True):
+        r["latency_ms"], r["fp32_latency_ms"] = m, ms[0]
+    base = api.evaluate(fp32, root / "eval").metrics["top1"]
+    for r in rows:
+        r["fp32_top1"] = base
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="mobilenetv2,efficientnet-lite0")
+    ap.add_argument("--weights", default="int4,int8")
+    ap.add_argument("--steps", type=int, default=None, help="qat steps (default: its own)")
+    args = ap.parse_args()
+    root = require_imagenet()
+    HERE.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.models.split(","):
+        for weights in args.weights.split(","):
+            rows += run(name, weights, args.steps, root)
+    (OUT / "qat.json").write_text(json.dumps(rows, indent=1))
+    target, why = detect()
+    lines = [
+        "## Quantization-aware training beside PTQ",
+        "",
+        f"Command: `.venv/bin/python bench/qat.py --models {args.models} --weights {args.weights}"
+        f"{f' --steps {args.steps}' if args.steps else ''}`. Machine: {cpu_info()['name']}, "
+        f"2 cores, CPU only; target **{target.name}** ({why}). Training on the 100 `calib` "
+        "photos (and crops of them), no labels; scores on the 900 `eval` photos. Drop: "
+        "points of top-1 below FP32, ± its 95 % interval paired over the photos. Exactness: "
+        "max |ONNX Runtime − fake-quant| over all outputs of 16 eval photos, in output steps "
+        "(range/255). Latency: batch 1, median, interleaved with FP32.",
+        "",
+        "| model | weights | quantizer | top-1 % | drop pts | agreement % | SQNR dB "
+        "| latency ms (× FP32) | time s | exact, steps |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        speed = r["fp32_latency_ms"] / r["latency_ms"]
+        lines.append(
+            f"| {r['model']} | {r['weights']} | {r['quantizer']} | {100 * r['top1']:.2f} "
+            f"| {100 * (r['fp32_top1'] - r['top1']):.2f} ± {r['drop_ci95']:.1f} "
+            f"| {100 * r['agreement']:.1f} | {r['sqnr_db']:.2f} "
+            f"| {r['latency_ms']:.2f} ({speed:.2f}×) | {r['seconds']:.0f} "
+            f"| {r['exact_steps']:.2f} |"
+            if "exact_steps" in r
+            else f"| {r['model']} | {r['weights']} | {r['quantizer']} | {100 * r['top1']:.2f} "
+            f"| {100 * (r['fp32_top1'] - r['top1']):.2f} ± {r['drop_ci95']:.1f} "
+            f"| {100 * r['agreement']:.1f} | {r['sqnr_db']:.2f} "
+            f"| {r['latency_ms']:.2f} ({speed:.2f}×) | {r['seconds']:.0f} | — |"
+        )
+    write_section(f"qat-{target.name}", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
