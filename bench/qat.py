@@ -73,21 +73,27 @@ def _exactness(planned, ctx, root, pre) -> float:
     )
 
 
-def run(name: str, weights: str, steps: int | None, root) -> list[dict]:
+def run(name: str, weights: str, steps: int | None, root, reuse: bool) -> list[dict]:
     fp32 = OUT / f"{name}.onnx"
     if not fp32.exists():
         api.export_zoo_model(name, fp32)
     proto, inp = api.open_model(fp32)
     pre = api.resolve_preprocess(proto, None, inp, fp32)
     config = QuantConfig(weights=weights)
-    t = time.perf_counter()
-    planned = pipeline.make_plan(fp32, root / "calib", pre, config)
-    ptq_s = time.perf_counter() - t
     plan = HERE / f"{name}-{weights}-ptq.json"
-    planned.plan.save(plan)
+    timing = plan.with_suffix(".seconds")
+    if reuse and plan.exists() and timing.exists():  # PTQ of 4-bit weights takes minutes
+        planned = pipeline.make_plan(fp32, None, pre, config, plan_in=plan)
+        ptq_s = float(timing.read_text())
+    else:
+        t = time.perf_counter()
+        planned = pipeline.make_plan(fp32, root / "calib", pre, config)
+        ptq_s = time.perf_counter() - t
+        planned.plan.save(plan)
+        timing.write_text(f"{ptq_s:.1f}")
     ptq = HERE / f"{name}-{weights}-ptq.onnx"
     ptq.write_bytes(pipeline.write_model(planned))
-    algos = ",".join(a.name for a in planned.algorithms) or "none"
+    algos = ",".join(planned.plan.algorithms) or "none"
     rows = [_score(ptq, fp32, root, ptq_s, f"PTQ ({algos})", name, weights)]
     t = time.perf_counter()
     replayed = pipeline.make_plan(fp32, None, pre, config, plan_in=plan)
@@ -135,13 +141,14 @@ def main() -> None:
     ap.add_argument("--models", default="mobilenetv2,efficientnet-lite0")
     ap.add_argument("--weights", default="int4,int8")
     ap.add_argument("--steps", type=int, default=None, help="qat steps (default: its own)")
+    ap.add_argument("--reuse", action="store_true", help="start from PTQ plans saved before")
     args = ap.parse_args()
     root = require_imagenet()
     HERE.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.models.split(","):
         for weights in args.weights.split(","):
-            rows += run(name, weights, args.steps, root)
+            rows += run(name, weights, args.steps, root, args.reuse)
     (OUT / "qat.json").write_text(json.dumps(rows, indent=1))
     target, why = detect()
     lines = [

@@ -78,18 +78,32 @@ def fq_weight(model, name: str) -> np.ndarray:
     return next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == name)
 
 
-def test_qat_lowers_the_error_of_the_ptq_model(flat_dir):
+def test_qat_keeps_the_state_the_held_out_photos_prefer(tmp_path, photos):
+    """Every fifth photo is held out and decides what is kept. Here each photo has a copy,
+    so what training learns holds on the held-out one: kept, and the error drops. Wild
+    steps help nothing held out: PTQ's plan stays as it was."""
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    for p in photos[:3]:
+        for copy in ("a", "b"):
+            (folder / f"{p.stem}-{copy}{p.suffix}").write_bytes(p.read_bytes())
     model = prepare_for_quantization(mobile_block())
-    x = next(iter_batches(image_folder(flat_dir), PRE16, batch_size=4)).inputs
+    x = next(iter_batches(image_folder(folder), PRE16, batch_size=6)).inputs
     ref = _ort(model, x)[0]
-    ptq = plan_context(model, flat_dir, weight_bits=4)
-    ctx = plan_context(model, flat_dir, weight_bits=4)
-    ctx.options = {"qat": {"steps": 60, "batch": 4, "views": 1, "lr": 0.02}}
+    ptq = plan_context(model, folder, weight_bits=4)
+    ctx = plan_context(model, folder, weight_bits=4)
+    ctx.options = {"qat": {"steps": 100, "batch": 4, "views": 0, "lr": 0.01}}
     res = run("qat", ctx)
+    assert res.details["held_out"] == 1 and res.details["inputs"] == 5, res.details
     assert res.details["kept"] and res.error_after < res.error_before, res.message
     err_ptq = float(((_ort(write_qdq(model, ptq.plan), x)[0] - ref) ** 2).mean())
     err_qat = float(((_ort(write_qdq(model, ctx.plan), x)[0] - ref) ** 2).mean())
     assert err_qat < err_ptq, (err_ptq, err_qat)
+    wild = plan_context(model, folder, weight_bits=4)
+    wild.options = {"qat": {"steps": 50, "batch": 4, "views": 0, "lr": 100, "scale_lr": 5}}
+    res = run("qat", wild)
+    assert not res.details["kept"], res.message
+    assert wild.plan == ptq.plan
 
 
 def test_qat_command_trains_from_the_target_pipeline(tmp_path, tiny_model, flat_dir):

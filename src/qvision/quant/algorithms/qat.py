@@ -5,8 +5,10 @@ quantized weight becomes a latent value in units of its grid step, started at PT
 integers (so training starts exactly at the PTQ model), quantized with straight-through
 rounding on a learned per-channel step (LSQ, Esser et al. 2020); activation steps and
 biases are learned beside them. The loss distils the FP32 model's outputs (soft targets on
-class scores, scaled MSE otherwise) on the calibration images and random crops of them, so
-no labels are needed. What is learned goes back into the plan (integer weights as offsets
+class scores, scaled MSE otherwise) on the calibration images, random crops of them and
+mixes of two (targets computed on the mix), so no labels are needed. A fifth of the photos
+is held out: the state with the lowest loss on them is kept, and none at all when no state
+beats PTQ's (100 photos are few for millions of weights; training loss alone overfits). What is learned goes back into the plan (integer weights as offsets
 from nearest rounding, steps, biases), and the writer emits it like any plan: the exported
 model is the trained one, not a re-quantization of it.
 """
@@ -38,6 +40,9 @@ SCALE_LR = 1e-3  # log of each weight channel's and activation's step
 BIAS_LR = 1e-4
 TEMPERATURE = 1.0
 CHUNK = 32  # inputs per no-grad pass
+HOLDOUT = 5  # every 5th calibration photo (and its crops) is held out of training
+CHECK = 50  # steps between checks on the held-out photos (the best state is kept)
+MIX = 0.5  # share of training inputs mixed with another (mixup of unlabelled photos)
 
 
 class Options(base.Options):
@@ -49,6 +54,7 @@ class Options(base.Options):
     acts: bool = True  # learn activation steps
     views: int = Field(VIEWS, ge=0)
     temperature: float = Field(TEMPERATURE, gt=0)
+    mix: float = Field(MIX, ge=0, le=1)
     # add cross-entropy with the calibration folder's labels (class folders) to distillation
     labels: bool = False
     seed: int = 0
@@ -207,12 +213,29 @@ class FakeQuant:
         _write_back(ctx, self.weights, self.biases, self.acts)
 
 
-def teacher_outputs(ctx: Context, x: np.ndarray) -> list[np.ndarray]:
-    """The FP32 (prepared) model's outputs on ``x``, CHUNK inputs at a time."""
-    sess = make_session(ctx.model.SerializeToString(), ctx.threads)
-    names = [o.name for o in ctx.model.graph.output]
-    runs = [sess.run(names, {ctx.input_name: x[i : i + CHUNK]}) for i in range(0, len(x), CHUNK)]
-    return [np.concatenate(part) for part in zip(*runs, strict=True)]
+class Teacher:
+    """The FP32 (prepared) model in ONNX Runtime: targets for any batch, mixed ones too."""
+
+    def __init__(self, ctx: Context):
+        self.sess = make_session(ctx.model.SerializeToString(), ctx.threads)
+        self.names = [o.name for o in ctx.model.graph.output]
+        self.input = ctx.input_name
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        runs = [
+            self.sess.run(self.names, {self.input: x[i : i + CHUNK]})
+            for i in range(0, len(x), CHUNK)
+        ]
+        return [np.concatenate(part) for part in zip(*runs, strict=True)]
+
+
+def _held_out(paths: list, every: int) -> np.ndarray:
+    """True for the inputs of every ``every``-th photo (in file order) and its crops: the
+    photos training never sees, to judge when it stops helping."""
+    order = {p: i for i, p in enumerate(dict.fromkeys(paths))}
+    if len(order) < every:
+        return np.zeros(len(paths), bool)
+    return np.array([order[p] % every == every - 1 for p in paths])
 
 
 def apply(ctx: Context, options: Options) -> Change:
@@ -222,56 +245,102 @@ def apply(ctx: Context, options: Options) -> Change:
     torch.manual_seed(opts["seed"])
     fq = FakeQuant(ctx, opts["acts"], dev)
     x_np, paths = _inputs(ctx, opts["views"], opts["seed"])
-    y = torch.tensor(_labels(ctx, paths), device=dev) if opts["labels"] else None
-    want = [torch.from_numpy(w).to(dev) for w in teacher_outputs(ctx, x_np)]
-    x = torch.from_numpy(x_np).to(dev)
-    probs = _probabilities(torch, want[0]) if y is not None else False
+    labels = np.array(_labels(ctx, paths)) if opts["labels"] else None
+    teacher = Teacher(ctx)
+    held = _held_out(paths, HOLDOUT)
+    train = np.flatnonzero(~held)
+    val_x = torch.from_numpy(x_np[held]).to(dev)
+    val_want = [torch.from_numpy(w).to(dev) for w in teacher(x_np[held])] if held.any() else []
+    probs = (
+        _probabilities(torch, torch.from_numpy(teacher(x_np[:2])[0])) if opts["labels"] else False
+    )
+    t = opts["temperature"]
 
-    def loss_on(idx):
-        outs = fq.forward(x[idx])
-        t = opts["temperature"]
-        loss = sum(_distill(torch, o, w[idx], t) for o, w in zip(outs, want, strict=True))
-        if y is not None:  # the true class beside FP32's soft targets
+    def loss_of(outs, want, y=None, lam=None):
+        loss = sum(_distill(torch, o, w, t) for o, w in zip(outs, want, strict=True))
+        if y is not None:  # the true class beside FP32's soft targets (mixed as the inputs)
             scores = outs[0].clamp_min(1e-8).log() if probs else outs[0]
-            loss = loss + torch.nn.functional.cross_entropy(scores, y[idx])
+            ce = torch.nn.functional.cross_entropy
+            loss = loss + (lam * ce(scores, y[0], reduction="none")).mean()
+            loss = loss + ((1 - lam) * ce(scores, y[1], reduction="none")).mean()
         return loss
 
-    def full_loss() -> float:
+    def validate() -> float | None:
+        if not held.any():
+            return None
         with torch.no_grad():
             total = 0.0
-            for i in range(0, len(x), CHUNK):
-                idx = torch.arange(i, min(i + CHUNK, len(x)), device=dev)
-                total += float(loss_on(idx)) * len(idx)
-        return total / len(x)
+            for i in range(0, len(val_x), CHUNK):
+                outs = fq.forward(val_x[i : i + CHUNK])
+                want = [w[i : i + CHUNK] for w in val_want]
+                total += float(loss_of(outs, want)) * len(want[0])
+        return total / len(val_x)
 
-    before = full_loss()
+    rng = np.random.default_rng(opts["seed"])
+
+    def batch():
+        """Training inputs, each mixed with another with probability ``mix`` (weights 0.3 to
+        0.7); targets from FP32 on the mixed images, so 100 photos give endless inputs."""
+        n = min(opts["batch"], len(train))
+        a, b = rng.choice(train, n), rng.choice(train, n)
+        lam = np.where(rng.random(n) < opts["mix"], rng.uniform(0.3, 0.7, n), 1.0)
+        lam = lam.astype(np.float32)
+        xb = lam[:, None, None, None] * x_np[a] + (1 - lam[:, None, None, None]) * x_np[b]
+        xb = xb.astype(np.float32)
+        want = [torch.from_numpy(w).to(dev) for w in teacher(xb)]
+        y = None
+        if labels is not None:
+            y = (torch.from_numpy(labels[a]).to(dev), torch.from_numpy(labels[b]).to(dev))
+        return torch.from_numpy(xb).to(dev), want, y, torch.from_numpy(lam).to(dev)
+
+    params = [
+        p for g in fq.groups(opts["lr"], opts["scale_lr"], opts["bias_lr"]) for p in g["params"]
+    ]
+    start = validate()
+    best, best_at, kept_state = start, 0, None
     optim = torch.optim.Adam(fq.groups(opts["lr"], opts["scale_lr"], opts["bias_lr"]))
     base_lrs = [g["lr"] for g in optim.param_groups]
-    gen = torch.Generator().manual_seed(opts["seed"])
     steps = opts["steps"]
-    for i in range(steps):
-        ctx.step("qat", i, steps)
+    for i in range(1, steps + 1):
+        ctx.step("qat", i - 1, steps)
         for g, lr in zip(optim.param_groups, base_lrs, strict=True):
-            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * i / max(steps, 1)))  # cosine decay
-        idx = torch.randint(0, len(x), (min(opts["batch"], len(x)),), generator=gen).to(dev)
-        loss = loss_on(idx)
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (i - 1) / max(steps, 1)))  # cosine
+        xb, want, y, lam = batch()
+        loss = loss_of(fq.forward(xb), want, y, lam)
         optim.zero_grad()
         loss.backward()
         optim.step()
-    after = full_loss()
-    kept = after < before
+        if i % CHECK == 0 or i == steps:
+            now = validate()
+            if now is None or now < best:  # no held-out photos: the last state stands
+                best, best_at = now, i
+                kept_state = [p.detach().clone() for p in params]
+    kept = kept_state is not None
     if kept:
+        with torch.no_grad():
+            for p, v in zip(params, kept_state, strict=True):
+                p.copy_(v)
         fq.write_back(ctx)
+    judged = "held-out photos' distillation loss"
+    shown = "—" if start is None else f"{start:.4g} -> {best:.4g}"
     return Change(
         "weights",
         len(fq.weights) if kept else 0,
-        f"qat: {steps} steps, batch {opts['batch']}, {len(x)} inputs on {dev}; distillation "
-        f"loss {before:.4g} -> {after:.4g}" + ("" if kept else " (not kept: PTQ's plan stays)"),
+        f"qat: {steps} steps, batch {opts['batch']}, {len(train)} training inputs on {dev}; "
+        f"{judged} {shown}"
+        + (f" (kept step {best_at})" if kept else " (no step beat PTQ: its plan stays)"),
         of=len(fq.weights),
-        error="distillation loss on the training inputs (FP32 outputs as targets)",
-        error_before=before,
-        error_after=after,
-        details={"steps": steps, "inputs": len(x), "device": dev, "kept": kept},
+        error=f"{judged} (FP32 outputs as targets; every {HOLDOUT}th photo and its crops)",
+        error_before=start,
+        error_after=best,
+        details={
+            "steps": steps,
+            "kept_step": best_at if kept else None,
+            "inputs": len(train),
+            "held_out": int(held.sum()),
+            "device": dev,
+            "kept": kept,
+        },
     )
 
 
