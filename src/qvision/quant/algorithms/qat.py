@@ -303,13 +303,12 @@ def apply(ctx: Context, options: Options) -> Change:
             y = (torch.from_numpy(labels[a]).to(dev), torch.from_numpy(labels[b]).to(dev))
         return torch.from_numpy(xb).to(dev), want, y, torch.from_numpy(lam).to(dev)
 
-    params = [
-        p for g in fq.groups(opts["lr"], opts["scale_lr"], opts["bias_lr"]) for p in g["params"]
-    ]
+    groups = fq.groups(opts["lr"], opts["scale_lr"], opts["bias_lr"])
+    params = [p for g in groups for p in g["params"]]
     start = validate()
     best, best_at, kept_state = start, 0, None
     curve = [(0, start)]
-    optim = torch.optim.Adam(fq.groups(opts["lr"], opts["scale_lr"], opts["bias_lr"]))
+    optim = torch.optim.Adam(groups)
     base_lrs = [g["lr"] for g in optim.param_groups]
     steps = opts["steps"]
     for i in range(1, steps + 1):
