@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
 import numpy as np
@@ -33,6 +32,7 @@ from qvision.runtime.session import make_session
 from qvision.targets import detect
 
 from common import OUT, require_imagenet, write_section
+from recovery import _row
 
 HERE = OUT / "qat"
 # what the last full run showed; rewrite it when the figures change
@@ -40,20 +40,8 @@ READING = "Reading: QAT kept the held-out photos' best state (MobileNetV2: step 
 
 
 def _score(out, fp32, root, seconds: float, label: str, name: str, weights: str) -> dict:
-    e = api.evaluate(out, root / "eval", reference=fp32)
-    row = {
-        "model": name,
-        "weights": weights,
-        "quantizer": label,
-        "top1": e.metrics["top1"],
-        "drop_ci95": e.fidelity.drop_ci95_points,
-        "agreement": e.agreement,
-        "sqnr_db": e.fidelity.sqnr_db,
-        "seconds": seconds,
-        "path": str(out),
-    }
-    print(json.dumps(row), file=sys.stderr, flush=True)
-    return row
+    """recovery.py's row (top-1, paired drop interval, agreement, SQNR) and the weights."""
+    return {**_row(name, label, out, fp32, root, None, seconds), "weights": weights}
 
 
 def _exactness(planned, ctx, root, pre) -> float:
@@ -134,7 +122,7 @@ def run(name: str, weights: str, steps: int | None, root, reuse: bool) -> list[d
         r["latency_ms"], r["fp32_latency_ms"] = m, ms[0]
     base = api.evaluate(fp32, root / "eval").metrics["top1"]
     for r in rows:
-        r["fp32_top1"] = base
+        r["fp32_top1"] = base  # recovery's rows take it as given; here it is measured last
     return rows
 
 
@@ -175,7 +163,7 @@ def main() -> None:
             f"| {r['model']} | {r['weights']} | {r['quantizer']} | {100 * r['top1']:.2f} "
             f"| {100 * (r['fp32_top1'] - r['top1']):.2f} ± {r['drop_ci95']:.1f} "
             f"| {100 * r['agreement']:.1f} | {r['sqnr_db']:.2f} "
-            f"| {r['latency_ms']:.2f} ({speed:.2f}×) | {r['seconds']:.0f} | {exact} |"
+            f"| {r['latency_ms']:.2f} ({speed:.2f}×) | {r['quantize_s']:.0f} | {exact} |"
         )
     lines += ["", READING]
     write_section(f"qat-{target.name}", "\n".join(lines))
