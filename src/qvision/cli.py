@@ -397,6 +397,16 @@ def qat_cmd(
 
     inputs = [model, calib, eval_dir]
     _check_json_path(json_out, inputs, others=[output, plan_out, manifest_path(output)])
+    if labels:  # before the PTQ pipeline's minutes, not after them
+        from qvision.data.datasets import labelled_folder
+
+        try:
+            labelled_folder(calib)
+        except QVisionError as exc:
+            raise QVisionError(
+                f"--labels needs labelled calibration images (class folders): {exc.problem}",
+                calib,
+            ) from None
     config = QuantConfig(
         target=target,
         weights=weights,
