@@ -17,7 +17,7 @@ from qvision.errors import QVisionError
 from qvision.eval.tasks.adapters import ADAPTERS
 from qvision.fileio import sha256_file
 from qvision.model import image_input, load_model
-from qvision.model.load import ImageInput
+from qvision.model.load import ImageInput, fixed_batch
 from qvision.records import (
     DatasetInfo,
     Environment,
@@ -290,8 +290,7 @@ class Comparison:
         self.pre, self.input, self.threads, self.source = preprocess, input_name, threads, data
         proto = onnx.load_from_string(reference)
         self.metadata = metadata(proto)
-        dim = proto.graph.input[0].type.tensor_type.shape.dim
-        self.batch = dim[0].dim_value if dim and dim[0].dim_value > 0 else 32
+        self.batch = fixed_batch(proto.graph.input[0]) or 32
         self.labelled = self.adapter.has_truth(self.dataset)
         self.reference = make_session(reference, threads)
         self.cached: list | None = None  # the reference's outputs per batch

@@ -264,6 +264,13 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
     return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in shape.dim]
 
 
+def fixed_batch(value_info: onnx.ValueInfoProto) -> int:
+    """The batch a model input was exported with (it then takes exactly that many images a
+    run); 0 when the batch dim is dynamic."""
+    dims = _dims(value_info)
+    return (dims[0] or 0) if dims else 0
+
+
 def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     inits = {t.name for t in model.graph.initializer}
     return [i for i in model.graph.input if i.name not in inits]

@@ -13,6 +13,7 @@ import onnx
 from onnx import numpy_helper
 
 from qvision.errors import QVisionError
+from qvision.model.load import fixed_batch
 from qvision.model.rewrite import expose_tensors
 from qvision.provenance import MonitorBaseline, Provenance, manifest_path
 from qvision.runtime.session import make_session
@@ -60,9 +61,7 @@ class Grids:
         shown = expose_tensors(model, self.tensors)
         self.session = make_session(shown.SerializeToString(), threads)
         self.input = self.session.get_inputs()[0].name
-        dim = model.graph.input[0].type.tensor_type.shape.dim
-        # a model exported with a fixed batch takes exactly that many images a run
-        self.fixed = dim[0].dim_value if dim and dim[0].dim_value > 0 else 0
+        self.fixed = fixed_batch(model.graph.input[0])
         self.n_out = len(model.graph.output)
         names = [o.name for o in self.session.get_outputs()]
         # by name: the graph input is not a graph output, it is the batch itself

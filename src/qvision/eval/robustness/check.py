@@ -26,6 +26,7 @@ from qvision.eval.evaluate import metadata
 from qvision.eval.robustness import corrupt
 from qvision.eval.tasks.adapters import ADAPTERS
 from qvision.intervals import wilson, z_for
+from qvision.model.load import fixed_batch
 from qvision.qmath import OutputError, sqnr_db
 from qvision.records import ShiftCheck, ShiftRow
 from qvision.runtime.session import make_session
@@ -83,8 +84,7 @@ def shift_check(
     q_sess = {k: make_session(v, threads) for k, v in candidates.items()}
     proto = onnx.load(str(fp32), load_external_data=False)
     meta = metadata(proto)
-    dim = proto.graph.input[0].type.tensor_type.shape.dim
-    fixed = dim[0].dim_value if dim and dim[0].dim_value > 0 else 0
+    fixed = fixed_batch(proto.graph.input[0])
 
     def measure(name: str | None, severity: int) -> tuple[dict, int]:
         """{candidate: (agreement, output SQNR dB)} on the sample under one shift."""

@@ -20,6 +20,7 @@ from pydantic import Field
 from qvision.data.preprocess import concat_padded
 from qvision.errors import QVisionError
 from qvision.model.graph import GraphView
+from qvision.model.load import fixed_batch
 from qvision.quant.algorithms import base
 from qvision.quant.algorithms.base import Change
 from qvision.quant.algorithms.context import Context
@@ -37,8 +38,7 @@ REF_BYTES = 256 * 2**20
 def _inputs(ctx: Context, images: int) -> list[np.ndarray]:
     """The first ``images`` calibration images in batches of 8, or of the model's fixed batch."""
     inp = next(i for i in ctx.model.graph.input if i.name == ctx.input_name)
-    dim = inp.type.tensor_type.shape.dim
-    fixed = dim[0].dim_value if dim and dim[0].dim_value > 0 else 0
+    fixed = fixed_batch(inp)
     batch = fixed or 8
     xs = []
     for x in ctx.images():

@@ -134,15 +134,15 @@ def _labels(ctx: Context, paths: list) -> list[int]:
 
 def _inputs(ctx: Context, views: int, seed: int) -> tuple[np.ndarray, list]:
     """The photos, then ``views`` random crops of each; and each input's file."""
-    xs, labels = [], []
+    xs, paths = [], []
     for j in range(-1, views):
         view = crop_view(seed, j) if j >= 0 else None
         for b in iter_batches(ctx.dataset, ctx.preprocess, 8, transform=view):
             xs.append(b.inputs)
-            labels += [s.path for s in b.samples]
+            paths += [s.path for s in b.samples]
     if not xs:
         raise QVisionError("qat needs calibration images")
-    return concat_padded(xs, ctx.preprocess.pad_value).astype(np.float32), labels
+    return concat_padded(xs, ctx.preprocess.pad_value).astype(np.float32), paths
 
 
 class FakeQuant:
@@ -174,8 +174,9 @@ class FakeQuant:
         weights = {w.name: w for w in self.weights}
         acts = {a.tensor: a for a in self.acts}
         plan, out = ctx.plan, {}
+        with_bias = {b.node for b in self.biases}
         for node in ctx.model.graph.node:
-            if not any(b.node == node.name for b in self.biases):
+            if node.name not in with_bias:
                 continue
             x, wname = node.input[0], node.input[ops.layer(node).weight]
             if x in plan.activations and wname in weights:
