@@ -7,8 +7,9 @@ agreement, SQNR). Exactness: the trained fake-quant model (the written plan's QD
 PyTorch) against ONNX Runtime on 16 eval photos, in steps of the output (1/255 of its
 range). Latency: FP32, PTQ and QAT models interleaved, batch 1, median.
 
-Run: `make bench-qat` (or `.venv/bin/python bench/qat.py [--models a,b] [--weights int4,int8]
-[--steps N]`). Writes the `qat` section of BENCHMARKS.md and bench/out/qat.json.
+Run: `make bench-qat` (or `.venv/bin/python bench/qat.py [--models a,b] [--configs w4a8,w8a8,w4a4]
+[--steps N] [--reuse]`). Rows accumulate in bench/out/qat.json (a rerun replaces its own model and
+configuration); the `qat` section of BENCHMARKS.md is written from all of them.
 """
 
 from __future__ import annotations
@@ -39,13 +40,18 @@ HERE = OUT / "qat"
 READING = "Reading: QAT kept the held-out photos' best state (MobileNetV2: step 25; EfficientNet-Lite0: none, so PTQ's plan) and moves nothing beyond the interval: the W4A8 line (drop ≤ 1.0) is not met. Exactness is over 1 step on both: the PyTorch simulation of the QDQ graph and ONNX Runtime's integer kernels requantize differently (one-off roundings that grow over ~50 layers), with PTQ's plan as much as with a trained one; tiny models agree to a step (tests). Details: docs/experiments.md, \"Quantization-aware training: first runs\"."
 
 
-def _score(out, fp32, root, seconds: float, label: str, name: str, weights: str) -> dict:
-    """recovery.py's row (top-1, paired drop interval, agreement, SQNR) and the weights."""
-    return {**_row(name, label, out, fp32, root, None, seconds), "weights": weights}
+CONFIGS = {"w4a8": ("int4", 8), "w8a8": ("int8", 8), "w4a4": ("int4", 4)}
 
 
-def _exactness(planned, ctx, root, pre) -> float:
-    """Max |ONNX Runtime - fake-quant| over every output, in output steps (range/255)."""
+def _score(out, fp32, root, seconds: float, label: str, name: str, config: str) -> dict:
+    """recovery.py's row (top-1, paired drop interval, agreement, SQNR) and the config."""
+    return {**_row(name, label, out, fp32, root, None, seconds), "config": config}
+
+
+def _exactness(planned, ctx, root, pre, exact: bool = True) -> float:
+    """Max |ONNX Runtime - fake-quant| over every output, in output steps (range/255);
+    ``exact``: the simulation in ONNX Runtime's integer arithmetic (what QAT is judged on),
+    else its float one (what it trains on)."""
     import torch
 
     from qvision.quant.algorithms.qat import FakeQuant
@@ -56,21 +62,23 @@ def _exactness(planned, ctx, root, pre) -> float:
     sess = make_session(pipeline.write_model(planned), None)
     got = sess.run(None, {planned.input_name: x})
     with torch.no_grad():
-        fq = [t.numpy() for t in FakeQuant(ctx).forward(torch.from_numpy(x))]
+        fq = [t.numpy() for t in FakeQuant(ctx).forward(torch.from_numpy(x), exact=exact)]
     return max(
         float(np.abs(g - f).max() / max((f.max() - f.min()) / 255, 1e-12))
         for g, f in zip(got, fq, strict=True)
     )
 
 
-def run(name: str, weights: str, steps: int | None, root, reuse: bool) -> list[dict]:
+def run(name: str, cfg: str, steps: int | None, root, reuse: bool) -> list[dict]:
+    weights, acts = CONFIGS[cfg]
     fp32 = OUT / f"{name}.onnx"
     if not fp32.exists():
         api.export_zoo_model(name, fp32)
     proto, inp = api.open_model(fp32)
     pre = api.resolve_preprocess(proto, None, inp, fp32)
-    config = QuantConfig(weights=weights)
-    plan = HERE / f"{name}-{weights}-ptq.json"
+    config = QuantConfig(weights=weights, acts=acts)
+    tag = f"{name}-{weights}" + ("" if acts == 8 else f"-a{acts}")
+    plan = HERE / f"{tag}-ptq.json"
     timing = plan.with_suffix(".seconds")
     if reuse and plan.exists() and timing.exists():  # PTQ of 4-bit weights takes minutes
         planned = pipeline.make_plan(fp32, None, pre, config, plan_in=plan)
@@ -81,10 +89,10 @@ def run(name: str, weights: str, steps: int | None, root, reuse: bool) -> list[d
         ptq_s = time.perf_counter() - t
         planned.plan.save(plan)
         timing.write_text(f"{ptq_s:.1f}")
-    ptq = HERE / f"{name}-{weights}-ptq.onnx"
+    ptq = HERE / f"{tag}-ptq.onnx"
     ptq.write_bytes(pipeline.write_model(planned))
     algos = ",".join(planned.plan.algorithms) or "none"
-    rows = [_score(ptq, fp32, root, ptq_s, f"PTQ ({algos})", name, weights)]
+    rows = [_score(ptq, fp32, root, ptq_s, f"PTQ ({algos})", name, cfg)]
     t = time.perf_counter()
     replayed = pipeline.make_plan(fp32, None, pre, config, plan_in=plan)
     opts = {"steps": steps} if steps is not None else {}
@@ -99,7 +107,7 @@ def run(name: str, weights: str, steps: int | None, root, reuse: bool) -> list[d
     )
     result = pipeline.run_algorithms(ctx, ["qat"])[0]
     qat_s = time.perf_counter() - t
-    out = HERE / f"{name}-{weights}-qat.onnx"
+    out = HERE / f"{tag}-qat.onnx"
     out.write_bytes(pipeline.write_model(replayed))
     row = _score(
         out,
@@ -108,10 +116,11 @@ def run(name: str, weights: str, steps: int | None, root, reuse: bool) -> list[d
         ptq_s + qat_s,
         f"PTQ + qat ({result.details['steps']} steps)",
         name,
-        weights,
+        cfg,
     )
     row["train_s"] = qat_s
     row["exact_steps"] = _exactness(replayed, ctx, root, pre)
+    row["float_sim_steps"] = _exactness(replayed, ctx, root, pre, exact=False)
     row["message"] = result.message
     rows.append(row)
     paths = [str(fp32), str(ptq), str(out)]
@@ -129,30 +138,34 @@ def run(name: str, weights: str, steps: int | None, root, reuse: bool) -> list[d
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="mobilenetv2,efficientnet-lite0")
-    ap.add_argument("--weights", default="int4,int8")
+    ap.add_argument("--configs", default="w4a8,w8a8", help="of " + ",".join(CONFIGS))
     ap.add_argument("--steps", type=int, default=None, help="qat steps (default: its own)")
     ap.add_argument("--reuse", action="store_true", help="start from PTQ plans saved before")
     args = ap.parse_args()
     root = require_imagenet()
     HERE.mkdir(parents=True, exist_ok=True)
-    rows = []
+    saved = OUT / "qat.json"
+    rows = json.loads(saved.read_text()) if saved.exists() else []
+    for r in rows:  # rows from before --configs named the weights only
+        r.setdefault("config", {"int4": "w4a8", "int8": "w8a8"}.get(r.get("weights"), "w8a8"))
     for name in args.models.split(","):
-        for weights in args.weights.split(","):
-            rows += run(name, weights, args.steps, root, args.reuse)
-    (OUT / "qat.json").write_text(json.dumps(rows, indent=1))
+        for cfg in args.configs.split(","):
+            new = run(name, cfg, args.steps, root, args.reuse)
+            rows = [r for r in rows if (r["model"], r.get("config")) != (name, cfg)] + new
+            saved.write_text(json.dumps(rows, indent=1))  # kept as each configuration ends
     target, why = detect()
     lines = [
         "## Quantization-aware training beside PTQ",
         "",
-        f"Command: `.venv/bin/python bench/qat.py --models {args.models} --weights {args.weights}"
-        f"{f' --steps {args.steps}' if args.steps else ''}`. Machine: {cpu_info()['name']}, "
+        "Command: `.venv/bin/python bench/qat.py --models M --configs C --steps N` (each "
+        f"row's configuration and steps as shown). Machine: {cpu_info()['name']}, "
         f"2 cores, CPU only; target **{target.name}** ({why}). Training on the 100 `calib` "
         "photos (and crops of them), no labels; scores on the 900 `eval` photos. Drop: "
         "points of top-1 below FP32, ± its 95 % interval paired over the photos. Exactness: "
         "max |ONNX Runtime − fake-quant| over all outputs of 16 eval photos, in output steps "
         "(range/255). Latency: batch 1, median, interleaved with FP32.",
         "",
-        "| model | weights | quantizer | top-1 % | drop pts | agreement % | SQNR dB "
+        "| model | config | quantizer | top-1 % | drop pts | agreement % | SQNR dB "
         "| latency ms (× FP32) | time s | exact, steps |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -160,7 +173,7 @@ def main() -> None:
         speed = r["fp32_latency_ms"] / r["latency_ms"]
         exact = f"{r['exact_steps']:.2f}" if "exact_steps" in r else "—"
         lines.append(
-            f"| {r['model']} | {r['weights']} | {r['quantizer']} | {100 * r['top1']:.2f} "
+            f"| {r['model']} | {r['config'].upper()} | {r['quantizer']} | {100 * r['top1']:.2f} "
             f"| {100 * (r['fp32_top1'] - r['top1']):.2f} ± {r['drop_ci95']:.1f} "
             f"| {100 * r['agreement']:.1f} | {r['sqnr_db']:.2f} "
             f"| {r['latency_ms']:.2f} ({speed:.2f}×) | {r['quantize_s']:.0f} | {exact} |"

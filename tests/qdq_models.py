@@ -140,8 +140,55 @@ def lcnet_block(seed: int = 2, spelled: bool = True) -> onnx.ModelProto:
     return graph_model(nodes, inits, ["N", 4, 16, 16])
 
 
-def plan_context(model, flat_dir, weight_bits):
-    """An algorithm Context over a min-max plan with ``weight_bits`` weights (VNNI grids)."""
+def mobilenet_like(dead_bias: float = 0.0):
+    """Stem Conv-Clip, expand Conv-Clip, depthwise Conv-Clip, linear projection, residual
+    Add, GlobalAveragePool, Gemm. ``dead_bias``: stem channel 0 gets weights near 1e-7 and
+    this bias (trained networks have such channels: EfficientNet-Lite0's stem does)."""
+    r = np.random.default_rng(5)
+    f = np.float32
+    w1 = (r.standard_normal((16, 3, 3, 3)) * 0.3).astype(f)
+    b1 = (r.standard_normal(16) * 0.1).astype(f)
+    if dead_bias:
+        w1[0] = (r.standard_normal((3, 3, 3)) * 1e-7).astype(f)
+        b1[0], b1[1] = dead_bias, -dead_bias
+        w1[1] = (r.standard_normal((3, 3, 3)) * 1e-7).astype(f)
+    inits = {
+        "w1": w1,
+        "b1": b1,
+        "w2": (r.standard_normal((32, 16, 1, 1)) * 0.3).astype(f),
+        "b2": (r.standard_normal(32) * 0.1).astype(f),
+        "w3": (r.standard_normal((32, 1, 3, 3)) * 0.4).astype(f),
+        "b3": (r.standard_normal(32) * 0.1).astype(f),
+        "w4": (r.standard_normal((16, 32, 1, 1)) * 0.2).astype(f),
+        "b4": (r.standard_normal(16) * 0.1).astype(f),
+        "gw": (r.standard_normal((10, 16)) * 0.5).astype(f),
+        "gb": (r.standard_normal(10) * 0.1).astype(f),
+        "zero": np.array(0.0, f),
+        "six": np.array(6.0, f),
+    }
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1] * 4, strides=[2, 2]),
+        helper.make_node("Clip", ["c1", "zero", "six"], ["r1"], name="clip1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="expand"),
+        helper.make_node("Clip", ["c2", "zero", "six"], ["r2"], name="clip2"),
+        helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], pads=[1] * 4, group=32, name="dw"),
+        helper.make_node("Clip", ["c3", "zero", "six"], ["r3"], name="clip3"),
+        helper.make_node("Conv", ["r3", "w4", "b4"], ["c4"], name="project"),
+        helper.make_node("Add", ["c4", "r1"], ["a"], name="add"),
+        helper.make_node("GlobalAveragePool", ["a"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["fl"], name="flatten"),
+        helper.make_node("Gemm", ["fl", "gw", "gb"], ["out"], transB=1, name="fc"),
+    ]
+    for i, n in enumerate(nodes):
+        n.name = n.name or f"conv{i}"
+    from qvision.model.rewrite import prepare_for_quantization
+
+    return prepare_for_quantization(graph_model(nodes, inits, ["N", 10]))
+
+
+def plan_context(model, flat_dir, weight_bits, act_bits=None):
+    """An algorithm Context over a min-max plan with ``weight_bits`` weights (VNNI grids)
+    and ``act_bits`` activations (8 when None)."""
     from qvision.data import image_folder
     from qvision.quant.algorithms import Context
     from qvision.quant.calibrate import collect
@@ -155,5 +202,5 @@ def plan_context(model, flat_dir, weight_bits):
     ds = image_folder(flat_dir)
     obs, _ = collect(model, ds, PRE16, activation_tensors(model, decisions), "minmax")
     ranges = {t: o.range() for t, o in obs.items()}
-    plan = build_plan(model, ranges, target, "minmax", "x", decisions)
+    plan = build_plan(model, ranges, target, "minmax", "x", decisions, act_bits=act_bits)
     return Context(model, plan, target, ds, PRE16, "input")

@@ -29,14 +29,20 @@ def _step(plan, name: str, ref: np.ndarray) -> float:
     return float(ref.max() - ref.min()) / 255
 
 
-@pytest.mark.parametrize("build", [mobile_block, lcnet_block], ids=["residual-maxpool", "lcnet"])
-def test_fake_quant_starts_at_ptq_and_exports_exactly(flat_dir, build):
+@pytest.mark.parametrize(
+    ("build", "acts"),
+    [(mobile_block, 8), (lcnet_block, 8), (mobile_block, 4)],
+    ids=["residual-maxpool", "lcnet", "residual-maxpool-a4"],
+)
+def test_fake_quant_starts_at_ptq_and_exports_exactly(flat_dir, build, acts):
     from qvision.quant.algorithms.qat import FakeQuant
 
     model = prepare_for_quantization(build())
     x = next(iter_batches(image_folder(flat_dir), PRE16, batch_size=4)).inputs
     ref = _ort(model, x)
-    ctx = plan_context(model, flat_dir, weight_bits=4)
+    ctx = plan_context(model, flat_dir, weight_bits=4, act_bits=acts)
+    low = [t for t, s in ctx.plan.activations.items() if s.dtype == "uint4"]
+    assert bool(low) == (acts == 4), low  # 4-bit grids where asked, in 4-bit tensors
     names = [o.name for o in model.graph.output]
     ptq = _ort(write_qdq(model, ctx.plan), x)
     fq = FakeQuant(ctx)

@@ -60,6 +60,12 @@ AlphabetOpt = typer.Option(
     help="OCR recognizer's dictionary file (one character per line, as PaddleOCR's "
     "ppocr_keys_v1.txt), for a model without 'character' metadata.",
 )
+ActsOpt = typer.Option(
+    8,
+    "--acts",
+    help="Activation bits: 8, or 4 (4-bit tensors, opset 21: ONNX Runtime runs them "
+    "unfused, so they show 4-bit accuracy, not speed; first and last layers' inputs keep 8).",
+)
 ThreadsOpt = typer.Option(
     None, "--threads", min=1, help="Intra-op threads (default: physical cores)."
 )
@@ -211,6 +217,7 @@ def quantize_cmd(
             "by ONNX Runtime CPU)."
         ),
     ),
+    acts: int = ActsOpt,
     plan_out: Path | None = typer.Option(
         None, "--plan-out", help="Write the quantization plan (JSON) here."
     ),
@@ -314,6 +321,7 @@ def quantize_cmd(
         target=target,
         method=method,
         weights=weights,
+        acts=acts,
         algos=algo,
         keep_float=tuple(k.strip() for k in (keep_float or "").split(",") if k.strip()),
         layer_bits=_pairs(layer_bits, "--layer-bits", int),
@@ -358,6 +366,7 @@ def qat_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="Trained QDQ ONNX model to write."),
     calib: Path = typer.Option(..., "--calib", help="Training images (folder; no labels needed)."),
     weights: str = typer.Option("int8", "--weights", help="int8 | int4 | int4-packed."),
+    acts: int = ActsOpt,
     target: str = typer.Option("auto", "--target", help=" | ".join(["auto", *TARGETS]) + "."),
     steps: int | None = typer.Option(
         None, "--steps", min=0, help="Training steps (default 300, batch 16)."
@@ -410,6 +419,7 @@ def qat_cmd(
     config = QuantConfig(
         target=target,
         weights=weights,
+        acts=acts,
         algos=algo,
         algo_options=_algo_options(algo_option or []),
         task=task,

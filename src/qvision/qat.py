@@ -42,6 +42,7 @@ def prepare(
     preprocess: str | dict | Preprocess,
     target: str = "auto",
     weights: str = "int8",
+    acts: int = 8,
     algos: str = "default",
     device: str | None = None,
     threads: int | None = None,
@@ -69,7 +70,7 @@ def prepare(
                 opset_version=17,
             )
         proto = normalize_model(onnx.load(str(path)), "<module>")
-        config = QuantConfig(target=target, weights=weights, algos=algos)
+        config = QuantConfig(target=target, weights=weights, acts=acts, algos=algos)
         planned = pipeline.make_plan(path, calib, pre, config, threads=threads, proto=proto)
     ctx = Context(
         planned.prepared, planned.plan, planned.target, planned.dataset, pre, planned.input_name

@@ -88,6 +88,20 @@ def qparams(
 
 MIN_SCALE = 1e-12
 
+_FOUR_BIT = {"int4": (-8, 7), "uint4": (0, 15)}
+# --acts 4: the 4-bit type that stands for an 8-bit activation type
+ACT4 = {"uint8": "uint4", "int8": "int4"}
+
+
+def int_limits(dtype) -> tuple[int, int]:
+    """Smallest and largest value of an integer array type, 4-bit ones included (numpy has
+    none of its own: ONNX hands INT4/UINT4 tensors back as ml_dtypes arrays)."""
+    name = np.dtype(dtype).name
+    if name in _FOUR_BIT:
+        return _FOUR_BIT[name]
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
 
 def _floor(scale: np.ndarray) -> np.ndarray:
     """All-zero or denormal ranges: any small positive scale represents them (0 would be invalid)."""

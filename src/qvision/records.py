@@ -256,6 +256,7 @@ class QuantizeResult(BaseModel):
     target_reason: str
     method: str
     weights: str
+    acts: int = 8
     plan: str | None = None  # where the plan was written (--plan-out) or read from (--plan)
     calib_images: int
     skipped: list[SkippedFile] = []

@@ -27,6 +27,15 @@ class Kind:
     # QLinearGlobalAveragePool, QLinearSigmoid...)
     quantized_output: bool = False
 
+    def inputs(self, node: onnx.NodeProto) -> list[str]:
+        """The node's activation inputs, by name (empty names are absent optional inputs)."""
+        idx = self.activation_inputs
+        return [
+            node.input[i]
+            for i in (range(len(node.input)) if idx is None else idx)
+            if i < len(node.input)
+        ]
+
 
 KINDS: dict[str, Kind] = {
     "conv": Kind((0,), weighted=True, quantized_output=True),

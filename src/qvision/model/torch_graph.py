@@ -11,6 +11,8 @@ import onnx
 from onnx import numpy_helper
 
 from qvision.errors import MissingExtraError, QVisionError
+from qvision.model import torch_int
+from qvision.qmath import int_limits
 
 
 def import_torch():
@@ -46,9 +48,15 @@ class OnnxTorch:
     def __init__(self, model: onnx.ModelProto):
         torch = import_torch()
         self.torch = torch
+        arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        # 4-bit tensors (no torch type) are carried as int16 values; their own limits
+        # bound QuantizeLinear, as ONNX Runtime saturates to the 4-bit range
+        self.limits = {k: int_limits(a.dtype) for k, a in arrays.items() if a.dtype.kind != "f"}
         self.consts = {
-            t.name: torch.from_numpy(np.array(numpy_helper.to_array(t)))
-            for t in model.graph.initializer
+            k: torch.from_numpy(
+                np.array(a.astype(np.int16) if a.dtype.name in ("int4", "uint4") else a)
+            )
+            for k, a in arrays.items()
         }
         self.nodes = list(model.graph.node)
         known = set(self.consts)
@@ -63,6 +71,11 @@ class OnnxTorch:
         # QDrop (Wei et al. 2022): while fitting, each activation element skips its
         # quantization with this probability, which keeps block fits from overfitting
         self.drop = 0.0
+        # True: fused Conv/Add/GlobalAveragePool units give ONNX Runtime's integer results
+        # (torch_int); gradients still flow through the float path (straight-through)
+        self.exact = False
+        self.units = torch_int.find_units(model)
+        self.producer = {o: n for n in self.nodes for o in n.output}
 
     def to(self, device) -> OnnxTorch:
         """Move the constants (weights, scales, zero points) to ``device``."""
@@ -77,6 +90,10 @@ class OnnxTorch:
         for node in nodes:
             args = [env[i] if i else None for i in node.input]
             out = getattr(self, f"op_{node.op_type}")(node, _attrs(node), *args)
+            if self.exact and node.output[0] in self.units:
+                unit = self.units[node.output[0]]
+                got = torch_int.exact(self, unit, env, _attrs(unit.core))
+                out = out if got is None else out + (got - out).detach()
             outs = out if isinstance(out, tuple) else (out,)
             for name, value in zip(node.output, outs, strict=False):
                 env[name] = value
@@ -196,11 +213,16 @@ class OnnxTorch:
         axis = a.get("axis", 1)
         scale = self._shape(scale.float(), x, axis)
         zpf = self._shape(zp.float(), x, axis) if zp is not None else torch.zeros(())
-        info = torch.iinfo(zp.dtype) if zp is not None else torch.iinfo(torch.uint8)
+        if zp is None:
+            lo, hi = 0, 255
+        elif node.input[2] in self.limits:
+            lo, hi = self.limits[node.input[2]]
+        else:
+            lo, hi = torch.iinfo(zp.dtype).min, torch.iinfo(zp.dtype).max
         v = x / scale
         if not self.quantize:
             return v + zpf
-        q = torch.clamp(v + (torch.round(v) - v).detach() + zpf, info.min, info.max)  # STE
+        q = torch.clamp(v + (torch.round(v) - v).detach() + zpf, lo, hi)  # STE
         if self.drop:
             return torch.where(torch.rand_like(v) < self.drop, v + zpf, q)
         return q

@@ -16,6 +16,7 @@ from qvision.errors import QVisionError
 from qvision.model.load import fixed_batch
 from qvision.model.rewrite import expose_tensors
 from qvision.provenance import MonitorBaseline, Provenance, manifest_path
+from qvision.qmath import int_limits
 from qvision.runtime.session import make_session
 
 SATURATION_PIXELS = 16 * 224 * 224  # the clipped shares' budget at quantize time (~a second)
@@ -34,12 +35,12 @@ def quantizer_ranges(model: onnx.ModelProto) -> dict[str, tuple[float, float]]:
         zp = inits.get(n.input[2]) if len(n.input) > 2 else np.zeros((), np.uint8)
         if scale is None or zp is None or scale.size != 1:
             continue
-        info = np.iinfo(zp.dtype)
-        s, z = float(scale), int(zp)
+        qmin, qmax = int_limits(zp.dtype)
+        s, z = float(scale), int(zp.astype(np.int64))
         # a grid starting at zero (zero point at the type's minimum) clips negatives on
         # purpose: the ReLU it absorbed; only its top end saturates
-        lo = -np.inf if z == info.min else (info.min - z - 0.5) * s
-        ranges[n.input[0]] = (lo, (info.max - z + 0.5) * s)
+        lo = -np.inf if z == qmin else (qmin - z - 0.5) * s
+        ranges[n.input[0]] = (lo, (qmax - z + 0.5) * s)
     return ranges
 
 

@@ -15,6 +15,7 @@ class QuantConfig:
     target: str = "auto"  # profile name, or 'auto' to pick from this machine's CPU
     method: str | None = None  # calibration method; None: the target's default
     weights: str = "int8"  # int8 | int4 (cap on weight bits)
+    acts: int = 8  # activation bits: 8, or 4 (4-bit tensors; accuracy only, see planner)
     algos: str | tuple[str, ...] | None = None  # None: the target's default pipeline
     keep_float: tuple[str, ...] = ()  # node names left in float
     # node name -> weight bits, overriding the target and --weights (mixed precision)

@@ -10,7 +10,7 @@ import onnx
 
 from qvision.model.graph import GraphView, clip_bounds
 from qvision.qmath import QFormat, qparams, weight_ranges
-from qvision.quant.plan import NodePlan, QuantSpec
+from qvision.quant.plan import NodePlan, QuantPlan, QuantSpec
 
 
 class ScaleGroups:
@@ -68,3 +68,60 @@ def fit_under(scale: np.ndarray, zp: np.ndarray, fmt: QFormat, cap: float) -> np
     while np.float32(s) * np.float32(fmt.qmax - int(zp)) > np.float32(cap):
         s = np.nextafter(s, np.float32(0))
     return np.asarray(s, dtype=np.float32)
+
+
+# An int32 bias stays below this, leaving the rest of the int32 range to the accumulated
+# products (K · 127 · 255 < 2^30 for any K below 33,000)
+BIAS_LIMIT = 2**30
+
+
+def fit_biases(model: onnx.ModelProto, plan: QuantPlan) -> list[str]:
+    """Raise the weight step of channels whose bias would not fit int32 on input step ×
+    weight step; returns the weights changed.
+
+    ONNX Runtime adds the int32 bias to the accumulator without saturation, so a bias
+    clipped to int32 plus the products wraps around: EfficientNet-Lite0's stem has a channel
+    with weights near 1e-6 and a bias of -0.5, which then read +0.31 on every pixel instead
+    of 0. A step large enough for the bias loses nothing on such weights. Learned rounding
+    on a changed channel falls back to nearest (offsets) or to the new step (grid)."""
+    from qvision.model.ops import WEIGHTED_KINDS, layer
+    from qvision.quant.plan import pack_offsets, unpack_offsets
+
+    view = GraphView(model)
+    changed = []
+    for node in model.graph.node:
+        d = plan.nodes.get(node.name)
+        if d is None or d.action != "quantize" or d.kind not in WEIGHTED_KINDS:
+            continue
+        lay = layer(node)
+        wname, x = node.input[lay.weight], node.input[0]
+        name = lay.bias_of(node)
+        bias = plan.biases.get(node.name)
+        if bias is None and name is not None:
+            bias = view.weight(name)
+        if bias is None or wname not in plan.weights or x not in plan.activations:
+            continue
+        spec = plan.weights[wname]
+        sx = float(plan.activations[x].scale[0])
+        need = np.abs(np.asarray(bias, np.float64).ravel()) / (sx * BIAS_LIMIT)
+        if spec.axis is None:
+            need = np.full(1, need.max())
+        old = np.asarray(spec.scale, np.float64)
+        low = need > old
+        if not low.any():
+            continue
+        new = np.where(low, need * (1 + 1e-3), old).astype(np.float32)
+        plan.weights[wname] = spec.model_copy(update={"scale": [float(v) for v in new]})
+        if wname in plan.weight_grid:
+            grid = np.asarray(plan.weight_grid[wname], np.float32)
+            plan.weight_grid[wname] = [float(v) for v in np.where(low, new, grid)]
+        if wname in plan.weight_offsets and spec.axis is None:
+            del plan.weight_offsets[wname]
+        elif wname in plan.weight_offsets:
+            w = view.weight(wname)
+            off = unpack_offsets(plan.weight_offsets[wname], w.shape)
+            mask = np.zeros(w.shape, bool)
+            np.moveaxis(mask, spec.axis, 0)[low] = True
+            plan.weight_offsets[wname] = pack_offsets(np.where(mask, 0, off))
+        changed.append(wname)
+    return changed

@@ -20,6 +20,7 @@ from qvision.model import image_input, load_model
 from qvision.model.load import model_size
 from qvision.model.names import layer_labels
 from qvision.model.rewrite import prepare_for_quantization
+from qvision.qmath import ACT4, QFormat
 from qvision.quant import algorithms, shiftsafe
 from qvision.quant.algorithms import ALGORITHMS, Context, check_options, parse_algos, stage
 from qvision.quant.algorithms.context import with_step_names
@@ -27,6 +28,7 @@ from qvision.quant.calibrate import HistogramObserver
 from qvision.quant.calibrate.observers import METHODS, make_observer
 from qvision.quant.calibrate.shifts import with_shifts
 from qvision.quant.config import QuantConfig
+from qvision.quant.constraints import fit_biases
 from qvision.quant.plan import QuantPlan
 from qvision.quant.planner import activation_tensors, bounded_inputs, build_plan, decide_nodes
 from qvision.quant.stats import RANGES, Statistics
@@ -44,11 +46,15 @@ WEIGHT_BITS: dict[str, int | None] = {"int8": None, "int4": 4, "int4-packed": 4}
 PACKED = {"int4-packed": "int4"}
 
 
-def default_algos(target: Target, weights: str) -> list[str]:
-    """The target's pipeline; for sub-8-bit weights block reconstruction joins it when torch
-    is there (bias correction alone loses ~15 points at 4 bits, layer-wise AdaRound 4-6)."""
+ACT_BITS = (8, 4)
+
+
+def default_algos(target: Target, weights: str, acts: int = 8) -> list[str]:
+    """The target's pipeline; for sub-8-bit weights or activations block reconstruction
+    joins it when torch is there (bias correction alone loses ~15 points at 4-bit weights,
+    layer-wise AdaRound 4-6)."""
     names = list(target.default_algos)
-    if WEIGHT_BITS.get(weights) and importlib.util.find_spec("torch"):
+    if (WEIGHT_BITS.get(weights) or acts < 8) and importlib.util.find_spec("torch"):
         # MSE-clipped 4-bit grids start block reconstruction ~1 dB closer (BENCHMARKS.md)
         if "weight-mse" not in names:
             names.insert(0, "weight-mse")
@@ -104,6 +110,8 @@ def prepare(
         raise QVisionError(
             f"unknown --weights '{config.weights}'; available: {', '.join(WEIGHT_BITS)}"
         )
+    if config.acts not in ACT_BITS:
+        raise QVisionError(f"--acts {config.acts}: use 8 or 4")
     proto = proto if proto is not None else load_model(model)
     inp = image_input(proto, model)
     if any(n.op_type in QDQ_OPS for n in proto.graph.node):
@@ -131,12 +139,32 @@ def prepare(
         inp.name,
         prof,
         reason,
-        config.method or prof.default_method,
+        # 4-bit grids: ranges that minimise each tensor's error, as low-bit PTQ papers start
+        config.method or ("mse" if config.acts < 8 else prof.default_method),
         sha256_file(model),
         bn_stats,
         provenance.now(),
         time.perf_counter(),
     )
+
+
+def _options(config: QuantConfig) -> dict:
+    """Per-algorithm options; with 4-bit activations BRECQ/QDrop's recipe is the default:
+    activation steps learned in the block fits, half the quantization dropped while fitting."""
+    opts = {k: dict(v) for k, v in config.algo_options.items()}
+    if config.acts < 8:
+        opts["brecq"] = {"act": True, "drop": 0.5, **opts.get("brecq", {})}
+    return opts
+
+
+def _fit_biases(model: onnx.ModelProto, plan: QuantPlan) -> None:
+    changed = fit_biases(model, plan)
+    if changed:
+        plan.warnings.append(
+            f"weight step raised on channels of {len(changed)} layer(s) ({', '.join(changed[:3])}"
+            f"{'…' if len(changed) > 3 else ''}) whose bias would overflow the int32 "
+            "accumulator: near-zero weights with a large bias"
+        )
 
 
 def replay(
@@ -182,6 +210,7 @@ def replay(
     )
     run_algorithms(ctx, stage(plan.algorithms, "pre"))
     check_plan(plan, prep.model, plan_in)  # against the model the names now refer to
+    _fit_biases(prep.model, plan)
     return Planned(
         prep.model,
         plan,
@@ -270,7 +299,7 @@ def make_plan(
         elif config.limit:
             dataset.samples = dataset.samples[: config.limit]
     prof, method, prepared = prep.target, prep.method, prep.model
-    pipeline = default_algos(prof, config.weights)
+    pipeline = default_algos(prof, config.weights, config.acts)
     names = parse_algos(pipeline if config.algos is None else config.algos, pipeline)
     ctx = Context(
         prepared,
@@ -281,7 +310,7 @@ def make_plan(
         prep.input_name,
         threads,
         bn_stats=prep.bn_stats,
-        options=dict(config.algo_options),
+        options=_options(config),
         progress=with_step_names(progress),
     )
     done = run_algorithms(ctx, stage(names, "pre"))
@@ -301,6 +330,8 @@ def make_plan(
     stats, skipped = calibrate(ctx, requests, method, config, key, statistics, progress)
     ctx.stats = stats
     act_fmt = prof.activation.q()
+    if config.acts < 8:  # ranges for the grid most tensors get (the edges keep 8 bits)
+        act_fmt = QFormat(ACT4[act_fmt.dtype], config.acts, act_fmt.symmetric, act_fmt.narrow)
     full = bounded_inputs(prepared)
     ranges = {
         t: (o.for_method("minmax") if t in full and o.serves("minmax") else o).range(act_fmt)
@@ -317,11 +348,14 @@ def make_plan(
         WEIGHT_BITS[config.weights],
         config.layer_bits,
         PACKED.get(config.weights),
+        config.acts if config.acts < 8 else None,
     )
     plan.algorithms.extend(stage(names, "pre"))
+    _fit_biases(prepared, plan)
     ctx.plan = plan
     done += run_algorithms(ctx, stage(names, "post"))
     plan.algorithms.extend(stage(names, "post"))
+    _fit_biases(prepared, plan)  # algorithms move biases and steps
     plan.warnings.extend(ctx.log)
     return Planned(
         prepared,
@@ -553,6 +587,7 @@ def finish(
         target_reason=planned.reason,
         method=plan.method,
         weights=config.weights,
+        acts=config.acts,
         plan=str(plan_out or plan_in) if (plan_out or plan_in) else None,
         calib_images=planned.calib_images,
         skipped=planned.skipped,

@@ -16,7 +16,7 @@ import onnx
 from qvision.model.graph import GraphView, clip_bounds, node_attr
 from qvision.model.names import is_generated, layer_labels
 from qvision.model.ops import KINDS, WEIGHTED_KINDS, is_depthwise, layer
-from qvision.qmath import QFormat, qparams
+from qvision.qmath import ACT4, QFormat, qparams
 from qvision.quant.constraints import clip_caps, fit_under, scale_groups, weight_spec
 from qvision.quant.plan import NodePlan, QuantPlan, QuantSpec
 from qvision.targets import Target
@@ -46,12 +46,7 @@ def _why_not(node: onnx.NodeProto, kind: str, view: GraphView) -> str | None:
             return "bias is not a constant"
     if kind in ("binary", "concat") and any(view.is_constant(i) for i in node.input if i):
         return "constant operand"
-    idx = KINDS[kind].activation_inputs
-    acts = [
-        node.input[i]
-        for i in (range(len(node.input)) if idx is None else idx)
-        if i < len(node.input)
-    ]
+    acts = KINDS[kind].inputs(node)
     if any(view.elem_type(t) not in (None, onnx.TensorProto.FLOAT) for t in acts if t):
         return "input is not float32"
     return None
@@ -123,13 +118,7 @@ def activation_tensors(model: onnx.ModelProto, decisions: dict[str, NodePlan]) -
         d = decisions.get(node.name)
         if d is None or d.action != "quantize":
             continue
-        idx = KINDS[d.kind].activation_inputs
-        names = [
-            node.input[i]
-            for i in (range(len(node.input)) if idx is None else idx)
-            if i < len(node.input)
-        ]
-        for t in names:
+        for t in KINDS[d.kind].inputs(node):
             if t and not view.is_constant(t) and t not in out:
                 out.append(t)
     return out + [t for t in quantized_outputs(model, decisions) if t not in out]
@@ -181,13 +170,15 @@ def build_plan(
     weight_bits: int | None = None,
     layer_bits: dict[str, int] | None = None,
     weight_dtype: str | None = None,
+    act_bits: int | None = None,
 ) -> QuantPlan:
     """Scales for every activation and weight, given calibrated ``ranges``.
 
     ``weight_bits`` caps every weight grid (4: INT4 values carried in INT8 tensors, which
     every INT8 runtime executes); ``layer_bits`` sets single layers' weight bits (mixed
     precision), above or below that cap; ``weight_dtype`` ("int4") stores weights of at
-    most 4 bits in true 4-bit tensors.
+    most 4 bits in true 4-bit tensors. ``act_bits`` (4) caps activation grids; they are
+    stored as 4-bit tensors, the only ones ONNX Runtime saturates at 4 bits.
     """
     view = GraphView(model)
     # new data only: the caller's decisions and ranges stay as they were given
@@ -221,16 +212,33 @@ def build_plan(
             f"{len(missing)} tensor(s) had no calibration range; their consumers stay float"
         )
 
+    weighted = [
+        n
+        for n in view.topological_order()
+        if (d := decisions.get(n.name)) and d.action == "quantize" and d.kind in WEIGHTED_KINDS
+    ]
+    low_fmt, edge_inputs = act_fmt, set()
+    if act_bits and act_bits < act_fmt.bits and weighted:
+        low_fmt = QFormat(ACT4[act_fmt.dtype], act_bits, act_fmt.symmetric, act_fmt.narrow)
+        # the first layer's pixels and the last layer's features keep 8 bits, as published
+        # W4A4 results (QDrop, PD-Quant) do
+        edge_inputs = {
+            t for n in (weighted[0], weighted[-1]) for t in KINDS[decisions[n.name].kind].inputs(n)
+        }
     for t in tensors:
         group = members[groups.find(t)]
+        # a tied group (MaxPool, Reshape, Concat) keeps 8 bits: ONNX Runtime's optimizer
+        # runs those ops on the integer tensor, which it allows for 8-bit types only
+        tied = len(group) > 1
+        fmt = act_fmt if tied or any(m in edge_inputs for m in group) else low_fmt
         known = [ranges[m] for m in group if m in ranges]
         lo, hi = min(r[0] for r in known), max(r[1] for r in known)
         cap = min((caps[m] for m in group if m in caps), default=np.inf)
         hi = min(hi, cap)
-        scale, zp = qparams(lo, hi, act_fmt)
+        scale, zp = qparams(lo, hi, fmt)
         if np.isfinite(cap):
-            scale = fit_under(scale, zp, act_fmt, cap)
-        spec = QuantSpec.from_arrays(act_fmt, scale, zp)
+            scale = fit_under(scale, zp, fmt, cap)
+        spec = QuantSpec.from_arrays(fmt, scale, zp)
         for m in group:
             if m in tensors or m in ranges:
                 plan.activations[m] = spec
@@ -239,11 +247,14 @@ def build_plan(
     needed = set(tensors)
     plan.activations = {k: v for k, v in plan.activations.items() if k in needed}
 
-    weighted = [
-        n
-        for n in view.topological_order()
-        if (d := decisions.get(n.name)) and d.action == "quantize" and d.kind in WEIGHTED_KINDS
-    ]
+    if low_fmt is not act_fmt:
+        plan.warnings.append(
+            f"{act_bits}-bit activations are stored as {low_fmt.dtype.upper()} (opset 21): "
+            "ONNX Runtime has no fused kernel for them and computes those layers in float "
+            "between quantize and dequantize, slower than FP32; the model measures the "
+            "accuracy of 4-bit activations, not their speed. The first and last layers' "
+            "inputs and tensors tied through MaxPool, Reshape or Concat keep 8 bits"
+        )
     # Capped (4-bit) weights: the first layer (raw pixels, few weights) and the last (the
     # logits) keep the target's bits, as AdaRound, BRECQ and QDrop report W4 results.
     edges = {weighted[0].name, weighted[-1].name} if weight_bits and weighted else set()

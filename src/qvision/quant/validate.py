@@ -50,10 +50,12 @@ def problems_of(plan: QuantPlan, model: onnx.ModelProto) -> list[str]:
         where = f"activations['{name}']"
         if name not in tensors:
             out.append(f"{where}: not a tensor of the model")
-        if act and (spec.dtype, spec.bits) != (act.dtype, act.bits):
+        # the target's grid, or its 4-bit counterpart (--acts 4)
+        four = spec.bits == 4 and spec.dtype in ("int4", "uint4")
+        if act and (spec.dtype, spec.bits) != (act.dtype, act.bits) and not four:
             out.append(
                 f"{where}: {spec.bits}-bit {spec.dtype}, but target {target.name} runs "
-                f"{act.bits}-bit {act.dtype} activations"
+                f"{act.bits}-bit {act.dtype} activations (or 4-bit ones)"
             )
         out += _grid(where, spec, None)
     for name, spec in plan.weights.items():

@@ -12,6 +12,7 @@ from onnx import numpy_helper
 
 from qvision.errors import QVisionError
 from qvision.provenance import read_manifest
+from qvision.qmath import int_limits
 from qvision.report.html import ReportInputs
 
 WORST_LAYERS = 4
@@ -48,8 +49,9 @@ def activation_ranges(
         if q is None or q.op_type != "QuantizeLinear":
             continue
         scale, zp = float(inits[q.input[1]]), inits[q.input[2]]
-        info = np.iinfo(zp.dtype)
-        lo, hi = (info.min - int(zp)) * scale, (info.max - int(zp)) * scale
+        qmin, qmax = int_limits(zp.dtype)
+        z = int(zp.astype(np.int64))
+        lo, hi = (qmin - z) * scale, (qmax - z) * scale
         found.append((name, q.input[0], lo, hi))
     if not found:
         return []

@@ -12,6 +12,7 @@ The writer decides nothing: every number comes from the plan, through qvision.qm
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 
 import numpy as np
 import onnx
@@ -97,7 +98,12 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     # Activations: one Q/DQ pair per tensor, read by quantized consumers only.
     dq_of: dict[str, str] = {}
     q_of: dict[str, str] = {}
-    for tensor, spec in plan.activations.items():
+    specs = (
+        _alternate_signs(out, plan)
+        if any(sp.bits == 4 for sp in plan.activations.values())
+        else plan.activations
+    )
+    for tensor, spec in specs.items():
         if spec.axis is not None:
             raise QVisionError(
                 f"activation '{tensor}' has a per-channel spec; activations are per-tensor"
@@ -114,7 +120,12 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
             _zp_tensor(spec, z_name),
         ]
         new_nodes.append(
-            _node("QuantizeLinear", [tensor, s_name, z_name], q_name, _unique(f"{tensor}_Q", taken))
+            _node(
+                "QuantizeLinear",
+                [_q_input(tensor, spec, plan, view), s_name, z_name],
+                q_name,
+                _unique(f"{tensor}_Q", taken),
+            )
         )
         new_nodes.append(
             _node(
@@ -239,6 +250,70 @@ def _channels(node: onnx.NodeProto, view: GraphView) -> tuple[int, int]:
     return lay.data_axis, lay.input_channels(w.shape)
 
 
+def _alternate_signs(model: onnx.ModelProto, plan: QuantPlan) -> dict[str, QuantSpec]:
+    """4-bit activation specs as written: each quantized Conv's 4-bit input and output of
+    opposite signedness (the same grid: int4 with zero point z - 8 is uint4 with z). ONNX Runtime 1.32 fuses DQ -> Conv ->
+    Q into QLinearConv whenever the two types match, 4-bit ones included, and then fails to
+    load the model (no such kernel). A tensor has one producer, so Conv input -> output
+    links form a forest, and alternating along it always works."""
+    view, decisions = GraphView(model), plan.nodes
+
+    def after_folds(t: str) -> str:
+        while (nxt := view.consumers.get(t, [])) and len(nxt) == 1:
+            d = decisions.get(nxt[0].name)
+            if d is None or d.action != "fold":
+                break
+            t = nxt[0].output[0]
+        return t
+
+    def four(t: str) -> bool:
+        return t in plan.activations and plan.activations[t].bits == 4
+
+    links: dict[str, list[str]] = defaultdict(list)
+    for node in model.graph.node:
+        d = decisions.get(node.name)
+        if d and d.action == "quantize" and node.op_type == "Conv":
+            a, b = node.input[0], after_folds(node.output[0])
+            if four(a) and four(b):
+                links[a].append(b)
+                links[b].append(a)
+    flipped: dict[str, bool] = {}
+    for root in links:
+        if root in flipped:
+            continue
+        flipped[root], todo = False, [root]
+        while todo:
+            t = todo.pop()
+            for u in links[t]:
+                if u not in flipped:
+                    flipped[u] = not flipped[t]
+                    todo.append(u)
+    out = dict(plan.activations)
+    for t, flip in flipped.items():
+        if flip:
+            spec = plan.activations[t]
+            signed = spec.dtype == "int4"
+            out[t] = spec.model_copy(
+                update={
+                    "dtype": "uint4" if signed else "int4",
+                    "zero_point": [z + (8 if signed else -8) for z in spec.zero_point],
+                }
+            )
+    return out
+
+
+def _q_input(tensor: str, spec: QuantSpec, plan: QuantPlan, view: GraphView) -> str:
+    """What a 4-bit QuantizeLinear reads: past a folded Relu/Clip, whose bounds its grid
+    enforces anyway. ONNX Runtime's Relu/Clip-into-Q fusion fails on 4-bit zero points
+    (1.32: 'Unexpected data type for QuantizeLinear input y_zero_point'), and 4-bit
+    activations get no fused kernel to gain from it."""
+    prod = view.producer.get(tensor)
+    if spec.bits > 4 or prod is None or prod.op_type not in ("Relu", "Clip"):
+        return tensor
+    d = plan.nodes.get(prod.name)
+    return prod.input[0] if d is not None and d.action == "fold" else tensor
+
+
 def _float_layer_dq(node, i, tensor, plan, view, q_of, taken, new_inits, new_nodes) -> str | None:
     """A DQ of its own for a Conv/Gemm the plan keeps float, its scale repeated per channel.
     ONNX Runtime quantizes a float-weight Conv/Gemm it finds between a per-tensor DQ and a Q
@@ -252,7 +327,7 @@ def _float_layer_dq(node, i, tensor, plan, view, q_of, taken, new_inits, new_nod
         return None
     axis, count = _channels(node, view)
     spec = plan.activations.get(tensor)
-    if count < 2 or spec is None:
+    if count < 2 or spec is None or spec.bits == 4:  # 4-bit: its container may be flipped
         return None
     scale, zp = spec.arrays()
     s_name = _unique(f"{tensor}_{node.name}_scale", taken)
