@@ -186,7 +186,7 @@ def mobilenet_like(dead_bias: float = 0.0):
     return prepare_for_quantization(graph_model(nodes, inits, ["N", 10]))
 
 
-def plan_context(model, flat_dir, weight_bits, act_bits=None):
+def plan_context(model, flat_dir, weight_bits, act_bits=None, pre=PRE16):
     """An algorithm Context over a min-max plan with ``weight_bits`` weights (VNNI grids)
     and ``act_bits`` activations (8 when None)."""
     from qvision.data import image_folder
@@ -200,7 +200,7 @@ def plan_context(model, flat_dir, weight_bits, act_bits=None):
     target.weight_bits = {}
     decisions = decide_nodes(model, target, set())
     ds = image_folder(flat_dir)
-    obs, _ = collect(model, ds, PRE16, activation_tensors(model, decisions), "minmax")
+    obs, _ = collect(model, ds, pre, activation_tensors(model, decisions), "minmax")
     ranges = {t: o.range() for t, o in obs.items()}
     plan = build_plan(model, ranges, target, "minmax", "x", decisions, act_bits=act_bits)
-    return Context(model, plan, target, ds, PRE16, "input")
+    return Context(model, plan, target, ds, pre, "input")

@@ -8,6 +8,8 @@ import onnxruntime as ort
 import pytest
 
 from qvision.data import image_folder, iter_batches
+from qvision.data.preprocess import parse_preprocess
+from qvision.model.rewrite import prepare_for_quantization
 from qvision.quant.constraints import fit_biases
 from qvision.quant.writer import write_qdq
 
@@ -53,3 +55,30 @@ def test_bias_too_large_for_int32_gets_a_larger_step(flat_dir):
     assert changed == ["w1"], changed
     assert before[True] > 1, before
     assert after[True] < 1e-3, after
+
+
+@pytest.mark.slow
+def test_exact_on_mobilenetv2(tmp_path, photos):
+    """The zoo MobileNetV2 at 4-bit weights (nearest rounding, min-max grids): ~50 layers
+    over which the float simulation's one-off roundings grow to steps; exact mode stays
+    on ONNX Runtime's values."""
+    from qvision.model.load import load_model
+    from qvision.quant.algorithms.qat import FakeQuant
+    from qvision.zoo.registry import export_model
+
+    path = export_model("mobilenetv2", tmp_path / "mobilenetv2.onnx")
+    model = prepare_for_quantization(load_model(path))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in photos:
+        (folder / p.name).write_bytes(p.read_bytes())
+    pre = parse_preprocess("imagenet")
+    ctx = plan_context(model, folder, weight_bits=4, pre=pre)
+    x = next(iter_batches(image_folder(folder), pre, batch_size=4)).inputs
+    got = _ort(write_qdq(model, ctx.plan), x)
+    step = (got.max() - got.min()) / 255
+    fq = FakeQuant(ctx)
+    with torch.no_grad():
+        out = {e: fq.forward(torch.from_numpy(x), exact=e)[0].numpy() for e in (False, True)}
+    steps = {e: float(np.abs(v - got).max() / step) for e, v in out.items()}
+    assert len(fq.graph.units) > 50 and steps[True] < 0.01, steps
