@@ -148,15 +148,6 @@ def prepare(
     )
 
 
-def _options(config: QuantConfig) -> dict:
-    """Per-algorithm options; with 4-bit activations BRECQ/QDrop's recipe is the default:
-    activation steps learned in the block fits, half the quantization dropped while fitting."""
-    opts = {k: dict(v) for k, v in config.algo_options.items()}
-    if config.acts < 8:
-        opts["brecq"] = {"act": True, "drop": 0.5, **opts.get("brecq", {})}
-    return opts
-
-
 def _fit_biases(model: onnx.ModelProto, plan: QuantPlan) -> None:
     changed = fit_biases(model, plan)
     if changed:
@@ -310,7 +301,7 @@ def make_plan(
         prep.input_name,
         threads,
         bn_stats=prep.bn_stats,
-        options=_options(config),
+        options=dict(config.algo_options),
         progress=with_step_names(progress),
     )
     done = run_algorithms(ctx, stage(names, "pre"))
