@@ -72,6 +72,10 @@ def test_fake_quant_starts_at_ptq_and_exports_exactly(flat_dir, build, acts):
     exported = _ort(write_qdq(model, ctx.plan), x)
     for n, e, t, r in zip(names, exported, trained, ref, strict=True):
         assert np.abs(e - t).max() <= _step(ctx.plan, n, r), n
+    with torch.no_grad():  # in ONNX Runtime's integer arithmetic: the same values
+        exact = [t.numpy() for t in fq.forward(torch.from_numpy(x), exact=True)]
+    for n, e, t, r in zip(names, exported, exact, ref, strict=True):
+        assert np.abs(e - t).max() <= 1e-3 * _step(ctx.plan, n, r), n
     with torch.no_grad():  # the plan's integers are the trained ones, bit for bit
         for w in fq.weights:
             q = ctx.plan.quantized_weight(w.name, fq_weight(model, w.name))
@@ -189,12 +193,13 @@ def test_pytorch_loop_prepare_train_export(tmp_path, flat_dir):
         optim.zero_grad()
         loss.backward()
         optim.step()
+    qm.eval()  # ONNX Runtime's integer arithmetic from here: what export writes
     with torch.no_grad():
         trained = qm(x).numpy()
     assert float(((torch.from_numpy(trained) - want) ** 2).mean()) < before
     out = qat.export(qm, tmp_path / "net.int8.onnx")
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-    assert np.abs(got - trained).max() <= (trained.max() - trained.min()) / 255
+    assert np.abs(got - trained).max() <= 1e-3 * (trained.max() - trained.min()) / 255
     with pytest.raises(Exception, match="prepare returned"):
         qat.export(net, tmp_path / "other.onnx")

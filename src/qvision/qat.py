@@ -114,7 +114,9 @@ def _module(torch):
             return p
 
         def forward(self, x):
-            outs = self.fake_quant.forward(x)
+            # eval mode: ONNX Runtime's integer arithmetic, i.e. what export will write;
+            # training: the float simulation (half the time, same gradients)
+            outs = self.fake_quant.forward(x, exact=not self.training)
             return outs[0] if len(outs) == 1 else tuple(outs)
 
         def groups(self, lr: float, scale_lr: float, bias_lr: float) -> list[dict]:

@@ -70,6 +70,10 @@ def find_units(model: onnx.ModelProto) -> dict[str, Unit]:
         dqs = [view.producer.get(i) if i else None for i in core.input]
         if any(d is None or d.op_type != "DequantizeLinear" for d in dqs):
             continue
+        # ONNX Runtime fuses 8-bit units only; 4-bit ones run in float between Q and DQ
+        zps = [consts.get(d.input[2]) if len(d.input) > 2 else None for d in dqs[:2]] + [zp]
+        if any(z is None or z.dtype not in (np.uint8, np.int8) for z in zps):
+            continue
         if core.op_type == "Conv" and len(dqs) > 2 and dqs[2].input[0] not in consts:
             continue
         units[q.output[0]] = Unit(q, core, dqs, limits)
