@@ -50,15 +50,16 @@ ACT_BITS = (8, 4)
 
 
 def default_algos(target: Target, weights: str, acts: int = 8) -> list[str]:
-    """The target's pipeline; for sub-8-bit weights or activations block reconstruction
-    joins it when torch is there (bias correction alone loses ~15 points at 4-bit weights,
-    layer-wise AdaRound 4-6)."""
+    """The target's pipeline; for sub-8-bit weights block reconstruction joins it when torch
+    is there (bias correction alone loses ~15 points at 4 bits, layer-wise AdaRound 4-6).
+    Not with 4-bit activations: there it left MobileNetV2's output further from FP32 than
+    bias correction alone (docs/experiments.md)."""
     names = list(target.default_algos)
-    if (WEIGHT_BITS.get(weights) or acts < 8) and importlib.util.find_spec("torch"):
+    if WEIGHT_BITS.get(weights) and importlib.util.find_spec("torch"):
         # MSE-clipped 4-bit grids start block reconstruction ~1 dB closer (BENCHMARKS.md)
         if "weight-mse" not in names:
             names.insert(0, "weight-mse")
-        if "brecq" not in names:
+        if "brecq" not in names and acts == 8:
             names.append("brecq")
     return names
 

@@ -122,7 +122,7 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         new_nodes.append(
             _node(
                 "QuantizeLinear",
-                [_q_input(tensor, spec, plan, view), s_name, z_name],
+                [tensor, s_name, z_name],
                 q_name,
                 _unique(f"{tensor}_Q", taken),
             )
@@ -219,6 +219,7 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     nodes = list(g.node) + new_nodes
     del g.node[:]
     g.node.extend(nodes)
+    _drop_four_bit_folds(out, plan)
     ordered = GraphView(out).topological_order()
     del g.node[:]
     g.node.extend(ordered)
@@ -302,16 +303,32 @@ def _alternate_signs(model: onnx.ModelProto, plan: QuantPlan) -> dict[str, Quant
     return out
 
 
-def _q_input(tensor: str, spec: QuantSpec, plan: QuantPlan, view: GraphView) -> str:
-    """What a 4-bit QuantizeLinear reads: past a folded Relu/Clip, whose bounds its grid
-    enforces anyway. ONNX Runtime's Relu/Clip-into-Q fusion fails on 4-bit zero points
-    (1.32: 'Unexpected data type for QuantizeLinear input y_zero_point'), and 4-bit
-    activations get no fused kernel to gain from it."""
-    prod = view.producer.get(tensor)
-    if spec.bits > 4 or prod is None or prod.op_type not in ("Relu", "Clip"):
-        return tensor
-    d = plan.nodes.get(prod.name)
-    return prod.input[0] if d is not None and d.action == "fold" else tensor
+def _drop_four_bit_folds(model: onnx.ModelProto, plan: QuantPlan) -> None:
+    """Remove a folded Relu/Clip whose output only a 4-bit QuantizeLinear reads, giving its
+    name to its producer's output: the 4-bit grid enforces the bounds anyway, and ONNX
+    Runtime 1.32's Relu/Clip-into-Q fusion fails on 4-bit zero points ('Unexpected data
+    type for QuantizeLinear input y_zero_point'). Tensor names stay the plan's."""
+    g = model.graph
+    view = GraphView(model)
+    outputs = {o.name for o in g.output}
+    drop = []
+    for node in g.node:
+        d = plan.nodes.get(node.name)
+        spec = plan.activations.get(node.output[0])
+        if node.op_type not in ("Relu", "Clip") or d is None or d.action != "fold":
+            continue
+        if spec is None or spec.bits > 4 or node.output[0] in outputs:
+            continue
+        prod = view.producer.get(node.input[0])
+        readers = view.consumers.get(node.output[0], [])
+        if prod is None or len(view.consumers.get(node.input[0], [])) != 1:
+            continue
+        if node.input[0] in outputs or any(r.op_type != "QuantizeLinear" for r in readers):
+            continue
+        prod.output[list(prod.output).index(node.input[0])] = node.output[0]
+        drop.append(node)
+    for node in drop:
+        g.node.remove(node)
 
 
 def _float_layer_dq(node, i, tensor, plan, view, q_of, taken, new_inits, new_nodes) -> str | None:
