@@ -12,7 +12,6 @@ The writer decides nothing: every number comes from the plan, through qvision.qm
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 
 import numpy as np
 import onnx
@@ -23,6 +22,7 @@ from qvision.model.graph import GraphView
 from qvision.model.ops import WEIGHTED_KINDS, layer
 from qvision.qmath import quantize_bias
 from qvision.quant.plan import QuantPlan, QuantSpec
+from qvision.quant.writer import four_bit
 from qvision.targets import QUANT_METADATA_KEY
 from qvision.targets.profiles import TARGETS
 
@@ -98,11 +98,7 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     # Activations: one Q/DQ pair per tensor, read by quantized consumers only.
     dq_of: dict[str, str] = {}
     q_of: dict[str, str] = {}
-    specs = (
-        _alternate_signs(out, plan)
-        if any(sp.bits == 4 for sp in plan.activations.values())
-        else plan.activations
-    )
+    specs = four_bit.written_specs(out, plan)
     for tensor, spec in specs.items():
         if spec.axis is not None:
             raise QVisionError(
@@ -120,12 +116,7 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
             _zp_tensor(spec, z_name),
         ]
         new_nodes.append(
-            _node(
-                "QuantizeLinear",
-                [tensor, s_name, z_name],
-                q_name,
-                _unique(f"{tensor}_Q", taken),
-            )
+            _node("QuantizeLinear", [tensor, s_name, z_name], q_name, _unique(f"{tensor}_Q", taken))
         )
         new_nodes.append(
             _node(
@@ -219,7 +210,7 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     nodes = list(g.node) + new_nodes
     del g.node[:]
     g.node.extend(nodes)
-    _drop_four_bit_folds(out, plan)
+    four_bit.drop_folds(out, plan)
     ordered = GraphView(out).topological_order()
     del g.node[:]
     g.node.extend(ordered)
@@ -249,86 +240,6 @@ def _channels(node: onnx.NodeProto, view: GraphView) -> tuple[int, int]:
     if w is None or w.ndim < 2:
         return 0, 0
     return lay.data_axis, lay.input_channels(w.shape)
-
-
-def _alternate_signs(model: onnx.ModelProto, plan: QuantPlan) -> dict[str, QuantSpec]:
-    """4-bit activation specs as written: each quantized Conv's 4-bit input and output of
-    opposite signedness (the same grid: int4 with zero point z - 8 is uint4 with z). ONNX Runtime 1.32 fuses DQ -> Conv ->
-    Q into QLinearConv whenever the two types match, 4-bit ones included, and then fails to
-    load the model (no such kernel). A tensor has one producer, so Conv input -> output
-    links form a forest, and alternating along it always works."""
-    view, decisions = GraphView(model), plan.nodes
-
-    def after_folds(t: str) -> str:
-        while (nxt := view.consumers.get(t, [])) and len(nxt) == 1:
-            d = decisions.get(nxt[0].name)
-            if d is None or d.action != "fold":
-                break
-            t = nxt[0].output[0]
-        return t
-
-    def four(t: str) -> bool:
-        return t in plan.activations and plan.activations[t].bits == 4
-
-    links: dict[str, list[str]] = defaultdict(list)
-    for node in model.graph.node:
-        d = decisions.get(node.name)
-        if d and d.action == "quantize" and node.op_type == "Conv":
-            a, b = node.input[0], after_folds(node.output[0])
-            if four(a) and four(b):
-                links[a].append(b)
-                links[b].append(a)
-    flipped: dict[str, bool] = {}
-    for root in links:
-        if root in flipped:
-            continue
-        flipped[root], todo = False, [root]
-        while todo:
-            t = todo.pop()
-            for u in links[t]:
-                if u not in flipped:
-                    flipped[u] = not flipped[t]
-                    todo.append(u)
-    out = dict(plan.activations)
-    for t, flip in flipped.items():
-        if flip:
-            spec = plan.activations[t]
-            signed = spec.dtype == "int4"
-            out[t] = spec.model_copy(
-                update={
-                    "dtype": "uint4" if signed else "int4",
-                    "zero_point": [z + (8 if signed else -8) for z in spec.zero_point],
-                }
-            )
-    return out
-
-
-def _drop_four_bit_folds(model: onnx.ModelProto, plan: QuantPlan) -> None:
-    """Remove a folded Relu/Clip whose output only a 4-bit QuantizeLinear reads, giving its
-    name to its producer's output: the 4-bit grid enforces the bounds anyway, and ONNX
-    Runtime 1.32's Relu/Clip-into-Q fusion fails on 4-bit zero points ('Unexpected data
-    type for QuantizeLinear input y_zero_point'). Tensor names stay the plan's."""
-    g = model.graph
-    view = GraphView(model)
-    outputs = {o.name for o in g.output}
-    drop = []
-    for node in g.node:
-        d = plan.nodes.get(node.name)
-        spec = plan.activations.get(node.output[0])
-        if node.op_type not in ("Relu", "Clip") or d is None or d.action != "fold":
-            continue
-        if spec is None or spec.bits > 4 or node.output[0] in outputs:
-            continue
-        prod = view.producer.get(node.input[0])
-        readers = view.consumers.get(node.output[0], [])
-        if prod is None or len(view.consumers.get(node.input[0], [])) != 1:
-            continue
-        if node.input[0] in outputs or any(r.op_type != "QuantizeLinear" for r in readers):
-            continue
-        prod.output[list(prod.output).index(node.input[0])] = node.output[0]
-        drop.append(node)
-    for node in drop:
-        g.node.remove(node)
 
 
 def _float_layer_dq(node, i, tensor, plan, view, q_of, taken, new_inits, new_nodes) -> str | None:
