@@ -9,8 +9,9 @@ import numpy as np
 import onnx
 
 from qvision.model.graph import GraphView, clip_bounds
+from qvision.model.ops import WEIGHTED_KINDS, layer
 from qvision.qmath import QFormat, qparams, weight_ranges
-from qvision.quant.plan import NodePlan, QuantPlan, QuantSpec
+from qvision.quant.plan import NodePlan, QuantPlan, QuantSpec, pack_offsets, unpack_offsets
 
 
 class ScaleGroups:
@@ -84,9 +85,6 @@ def fit_biases(model: onnx.ModelProto, plan: QuantPlan) -> list[str]:
     with weights near 1e-6 and a bias of -0.5, which then read +0.31 on every pixel instead
     of 0. A step large enough for the bias loses nothing on such weights. Learned rounding
     on a changed channel falls back to nearest (offsets) or to the new step (grid)."""
-    from qvision.model.ops import WEIGHTED_KINDS, layer
-    from qvision.quant.plan import pack_offsets, unpack_offsets
-
     view = GraphView(model)
     changed = []
     for node in model.graph.node:
