@@ -51,11 +51,14 @@ class OnnxTorch:
         arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         # 4-bit tensors (no torch type) are carried as int16 values; their own limits
         # bound QuantizeLinear, as ONNX Runtime saturates to the 4-bit range
-        self.limits = {k: int_limits(a.dtype) for k, a in arrays.items() if a.dtype.kind != "f"}
+        four = ("int4", "uint4")
+        self.limits = {
+            k: int_limits(a.dtype)
+            for k, a in arrays.items()
+            if a.dtype.kind in "iu" or a.dtype.name in four
+        }
         self.consts = {
-            k: torch.from_numpy(
-                np.array(a.astype(np.int16) if a.dtype.name in ("int4", "uint4") else a)
-            )
+            k: torch.from_numpy(np.array(a.astype(np.int16) if a.dtype.name in four else a))
             for k, a in arrays.items()
         }
         self.nodes = list(model.graph.node)
