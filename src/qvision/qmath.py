@@ -93,6 +93,14 @@ _FOUR_BIT = {"int4": (-8, 7), "uint4": (0, 15)}
 ACT4 = {"uint8": "uint4", "int8": "int4"}
 
 
+def low_bit(fmt: QFormat, bits: int | None) -> QFormat:
+    """``fmt`` with ``bits`` fewer than its own, in the 4-bit type that holds them (--acts);
+    ``fmt`` itself when ``bits`` is None or not fewer."""
+    if not bits or bits >= fmt.bits:
+        return fmt
+    return QFormat(ACT4[fmt.dtype], bits, fmt.symmetric, fmt.narrow)
+
+
 def int_limits(dtype) -> tuple[int, int]:
     """Smallest and largest value of an integer array type, 4-bit ones included (numpy has
     none of its own: ONNX hands INT4/UINT4 tensors back as ml_dtypes arrays)."""

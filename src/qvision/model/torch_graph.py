@@ -74,9 +74,8 @@ class OnnxTorch:
         # QDrop (Wei et al. 2022): while fitting, each activation element skips its
         # quantization with this probability, which keeps block fits from overfitting
         self.drop = 0.0
-        # True: fused Conv/Add/GlobalAveragePool units give ONNX Runtime's integer results
-        # (torch_int); gradients still flow through the float path (straight-through)
-        self.exact = False
+        # fused Conv/Add/GlobalAveragePool units, which ``run(..., exact=True)`` computes in
+        # ONNX Runtime's integer arithmetic (torch_int)
         self.units = torch_int.find_units(model)
         self.producer = {o: n for n in self.nodes for o in n.output}
 
@@ -88,12 +87,14 @@ class OnnxTorch:
     def __call__(self, x):
         return self.run(self.nodes, {**self.consts, self.input: x})[self.output]
 
-    def run(self, nodes, env: dict) -> dict:
-        """Run ``nodes`` (in order) over ``env`` (tensor name -> value); returns ``env``."""
+    def run(self, nodes, env: dict, exact: bool = False) -> dict:
+        """Run ``nodes`` (in order) over ``env`` (tensor name -> value); returns ``env``.
+        ``exact``: fused units give ONNX Runtime's integer results; gradients still flow
+        through the float path (straight-through)."""
         for node in nodes:
             args = [env[i] if i else None for i in node.input]
             out = getattr(self, f"op_{node.op_type}")(node, _attrs(node), *args)
-            if self.exact and node.output[0] in self.units:
+            if exact and node.output[0] in self.units:
                 unit = self.units[node.output[0]]
                 got = torch_int.exact(self, unit, env, _attrs(unit.core))
                 out = out if got is None else out + (got - out).detach()

@@ -86,12 +86,9 @@ def _parts(env: dict, dq) -> tuple:
     return env[dq.input[0]], env[dq.input[1]].float(), zp
 
 
-def _along(v, ndim: int, axis: int = 1):
-    if v.ndim == 0 or v.numel() == 1:
-        return v.reshape(())
-    shape = [1] * ndim
-    shape[axis] = -1
-    return v.reshape(shape)
+def _f64(z):
+    """A zero point as float64 (0 where absent)."""
+    return 0.0 if z is None else z.double()
 
 
 def _requantize(torch, v, zp, limits: tuple[int, int]):
@@ -110,19 +107,16 @@ def exact(graph, unit: Unit, env: dict, attrs: dict):
         if kind == "Conv":
             x, sx, zx = _parts(env, unit.dqs[0])
             w, sw, zw = _parts(env, unit.dqs[1])
-            xi = x.double() - (zx.double() if zx is not None else 0.0)
-            wi = w.double() - (_along(zw.double(), w.ndim, 0) if zw is not None else 0.0)
-            acc = graph.op_Conv(unit.core, attrs, xi, wi)
+            wz = 0.0 if zw is None else graph._shape(zw.double(), w, 0)
+            acc = graph.op_Conv(unit.core, attrs, x.double() - _f64(zx), w.double() - wz)
             if len(unit.dqs) > 2:
-                acc = acc + _along(env[unit.dqs[2].input[0]].double(), acc.ndim)
+                acc = acc + graph._shape(env[unit.dqs[2].input[0]].double(), acc, 1)
             m = (sx.reshape(()) * sw) / sy.reshape(())  # float32, in ONNX Runtime's order
-            v = acc.float() * _along(m, acc.ndim)
+            v = acc.float() * graph._shape(m, acc, 1)
         elif kind == "GlobalAveragePool":
             x, sx, zx = _parts(env, unit.dqs[0])
             n = int(np.prod(x.shape[2:]))
-            acc = (x.double() - (zx.double() if zx is not None else 0.0)).sum(
-                dim=(2, 3), keepdim=True
-            )
+            acc = (x.double() - _f64(zx)).sum(dim=(2, 3), keepdim=True)
             v = acc.float() * (sx / (sy * torch.tensor(float(n))))
         else:  # Add: QLinearAdd's AVX2 kernel, fma(a, ra, fma(b, rb, c0)) in float32
             a, sa, za = _parts(env, unit.dqs[0])
@@ -130,11 +124,9 @@ def exact(graph, unit: Unit, env: dict, attrs: dict):
             if a.shape != b.shape:
                 return None
             ra, rb = (sa / sy).double(), (sb / sy).double()
-            za_, zb_ = (
-                (za.double() if za is not None else 0.0),
-                (zb.double() if zb is not None else 0.0),
-            )
-            c0 = (zy.double() - (ra * za_ + (rb * zb_).float().double()).float().double()).float()
+            c0 = (
+                zy.double() - (ra * _f64(za) + (rb * _f64(zb)).float().double()).float().double()
+            ).float()
             t = (b.double() * rb + c0.double()).float()
             t = (a.double() * ra + t.double()).float()
             lo, hi = unit.limits

@@ -20,7 +20,7 @@ from qvision.model import image_input, load_model
 from qvision.model.load import model_size
 from qvision.model.names import layer_labels
 from qvision.model.rewrite import prepare_for_quantization
-from qvision.qmath import ACT4, QFormat
+from qvision.qmath import low_bit
 from qvision.quant import algorithms, shiftsafe
 from qvision.quant.algorithms import ALGORITHMS, Context, check_options, parse_algos, stage
 from qvision.quant.algorithms.context import with_step_names
@@ -323,7 +323,7 @@ def make_plan(
     ctx.stats = stats
     act_fmt = prof.activation.q()
     if config.acts < 8:  # ranges for the grid most tensors get (the edges keep 8 bits)
-        act_fmt = QFormat(ACT4[act_fmt.dtype], config.acts, act_fmt.symmetric, act_fmt.narrow)
+        act_fmt = low_bit(act_fmt, config.acts)
     full = bounded_inputs(prepared)
     ranges = {
         t: (o.for_method("minmax") if t in full and o.serves("minmax") else o).range(act_fmt)

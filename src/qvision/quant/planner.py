@@ -16,7 +16,7 @@ import onnx
 from qvision.model.graph import GraphView, clip_bounds, node_attr
 from qvision.model.names import is_generated, layer_labels
 from qvision.model.ops import KINDS, WEIGHTED_KINDS, is_depthwise, layer
-from qvision.qmath import ACT4, QFormat, qparams
+from qvision.qmath import QFormat, low_bit, qparams
 from qvision.quant.constraints import clip_caps, fit_under, scale_groups, weight_spec
 from qvision.quant.plan import NodePlan, QuantPlan, QuantSpec
 from qvision.targets import Target
@@ -217,9 +217,8 @@ def build_plan(
         for n in view.topological_order()
         if (d := decisions.get(n.name)) and d.action == "quantize" and d.kind in WEIGHTED_KINDS
     ]
-    low_fmt, edge_inputs = act_fmt, set()
-    if act_bits and act_bits < act_fmt.bits and weighted:
-        low_fmt = QFormat(ACT4[act_fmt.dtype], act_bits, act_fmt.symmetric, act_fmt.narrow)
+    low_fmt, edge_inputs = (low_bit(act_fmt, act_bits) if weighted else act_fmt), set()
+    if low_fmt is not act_fmt:
         # the first layer's pixels and the last layer's features keep 8 bits, as published
         # W4A4 results (QDrop, PD-Quant) do
         edge_inputs = {

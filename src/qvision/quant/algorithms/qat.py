@@ -217,11 +217,7 @@ class FakeQuant:
             for b in self.biases:
                 if b.node in self.bias_grid:
                     env[dq[b.output].input[0]] = (b.value / self._bias_step(b)).round()
-        self.graph.exact = exact
-        try:
-            env = self.graph.run(self.nodes, env)
-        finally:
-            self.graph.exact = False
+        env = self.graph.run(self.nodes, env, exact)
         return [env[n] for n in self.outputs]
 
     def groups(self, lr: float, scale_lr: float, bias_lr: float) -> list[dict]:
