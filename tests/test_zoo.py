@@ -93,6 +93,12 @@ def test_ppocr_models_are_normalized_and_unchanged(zoo_dir, photos, name):
 
 
 def test_zoo_entries_are_complete():
-    assert set(ZOO) == {"efficientnet-lite0", "mobilenetv2", "ppocr-det", "ppocr-rec"}
+    assert set(ZOO) == {
+        "efficientnet-lite0",
+        "mobilenetv2",
+        "ppocr-det",
+        "ppocr-rec",
+        "picodet-layout",
+    }
     for e in ZOO.values():
         assert e.description and e.source and e.task

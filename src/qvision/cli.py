@@ -1148,6 +1148,20 @@ def data_synth_text(
     out.print(f"wrote {len(rows)} {kind} with labels to {output}")
 
 
+@data_app.command("synth-docs")
+def data_synth_docs(
+    output: Path = typer.Option(..., "-o", "--output", help="New folder to write."),
+    count: int = typer.Option(100, "--count", help="Number of pages."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same pages."),
+):
+    """Render paper pages with layout boxes in CDLA's 10 classes (images/*.png + COCO JSON)."""
+    from qvision.data.synth_docs import synth_docs
+
+    coco = synth_docs(output, count, seed)
+    n, boxes = len(coco["images"]), len(coco["annotations"])
+    out.print(f"wrote {n} pages with {boxes} layout boxes to {output}")
+
+
 @app.command("sign")
 def sign_cmd(
     model: Path = typer.Argument(..., help="ONNX model; its manifest and plan are signed too."),

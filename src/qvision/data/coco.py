@@ -27,6 +27,7 @@ class Detections(Problems):
     """COCO ground truth plus what had to be dropped or fixed on the way in."""
 
     gt: dict = field(default_factory=dict)
+    labelled: bool = True  # False: a plain image folder, scored against a reference only
 
 
 def is_detection_folder(root: Path) -> bool:
@@ -146,4 +147,22 @@ def open_detection(root: str | Path) -> tuple[Dataset, Detections]:
         return read_coco(root)
     if (root / YOLO_NAMES).is_file():
         return read_yolo(root)
-    raise QVisionError(f"no {COCO_FILE} (COCO) or {YOLO_NAMES} (YOLO) in the folder", root)
+    return read_unlabelled(root)
+
+
+def read_unlabelled(root: Path) -> tuple[Dataset, Detections]:
+    """A folder of images without boxes: only fidelity to a reference can be scored."""
+    files = _image_files(root)
+    if not files:
+        raise QVisionError(f"no images, and no {COCO_FILE} (COCO) or {YOLO_NAMES} (YOLO)", root)
+    det = Detections(gt={"images": [], "annotations": [], "categories": []}, labelled=False)
+    for image_id, file in enumerate(files, 1):
+        try:
+            with Image.open(file) as img:
+                w, h = img.size
+        except Exception:  # the loader reports unreadable files when it decodes them
+            w = h = 0
+        det.gt["images"].append(
+            {"id": image_id, "file_name": str(file.relative_to(root)), "width": w, "height": h}
+        )
+    return Dataset(root, [Sample(f, image_id=i) for i, f in enumerate(files, 1)]), det

@@ -15,7 +15,7 @@ import onnx
 
 from qvision.model.graph import GraphView, clip_bounds, node_attr
 from qvision.model.names import is_generated, layer_labels
-from qvision.model.ops import KINDS, WEIGHTED_KINDS, is_depthwise, layer
+from qvision.model.ops import KINDS, WEIGHTED_KINDS, WEIGHTED_OPS, is_depthwise, layer
 from qvision.qmath import QFormat, low_bit, qparams
 from qvision.quant.constraints import clip_caps, fit_under, scale_groups, weight_spec
 from qvision.quant.plan import NodePlan, QuantPlan, QuantSpec
@@ -56,6 +56,7 @@ def decide_nodes(
     model: onnx.ModelProto, target: Target, keep_float: set[str]
 ) -> dict[str, NodePlan]:
     view = GraphView(model)
+    tail = output_tail(view)
     decisions: dict[str, NodePlan] = {}
     for node in view.topological_order():
         op = node.op_type
@@ -88,6 +89,11 @@ def decide_nodes(
                 op_type=op, action="float", reason=f"no quantized kernel for {op} on {target.name}"
             )
             continue
+        if target.float_tail and node.name in tail:
+            decisions[node.name] = NodePlan(
+                op_type=op, action="float", kind=kind, reason="post-processing stays float"
+            )
+            continue
         if kind == "same-scale":
             prod = view.producer.get(node.input[0])
             src_ok = prod is None and node.input[0] in view.inputs
@@ -107,6 +113,50 @@ def decide_nodes(
         else:
             decisions[node.name] = NodePlan(op_type=op, action="quantize", kind=kind)
     return decisions
+
+
+PROBABILITIES = ("Softmax", "Sigmoid")
+# what a head's post-processing is made of: probabilities, exponentials and data movement;
+# arithmetic only with a constant (anchor offsets, stride scales)
+POST_OPS = (
+    *PROBABILITIES,
+    "Exp",
+    "Concat",
+    "Split",
+    "Slice",
+    "Gather",
+    "Reshape",
+    "Transpose",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+)
+DECODE_OPS = ("Add", "Sub", "Mul", "Div")
+
+
+def output_tail(view: GraphView) -> set[str]:
+    """Post-processing nodes whose every result reaches only graph outputs, through other
+    such nodes: a detector's sigmoid, DFL softmax, box decode and head reshapes and concats.
+    A weighted layer belongs to it only when it reads probabilities (YOLOv8's DFL is a fixed
+    1x1 Conv over a softmax), so the walk stops at the head's own convolutions; a residual
+    Add or a pooling after the last convolution is the network's, not post-processing."""
+    outputs = {o.name for o in view.model.graph.output}
+    tail: set[str] = set()
+    for node in reversed(view.topological_order()):
+        if node.op_type in WEIGHTED_OPS:
+            src = view.producer.get(node.input[0])
+            if src is None or src.op_type not in PROBABILITIES:
+                continue
+        elif node.op_type in DECODE_OPS:
+            if not any(view.is_constant(i) for i in node.input):
+                continue
+        elif node.op_type not in POST_OPS:
+            continue
+        readers = [r for t in node.output for r in view.consumers.get(t, [])]
+        reaches = any(t in outputs for t in node.output) or bool(readers)
+        if reaches and all(r.name in tail for r in readers):
+            tail.add(node.name)
+    return tail
 
 
 def activation_tensors(model: onnx.ModelProto, decisions: dict[str, NodePlan]) -> list[str]:

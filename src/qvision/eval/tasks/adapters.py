@@ -13,7 +13,15 @@ import numpy as np
 from qvision.errors import QVisionError
 from qvision.eval.tasks import ocr_det
 from qvision.eval.tasks.classification import FidelityMeter, PairedTopOne, TopKMeter, as_logits
-from qvision.eval.tasks.detection import DecodeSpec, box_agreement, coco_map, decode, to_original
+from qvision.eval.tasks.detection import (
+    REFERENCE_SCORE,
+    DecodeSpec,
+    box_agreement,
+    coco_map,
+    decode,
+    reference_truth,
+    to_original,
+)
 from qvision.eval.tasks.ocr import METADATA_KEY as OCR_KEY
 from qvision.eval.tasks.ocr import PairedCer, TextMeter, alphabet, ctc_greedy, read_alphabet
 from qvision.eval.tasks.ocr_det import DbSpec, HmeanMeter, db_boxes
@@ -193,13 +201,15 @@ class Detection(_Adapter):
         )
         self.detections: list[dict] = []
         self.pairs: list = []  # (model, reference) confident boxes per image, for agreement
+        self.ref_boxes: list = []  # (image id, boxes, classes): the reference's confident boxes
         self.fid = FidelityMeter()
         self.predictions: list = []
         self.warnings = dataset.annotations.warnings()
 
     @staticmethod
     def has_truth(dataset) -> bool:
-        return bool(getattr(dataset, "annotations", None))
+        ann = getattr(dataset, "annotations", None)
+        return bool(ann) and getattr(ann, "labelled", True)
 
     def _boxes(self, outs, i, sample):
         boxes, scores, cls = decode(outs, i, self.spec, self.hw)
@@ -221,9 +231,14 @@ class Detection(_Adapter):
                 )
             if refs is not None:
                 rb, rs, rc = self._boxes(refs, i, sample)
+                sure = rs >= REFERENCE_SCORE
                 self.pairs.append(
-                    ((boxes[scores >= 0.25], cls[scores >= 0.25]), (rb[rs >= 0.25], rc[rs >= 0.25]))
+                    (
+                        (boxes[scores >= REFERENCE_SCORE], cls[scores >= REFERENCE_SCORE]),
+                        (rb[sure], rc[sure]),
+                    )
                 )
+                self.ref_boxes.append((sample.image_id, rb[sure], rc[sure]))
         if refs is not None:
             for o, r in zip(outs, refs, strict=True):
                 self.fid.update(*_per_step(o, r))
@@ -233,6 +248,12 @@ class Detection(_Adapter):
         agreement = None
         if with_reference:
             agreement = box_agreement([a for a, _ in self.pairs], [b for _, b in self.pairs])
+            # label-free: the model's mAP with the reference's confident boxes as the truth
+            ids = self.spec.category_ids
+            truth = reference_truth(self.gt["images"], self.ref_boxes, ids)
+            if truth["annotations"]:
+                vs = coco_map(truth, self.detections)
+                metrics["map_vs_reference"], metrics["map50_vs_reference"] = vs["map"], vs["map50"]
         return metrics, agreement, (self.fid.result() if with_reference else None)
 
 

@@ -4,7 +4,11 @@ Layouts (``DecodeSpec.layout``), boxes in the model's input pixels unless ``norm
 - ``yolo``: one output [N, A, 4+C] (or [N, 4+C, A], YOLOv8's), cx cy w h then class scores;
 - ``yolo-obj``: [N, A, 5+C], YOLOv5's, cx cy w h, objectness, class scores (score = obj x cls);
 - ``ssd``: two outputs, boxes [N, A, 4] (x1 y1 x2 y2) and scores [N, A, C] (``class_offset``
-  drops a background column).
+  drops a background column);
+- ``picodet``: PaddleDetection's GFL/PicoDet export, one score output [N, A_s, C] (after
+  the sigmoid) per stride, then one distance-distribution output [N, A_s, 4(R+1)] per stride;
+  each side's distance is the expectation of a softmax over R+1 bins, in strides, from the
+  anchor point's centre.
 The spec comes from the model's ``qvision.detection`` metadata or the caller.
 """
 
@@ -19,10 +23,13 @@ from pydantic import BaseModel, ValidationError
 from qvision.errors import MissingExtraError, QVisionError
 
 METADATA_KEY = "qvision.detection"
+# A reference's boxes at or above this score count as what it "sees": box agreement and the
+# label-free mAP take them as the truth (Ultralytics' default confidence for predictions)
+REFERENCE_SCORE = 0.25
 
 
 class DecodeSpec(BaseModel):
-    layout: Literal["yolo", "yolo-obj", "ssd"] = "yolo"
+    layout: Literal["yolo", "yolo-obj", "ssd", "picodet"] = "yolo"
     normalized: bool = False  # boxes in 0..1 of the input instead of pixels
     score_threshold: float = 0.001  # low: mAP integrates over the whole score range
     iou_threshold: float = 0.65
@@ -31,6 +38,7 @@ class DecodeSpec(BaseModel):
     # yolo output is [4+C, A] (YOLOv8); None: guess, transposed when fewer rows than columns
     transposed: bool | None = None
     category_ids: list[int] | None = None  # class index -> COCO category id
+    strides: list[int] = [8, 16, 32, 64]  # picodet: one per score/distance output pair
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str], given: dict | None = None) -> DecodeSpec:
@@ -65,7 +73,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
 
 def decode(outs: list[np.ndarray], i: int, spec: DecodeSpec, hw: tuple[int, int]):
     """Boxes (x1 y1 x2 y2, input pixels), scores and class indices of image ``i``."""
-    if spec.layout == "ssd":
+    if spec.layout == "picodet":
+        boxes, cls_scores = _picodet(outs, i, spec.strides, hw)
+    elif spec.layout == "ssd":
         if len(outs) < 2:
             raise QVisionError("ssd layout needs two outputs (boxes, scores)")
         boxes, cls_scores = outs[0][i].astype(np.float64), outs[1][i].astype(np.float64)
@@ -91,6 +101,33 @@ def decode(outs: list[np.ndarray], i: int, spec: DecodeSpec, hw: tuple[int, int]
         keep = nms(boxes + shift, scores, spec.iou_threshold)[: spec.max_detections]
         boxes, scores, cls = boxes[keep], scores[keep], cls[keep]
     return boxes, scores, cls
+
+
+def _picodet(outs: list[np.ndarray], i: int, strides: list[int], hw: tuple[int, int]):
+    """Boxes (x1 y1 x2 y2) and class scores of image ``i`` from PicoDet's per-stride outputs."""
+    if len(outs) != 2 * len(strides):
+        raise QVisionError(
+            f"picodet layout with strides {strides} needs {2 * len(strides)} outputs, "
+            f"got {len(outs)}"
+        )
+    boxes, scores = [], []
+    for k, s in enumerate(strides):
+        cls, dist = outs[k][i].astype(np.float64), outs[k + len(strides)][i].astype(np.float64)
+        rows, cols = -(-hw[0] // s), -(-hw[1] // s)  # ceil: the head pads odd sizes
+        if cls.shape[0] != rows * cols or dist.shape[0] != rows * cols or dist.shape[1] % 4:
+            raise QVisionError(
+                f"picodet output {k} has {cls.shape[0]} points; stride {s} on a "
+                f"{hw[0]}x{hw[1]} input gives {rows * cols}"
+            )
+        bins = dist.reshape(len(dist), 4, -1)
+        prob = np.exp(bins - bins.max(axis=2, keepdims=True))
+        prob /= prob.sum(axis=2, keepdims=True)
+        d = (prob * np.arange(bins.shape[2])).sum(axis=2) * s  # left top right bottom
+        yy, xx = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+        cx, cy = (xx.ravel() + 0.5) * s, (yy.ravel() + 0.5) * s
+        boxes.append(np.stack([cx - d[:, 0], cy - d[:, 1], cx + d[:, 2], cy + d[:, 3]], axis=1))
+        scores.append(cls)
+    return np.concatenate(boxes), np.concatenate(scores)
 
 
 def to_original(boxes: np.ndarray, preprocess, width: int, height: int) -> np.ndarray:
@@ -128,6 +165,28 @@ def coco_map(gt: dict, detections: list[dict]) -> dict[str, float]:
     e.accumulate()
     e.summarize()
     return {"map": float(max(e.stats[0], 0.0)), "map50": float(max(e.stats[1], 0.0))}
+
+
+def reference_truth(images: list[dict], ref_boxes: list, ids: list[int] | None) -> dict:
+    """COCO ground truth made of a reference model's confident boxes ((image id, x1 y1 x2 y2
+    boxes, class indices) per image), to score another model's detections against it."""
+    anns = []
+    for image_id, boxes, cls in ref_boxes:
+        for b, c in zip(boxes, cls, strict=True):
+            w, h = float(b[2] - b[0]), float(b[3] - b[1])
+            if w > 0 and h > 0:
+                anns.append(
+                    {
+                        "id": len(anns) + 1,
+                        "image_id": image_id,
+                        "category_id": int(ids[c] if ids else c),
+                        "bbox": [float(b[0]), float(b[1]), w, h],
+                        "area": w * h,
+                        "iscrowd": 0,
+                    }
+                )
+    cats = sorted({a["category_id"] for a in anns})
+    return {"images": images, "annotations": anns, "categories": [{"id": c} for c in cats]}
 
 
 def box_agreement(a: list, b: list, iou: float = 0.5) -> float:
