@@ -40,14 +40,27 @@ class Probe:
         self.session = make_session(shown.SerializeToString(), threads, optimize=optimize)
         self.input_name = input_name
         self.outputs = [o.name for o in self.session.get_outputs()]
+        batch = self.session.get_inputs()[0].shape[0]
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        got = self.session.run(None, {self.input_name: x})
+        got = self.run(x)
         return {self.input_name: x, **dict(zip(self.outputs, got, strict=True))}
 
     def run(self, x: np.ndarray, names: Sequence[str] | None = None) -> list[np.ndarray]:
-        """The named outputs (default: all, in graph order), without the dict."""
-        return self.session.run(list(names) if names else None, {self.input_name: x})
+        """The named outputs (default: all, in graph order), without the dict. A model
+        exported at a fixed batch (PaddlePaddle's at 1) runs the batch in pieces of it."""
+        names = list(names) if names else None
+        b = self.fixed_batch
+        if b is None or x.shape[0] == b:
+            return self.session.run(names, {self.input_name: x})
+        parts = []
+        for i in range(0, x.shape[0], b):
+            part = x[i : i + b]
+            pad = np.zeros((b - len(part), *x.shape[1:]), x.dtype)
+            outs = self.session.run(names, {self.input_name: np.concatenate([part, pad])})
+            parts.append([o[: len(part)] for o in outs])
+        return [np.concatenate(outs) for outs in zip(*parts, strict=True)]
 
 
 @dataclass
