@@ -12,6 +12,7 @@ from qvision.eval.tasks.adapters import points_lost
 from qvision.fileio import output_set
 from qvision.model.names import display_name
 from qvision.report import charts
+from qvision.report.harm import harm_section
 from qvision.report.template import PAGE, STYLE
 
 DEFAULT_BUDGET = 1.0  # points, when the run had no --max-drop
@@ -445,6 +446,7 @@ def render(r: ReportInputs) -> str:
         style=STYLE,
         verdict=verdict(r),
         accuracy=_accuracy_rows(r),
+        harm=harm_section(r.int8_eval),
         eval_info=(
             f"{r.int8_eval.task} on {r.int8_eval.dataset.root} ({r.int8_eval.n} images)"
             if r.int8_eval

@@ -14,6 +14,7 @@ from qvision.errors import QVisionError
 from qvision.eval.tasks import ocr_det
 from qvision.eval.tasks.classification import FidelityMeter, PairedTopOne, TopKMeter, as_logits
 from qvision.eval.tasks.detection import DecodeSpec, box_agreement, coco_map, decode, to_original
+from qvision.eval.tasks.harm import HarmMeter
 from qvision.eval.tasks.ocr import METADATA_KEY as OCR_KEY
 from qvision.eval.tasks.ocr import PairedCer, TextMeter, alphabet, ctc_greedy, read_alphabet
 from qvision.eval.tasks.ocr_det import DbSpec, HmeanMeter, db_boxes
@@ -44,6 +45,7 @@ def points_lost(reference: float, value: float, sign: int) -> float:
 
 class _Adapter:
     agreement = "agreement"
+    per_group = False  # takes a --groups CSV (per-group harm against a reference)
 
     @classmethod
     def agreement_key(cls) -> str:
@@ -55,6 +57,7 @@ class Classification(_Adapter):
     primary = ("top1", 1)  # the metric autotune budgets, and +1 if higher is better
     agreement = "top-1 agreement"  # what ``result``'s agreement figure measures
     truth = "no labels (no class folders)"
+    per_group = True
 
     @staticmethod
     def open(data):
@@ -62,9 +65,14 @@ class Classification(_Adapter):
 
         return open_dataset(data)
 
-    def __init__(self, metadata, names, source, keep=False, dataset=None, preprocess=None, **_):
+    def __init__(
+        self, metadata, names, source, keep=False, dataset=None, preprocess=None, groups=None, **_
+    ):
         self.topk, self.fid, self.paired = TopKMeter(), FidelityMeter(), PairedTopOne()
         self.names, self.source, self.keep = names, source, keep
+        self.classes = list(getattr(dataset, "classes", None) or [])
+        self.harm_meter = HarmMeter(groups)
+        self.outputs = 0  # class scores per image, from the first batch
         self.labelled = True
         self.predictions: list[tuple[str, list[tuple[int, float]], list[str]]] = []
 
@@ -84,6 +92,8 @@ class Classification(_Adapter):
             self.topk.update(logits, labels)
             if ref is not None:
                 self.paired.update(logits, ref, labels)
+                self.harm_meter.update(logits, ref, labels, [s.path for s in samples])
+                self.outputs = logits.shape[1]
         else:
             self.labelled = False
         if ref is not None:
@@ -95,6 +105,18 @@ class Classification(_Adapter):
 
     def intervals(self) -> dict[str, tuple[float, float]]:
         return self.topk.intervals() if self.labelled else {}
+
+    def name_of(self, index: int) -> str:
+        """The model's class name, else the data's (a WordNet id), else the index."""
+        if self.names and len(self.names) == self.outputs:
+            return self.names[index]
+        return self.classes[index] if index < len(self.classes) else str(index)
+
+    def harm(self):
+        """Per-class and per-group harm against the reference (None: no labels or no reference)."""
+        if not self.labelled or not self.harm_meter.classes:
+            return None
+        return self.harm_meter.result(self.name_of)
 
     def result(self, with_reference: bool):
         fidelity = self.fid.result() if with_reference else None
