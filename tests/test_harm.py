@@ -17,7 +17,7 @@ from qvision.errors import QVisionError
 from qvision.eval.tasks.harm import DISAGREEMENTS, HarmMeter
 from qvision.intervals import Z95, paired_difference_score
 from qvision.report.harm import harm_section
-from qvision.report.html import ReportInputs, render
+from qvision.report.html import ReportInputs, model_card, render
 
 from conftest import TINY_PRE, constant_model, make_flat, make_labelled, run_cli, tiny_classifier
 
@@ -257,5 +257,8 @@ def test_report_section_from_the_records(swapped, tmp_path):
     assert section["groups"][0][0] == "light = day" and "3 images" in section["groups_note"]
     fp32 = api.evaluate(ref, data)
     page = render(ReportInputs(fp32_eval=fp32, int8_eval=int8))
+    assert "Per class: 1 of 2 classes lost" in model_card(
+        ReportInputs(fp32_eval=fp32, int8_eval=int8)
+    )
     assert "<h2>Per-class harm</h2>" in page and "Per group" in page
     assert render(ReportInputs(fp32_eval=fp32, int8_eval=fp32)).count("Per-class harm") == 0

@@ -19,6 +19,12 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def _beyond(k: int) -> str:
+    if k == 0:
+        return "no class changed beyond its own 95 % interval"
+    return f"{k} changed beyond {'its' if k == 1 else 'their'} own 95 % interval"
+
+
 def harm_summary(harm) -> str:
     """One paragraph: how many classes lost images, how many changed beyond their interval,
     and how wide an interval is at this many images per class."""
@@ -29,9 +35,8 @@ def harm_summary(harm) -> str:
     width = 100 * Z95**2 / (per + Z95**2) if per else 100.0
     text = (
         f"{lost} of {c} classes lost at least one image to INT8 (FP32 right, INT8 wrong); "
-        f"{harm.beyond_interval} changed beyond its own 95 % interval"
-        f" ({harm.beyond_joint_interval} at 95 % jointly over all {c} classes, the count to "
-        "read when picking the worst of many). "
+        f"{_beyond(harm.beyond_interval)} (at 95 % jointly over all {c} classes, the count "
+        f"to read when picking the worst of many: {harm.beyond_joint_interval}). "
     )
     per_text = f"{per:g} image{'' if per == 1 else 's'}"
     if harm.beyond_interval == 0:
@@ -106,13 +111,15 @@ def harm_section(int8_eval, thumbs: int = THUMBS) -> dict | None:
         "ranking": (
             "Ranked by the change in top-1 (INT8 minus FP32, most negative first); ties: "
             "more images right for only one of the two models first, then by class index. Only classes that lost an image are listed; every class is in the JSON "
-            "(harm.per_class). Intervals: Tango's paired score interval, which keeps its "
-            "95 % coverage at one image per class."
+            "(harm.per_class). Intervals: Tango's paired score interval, chosen because it "
+            "stays close to 95 % coverage at a few images per class, where Wald-type "
+            "intervals fall well below it."
         ),
         "thumbs": strip,
         "disagreements": (
             f"{_plural(harm.disagreements_total, 'image')} of {n} classified differently by "
-            f"FP32 and INT8; {shown} shown, those INT8 got wrong where FP32 was right first."
+            f"FP32 and INT8; {shown} shown, those INT8 got wrong where FP32 was right first "
+            "(in red)."
             if harm.disagreements_total
             else f"FP32 and INT8 pick the same class on all {n} images."
         ),

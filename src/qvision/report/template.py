@@ -11,7 +11,7 @@ td:first-child, th:first-child { text-align: left; }
 .unknown { background: #eee; border: 1px solid #aaa; }
 .grid { display: flex; flex-wrap: wrap; gap: 0.5em; } .note { color: #555; font-size: 0.9em; }
 .thumbs { display: flex; flex-wrap: wrap; gap: 0.4em; }
-.thumbs figure { margin: 0; width: 96px; font-size: 0.7em; color: #444; }
+.thumbs figure { margin: 0; width: 96px; font-size: 0.7em; color: #444; overflow-wrap: anywhere; }
 .thumbs img { display: block; max-width: 96px; max-height: 96px; } .thumbs .hurt { color: #a33; }
 .prov td { text-align: left; font-family: monospace; font-size: 0.85em; word-break: break-all; }
 </style>"""
