@@ -365,6 +365,7 @@ def quantize_cmd(
     if done.int8 is not None:
         _print_comparison(done.fp32, done.int8, eval_dir, done.int8.task)
         _print_harm(done.int8.harm)
+        _print_class_ap(done.int8.class_ap)
     if done.report is not None:
         out.print(f"report: {done.report}")
     _save_json(done.record(), json_out, inputs, others=[output, plan_out])
@@ -738,6 +739,7 @@ def eval_cmd(
     table.add_row("time", f"{res.seconds:.1f} s")
     out.print(table)
     _print_harm(res.harm)
+    _print_class_ap(res.class_ap)
     if res.predictions:
         _print_predictions(res)
     _print_skipped(res.dataset.skipped, "unreadable file(s)")
@@ -753,6 +755,33 @@ def _harm_row(label: str, x) -> list[str]:
         f"{x.change_points:+.1f} [{lo:+.1f}, {hi:+.1f}]",
         f"{x.lost}/{x.gained}",
     ]
+
+
+def _print_class_ap(h, shown: int = 5) -> None:
+    """A detector's most hurt classes by AP (all classes are in --json)."""
+    if h is None:
+        return
+    from qvision.report.harm import class_ap_summary
+
+    by_id = {c.category_id: c for c in h.per_class}
+    if h.most_hurt:
+        table = Table(title=f"most hurt classes by {h.metric} (of {h.classes}; all in --json)")
+        for col in ("class", "images/boxes", "AP FP32 → INT8", "change pts [95 %]"):
+            table.add_column(col, justify="left" if col == "class" else "right")
+        for c in (by_id[i] for i in h.most_hurt[:shown]):
+            ci = (
+                ""
+                if c.change_ci95 is None
+                else f" [{c.change_ci95[0]:+.1f}, {c.change_ci95[1]:+.1f}]"
+            )
+            table.add_row(
+                c.name,
+                f"{c.images}/{c.instances}",
+                f"{100 * c.reference_ap:.1f} → {100 * c.ap:.1f}",
+                f"{c.change_points:+.1f}{ci}",
+            )
+        out.print(table)
+    out.print(class_ap_summary(h))
 
 
 def _print_harm(harm, shown: int = 5) -> None:

@@ -129,6 +129,35 @@ class Harm(BaseModel):
     groups_unlisted: dict[str, int] = {}
 
 
+class ClassAP(BaseModel):
+    """One detection category, FP32 and INT8 AP@[.5:.95] on the same images."""
+
+    category_id: int
+    name: str
+    images: int  # images with a ground-truth box of this category
+    instances: int  # its ground-truth boxes
+    reference_ap: float  # FP32
+    ap: float  # INT8
+    change_points: float  # INT8 AP minus FP32 AP, in points (negative: harm)
+    # 95 % paired bootstrap over images (percentile); None under ClassApHarm.min_images
+    # images, where resamples repeat the same few images and the interval would be too narrow
+    change_ci95: tuple[float, float] | None = None
+
+
+class ClassApHarm(BaseModel):
+    """Per-category AP harm of a detector against its float reference."""
+
+    metric: str = "AP@[.5:.95]"
+    classes: int  # categories with ground truth
+    # by change_points, most negative first; ties: more instances first, then the id
+    per_class: list[ClassAP] = []
+    most_hurt: list[int] = []  # category ids of the first (up to 10) that lost AP
+    beyond_interval: int = 0  # categories whose interval excludes 0 (each at 95 %)
+    rounds: int  # bootstrap resamples of the images
+    seed: int
+    min_images: int
+
+
 class EvalResult(BaseModel):
     kind: Literal["eval"] = "eval"
     task: str
@@ -149,6 +178,8 @@ class EvalResult(BaseModel):
     warnings: list[str] = []  # e.g. annotations dropped or clipped, with counts
     # per-class and per-group harm against the reference (labelled classification)
     harm: Harm | None = None
+    # per-category AP against the reference (detection with annotations)
+    class_ap: ClassApHarm | None = None
     env: Environment
 
 

@@ -261,6 +261,9 @@ def evaluate(
         predictions=predictions,
         warnings=[*_target_warnings(proto), *getattr(adapter, "warnings", [])],
         harm=adapter.harm() if ref_run is not None and hasattr(adapter, "harm") else None,
+        class_ap=(
+            adapter.class_ap() if ref_run is not None and hasattr(adapter, "class_ap") else None
+        ),
         env=environment(),
     )
 

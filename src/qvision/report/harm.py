@@ -81,11 +81,60 @@ def thumbnail(path: str, px: int = THUMB_PX) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def class_ap_summary(h) -> str:
+    """One paragraph for a detector's per-class AP."""
+    lost = sum(1 for x in h.per_class if x.change_points < 0)
+    without = sum(1 for x in h.per_class if x.change_ci95 is None)
+    text = (
+        f"{lost} of {h.classes} classes lost {h.metric} under INT8; "
+        f"{_beyond(h.beyond_interval)} (paired bootstrap over images, {h.rounds} resamples)."
+    )
+    if without:
+        text += (
+            f" {_plural(without, 'class')} appear in fewer than {h.min_images} images and get "
+            "no interval: resampling so few images cannot show how uncertain their AP is."
+        )
+    return text
+
+
+def _ap_row(x) -> list[str]:
+    span = "—" if x.change_ci95 is None else f"{x.change_ci95[0]:+.1f} to {x.change_ci95[1]:+.1f}"
+    return [
+        x.name,
+        f"{x.images} / {x.instances}",
+        f"{100 * x.reference_ap:.1f} → {100 * x.ap:.1f}",
+        f"{x.change_points:+.1f}",
+        span,
+        "",
+    ]
+
+
+def _class_ap_section(h) -> dict:
+    by_id = {c.category_id: c for c in h.per_class}
+    return {
+        "metric": h.metric,
+        "n_label": "images / boxes",
+        "rows": [_ap_row(by_id[i]) for i in h.most_hurt],
+        "summary": class_ap_summary(h),
+        "ranking": (
+            f"Ranked by the change in {h.metric} (INT8 minus FP32, most negative first); "
+            "ties: more ground-truth boxes first, then the category id. Only classes that lost "
+            "AP are listed; every class is in the JSON (class_ap.per_class). Intervals: "
+            "percentile bootstrap of the paired change, resampling images."
+        ),
+        "thumbs": [],
+        "disagreements": "",
+        "groups": [],
+        "groups_note": "",
+    }
+
+
 def harm_section(int8_eval, thumbs: int = THUMBS) -> dict | None:
     """What the template shows (None: no per-class harm was measured)."""
     harm = getattr(int8_eval, "harm", None)
     if harm is None:
-        return None
+        ap = getattr(int8_eval, "class_ap", None)
+        return None if ap is None else _class_ap_section(ap)
     by_label = {c.label: c for c in harm.per_class}
     rows = [_row(by_label[i].name, by_label[i]) for i in harm.most_hurt]
     strip = []
@@ -106,6 +155,8 @@ def harm_section(int8_eval, thumbs: int = THUMBS) -> dict | None:
     shown = f"the first {len(strip)}" if len(strip) < harm.disagreements_total else "all"
     unlisted = {a: k for a, k in harm.groups_unlisted.items() if k}
     return {
+        "metric": "top-1",
+        "n_label": "n",
         "rows": rows,
         "summary": harm_summary(harm),
         "ranking": (

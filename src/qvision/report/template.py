@@ -30,11 +30,11 @@ PAGE = """<!doctype html>
 {% else %}<p class="note">Not measured.</p>{% endif %}
 {% if harm %}<h2>Per-class harm</h2>
 <p class="note">{{ harm.summary }}</p>
-{% if harm.rows %}<table><tr><th>class (most hurt first)</th><th>n</th><th>top-1 FP32 → INT8</th><th>change (points)</th><th>95 % paired</th><th>lost / gained</th></tr>
+{% if harm.rows %}<table><tr><th>class (most hurt first)</th><th>{{ harm.n_label }}</th><th>{{ harm.metric }} FP32 → INT8</th><th>change (points)</th><th>95 % paired</th><th>{{ 'lost / gained' if harm.metric == 'top-1' else '' }}</th></tr>
 {% for r in harm.rows %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
-{% else %}<p class="note">No class lost an image.</p>{% endif %}
+{% else %}<p class="note">No class lost {{ 'an image' if harm.metric == 'top-1' else 'AP' }}.</p>{% endif %}
 <p class="note">{{ harm.ranking }}</p>
-<p class="note">{{ harm.disagreements }}</p>
+{% if harm.disagreements %}<p class="note">{{ harm.disagreements }}</p>{% endif %}
 {% if harm.thumbs %}<div class="thumbs">{% for t in harm.thumbs %}<figure title="{{ t.path }}"><img src="{{ t.uri }}" alt="{{ t.path }}">
 <figcaption{% if t.hurt %} class="hurt"{% endif %}>FP32 {{ t.fp32 }}<br>INT8 {{ t.int8 }}<br>true {{ t.truth }}</figcaption></figure>{% endfor %}</div>{% endif %}
 {% if harm.groups %}<h3>Per group</h3><p class="note">{{ harm.groups_note }}</p>

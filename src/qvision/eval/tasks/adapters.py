@@ -186,6 +186,19 @@ class OcrRecognition(_Adapter):
         return metrics, agreement, fidelity
 
 
+def _coco_boxes(image_id, boxes, scores, cls, ids) -> list[dict]:
+    """Decoded boxes (x1, y1, x2, y2) as COCO results (x, y, w, h) of one image."""
+    return [
+        {
+            "image_id": image_id,
+            "category_id": int(ids[c] if ids else c),
+            "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+            "score": float(s),
+        }
+        for b, s, c in zip(boxes, scores, cls, strict=True)
+    ]
+
+
 class Detection(_Adapter):
     """COCO mAP of decoded, NMS-filtered boxes mapped back to each original image."""
 
@@ -214,6 +227,8 @@ class Detection(_Adapter):
             else (preprocess.resize,) * 2
         )
         self.detections: list[dict] = []
+        self.ref_detections: list[dict] = []  # the reference's, for per-class AP
+        self.categories = {c["id"]: c.get("name", str(c["id"])) for c in self.gt["categories"]}
         self.pairs: list = []  # (model, reference) confident boxes per image, for agreement
         self.fid = FidelityMeter()
         self.predictions: list = []
@@ -232,23 +247,29 @@ class Detection(_Adapter):
         ids = self.spec.category_ids
         for i, sample in enumerate(samples):
             boxes, scores, cls = self._boxes(outs, i, sample)
-            for b, s, c in zip(boxes, scores, cls, strict=True):
-                self.detections.append(
-                    {
-                        "image_id": sample.image_id,
-                        "category_id": int(ids[c] if ids else c),
-                        "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
-                        "score": float(s),
-                    }
-                )
+            self.detections.extend(_coco_boxes(sample.image_id, boxes, scores, cls, ids))
             if refs is not None:
                 rb, rs, rc = self._boxes(refs, i, sample)
+                self.ref_detections.extend(_coco_boxes(sample.image_id, rb, rs, rc, ids))
                 self.pairs.append(
                     ((boxes[scores >= 0.25], cls[scores >= 0.25]), (rb[rs >= 0.25], rc[rs >= 0.25]))
                 )
         if refs is not None:
             for o, r in zip(outs, refs, strict=True):
                 self.fid.update(*_per_step(o, r))
+
+    def class_ap(self):
+        """Per-category AP against the reference (None: no annotations or no reference)."""
+        if not self.gt["annotations"] or not self.pairs:
+            return None
+        from qvision.eval.tasks.class_ap import class_ap_harm
+
+        return class_ap_harm(
+            self.gt,
+            self.ref_detections,
+            self.detections,
+            lambda c: self.categories.get(c, str(c)),
+        )
 
     def result(self, with_reference: bool):
         metrics = coco_map(self.gt, self.detections) if self.gt["annotations"] else {}
