@@ -262,3 +262,23 @@ def test_report_section_from_the_records(swapped, tmp_path):
     )
     assert "<h2>Per-class harm</h2>" in page and "Per group" in page
     assert render(ReportInputs(fp32_eval=fp32, int8_eval=fp32)).count("Per-class harm") == 0
+
+
+def test_quantize_eval_groups_into_json_and_report(tmp_path, photos):
+    src = tiny_classifier(tmp_path / "t.onnx")
+    data, calib = make_labelled(tmp_path / "labelled"), make_flat(tmp_path / "flat")
+    csv = tmp_path / "g.csv"
+    csv.write_text("image,light\nchelsea.png,day\nrocket.jpg,night\n")
+    r = run_cli(
+        "quantize", src, "-o", tmp_path / "q.onnx", "--calib", calib, "--eval", data,
+        "--groups", csv, "--report", tmp_path / "report", "--report-parts", "none",
+        "--json", tmp_path / "qe.json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "qe.json").read_text())
+    harm = result["int8"]["harm"]
+    assert harm["classes"] == 2 and result["fp32"]["harm"] is None
+    assert [g["value"] for g in harm["groups"]] == ["day", "night"]
+    assert harm["groups_unlisted"] == {"light": 2}
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "<h2>Per-class harm</h2>" in page and "light = day" in page
