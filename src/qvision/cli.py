@@ -66,6 +66,13 @@ ActsOpt = typer.Option(
     help="Activation bits: 8, or 4 (4-bit tensors, opset 21: ONNX Runtime runs them "
     "unfused, so they show 4-bit accuracy, not speed; first and last layers' inputs keep 8).",
 )
+GroupsOpt = typer.Option(
+    None,
+    "--groups",
+    help="CSV 'image,<attribute>...' (image: path relative to the data folder, or file "
+    "name): per attribute value, FP32 and INT8 top-1 and the paired change (needs labels "
+    "and an FP32 reference). Images not listed are counted, not grouped.",
+)
 ThreadsOpt = typer.Option(
     None, "--threads", min=1, help="Intra-op threads (default: physical cores)."
 )
@@ -246,6 +253,7 @@ def quantize_cmd(
     eval_dir: Path | None = typer.Option(
         None, "--eval", help="Also evaluate FP32 vs INT8 on these images (and tune on them)."
     ),
+    groups: Path | None = GroupsOpt,
     task: str | None = typer.Option(
         None,
         "--task",
@@ -312,7 +320,7 @@ def quantize_cmd(
     from qvision.provenance import manifest_path
     from qvision.quant.config import QuantConfig, TuneOptions
 
-    inputs = [model, calib, plan, eval_dir]
+    inputs = [model, calib, plan, eval_dir, groups]
     _check_json_path(json_out, inputs, others=[output, plan_out, manifest_path(output)])
     parts = parse_parts(report_parts)
     if report_parts is not None and report is None:
@@ -349,12 +357,15 @@ def quantize_cmd(
         task=task,
         report=report,
         report_parts=parts,
+        groups=groups,
         threads=threads,
         phases=_progress,
         on_quantized=_print_quantized,
     )
     if done.int8 is not None:
         _print_comparison(done.fp32, done.int8, eval_dir, done.int8.task)
+        _print_harm(done.int8.harm)
+        _print_class_ap(done.int8.class_ap)
     if done.report is not None:
         out.print(f"report: {done.report}")
     _save_json(done.record(), json_out, inputs, others=[output, plan_out])
@@ -655,8 +666,12 @@ def eval_cmd(
         help='Detection output spec as JSON, e.g. \'{"layout": "yolo-obj"}\' (default: model metadata).',
     ),
     reference: Path | None = typer.Option(
-        None, "--reference", help="FP32 model for label-free fidelity."
+        None,
+        "--reference",
+        help="FP32 model: fidelity to it; with labels also the paired top-1 change, per "
+        "class (most hurt first) and the images the two classify differently.",
     ),
+    groups: Path | None = GroupsOpt,
     preprocess: str | None = typer.Option(
         None, "--preprocess", help="imagenet | tf | FILE.json/yaml."
     ),
@@ -677,7 +692,7 @@ def eval_cmd(
     task = model_task(model, task)
     from qvision.records import ci95_text
 
-    _check_json_path(json_out, [model, reference])
+    _check_json_path(json_out, [model, reference, groups])
     if alphabet is not None:
         from qvision.eval.tasks.ocr import read_alphabet
 
@@ -697,6 +712,7 @@ def eval_cmd(
             progress=cb,
             decoder=_json_arg(decoder, "--decoder"),
             alphabet=alphabet,
+            groups=groups,
         )
     for w in res.warnings:
         err.print(f"warning: {w}")
@@ -722,10 +738,87 @@ def eval_cmd(
         table.add_row("KL divergence", f"{f.kl_div:.5f}")
     table.add_row("time", f"{res.seconds:.1f} s")
     out.print(table)
+    _print_harm(res.harm)
+    _print_class_ap(res.class_ap)
     if res.predictions:
         _print_predictions(res)
     _print_skipped(res.dataset.skipped, "unreadable file(s)")
-    _save_json(res, json_out, [model, reference])
+    _save_json(res, json_out, [model, reference, groups])
+
+
+def _harm_row(label: str, x) -> list[str]:
+    lo, hi = x.change_ci95
+    return [
+        label,
+        str(x.n),
+        f"{_pct(x.reference_top1)} → {_pct(x.top1)}",
+        f"{x.change_points:+.1f} [{lo:+.1f}, {hi:+.1f}]",
+        f"{x.lost}/{x.gained}",
+    ]
+
+
+def _print_class_ap(h, shown: int = 5) -> None:
+    """A detector's most hurt classes by AP (all classes are in --json)."""
+    if h is None:
+        return
+    from qvision.report.harm import class_ap_summary
+
+    by_id = {c.category_id: c for c in h.per_class}
+    if h.most_hurt:
+        table = Table(title=f"most hurt classes by {h.metric} (of {h.classes}; all in --json)")
+        for col in ("class", "images/boxes", "AP FP32 → INT8", "change pts [95 %]"):
+            table.add_column(col, justify="left" if col == "class" else "right")
+        for c in (by_id[i] for i in h.most_hurt[:shown]):
+            ci = (
+                ""
+                if c.change_ci95 is None
+                else f" [{c.change_ci95[0]:+.1f}, {c.change_ci95[1]:+.1f}]"
+            )
+            table.add_row(
+                c.name,
+                f"{c.images}/{c.instances}",
+                f"{100 * c.reference_ap:.1f} → {100 * c.ap:.1f}",
+                f"{c.change_points:+.1f}{ci}",
+            )
+        out.print(table)
+    out.print(class_ap_summary(h))
+
+
+def _print_harm(harm, shown: int = 5) -> None:
+    """The most hurt classes and every group (all classes are in --json)."""
+    if harm is None:
+        return
+    from qvision.report.harm import harm_summary
+
+    by_label = {c.label: c for c in harm.per_class}
+    hurt = [by_label[i] for i in harm.most_hurt[:shown]]
+    if hurt:
+        table = Table(title=f"most hurt classes (of {harm.classes}; all in --json)")
+        for col in ("class", "n", "top-1 FP32 → INT8", "change pts [95 %]", "lost/gained"):
+            table.add_column(col, justify="left" if col == "class" else "right")
+        for c in hurt:
+            table.add_row(*_harm_row(c.name, c))
+        out.print(table)
+    out.print(harm_summary(harm))
+    if harm.groups:
+        table = Table(title=f"groups ({harm.groups_file})")
+        for col in (
+            "attribute = value",
+            "n",
+            "top-1 FP32 → INT8",
+            "change pts [95 %]",
+            "lost/gained",
+        ):
+            table.add_column(col, justify="left" if col.startswith("attr") else "right")
+        for g in harm.groups:
+            table.add_row(*_harm_row(f"{g.attribute} = {g.value}", g))
+        out.print(table)
+        unlisted = {a: n for a, n in harm.groups_unlisted.items() if n}
+        if unlisted:
+            out.print(
+                "not in any group (no value): "
+                + ", ".join(f"{a} {n} image{'s' if n != 1 else ''}" for a, n in unlisted.items())
+            )
 
 
 def _print_skipped(files, what: str) -> None:

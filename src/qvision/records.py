@@ -66,6 +66,98 @@ class Prediction(BaseModel):
     labels: list[str] = []  # class names, when the model carries them
 
 
+class ClassHarm(BaseModel):
+    """One true class, FP32 and INT8 on its images (paired: the same images)."""
+
+    label: int  # class index
+    name: str  # the model's class name, else the data's (a WordNet id), else the index
+    n: int
+    reference_top1: float  # FP32
+    top1: float  # INT8
+    lost: int  # images FP32 got right and INT8 wrong
+    gained: int  # images INT8 got right and FP32 wrong
+    change_points: float  # INT8 top-1 minus FP32 top-1, in points (negative: harm)
+    # the change's 95 % interval in points, paired (Tango's score interval, honest at n = 1)
+    change_ci95: tuple[float, float]
+
+
+class GroupHarm(BaseModel):
+    """One value of one attribute of a --groups CSV; figures as in ClassHarm."""
+
+    attribute: str
+    value: str
+    n: int
+    reference_top1: float
+    top1: float
+    lost: int
+    gained: int
+    change_points: float
+    change_ci95: tuple[float, float]
+
+
+class Disagreement(BaseModel):
+    """An image FP32 and INT8 classify differently."""
+
+    path: str
+    reference_class: int  # FP32's top-1
+    model_class: int  # INT8's top-1
+    true_class: int | None = None
+    reference_name: str = ""
+    model_name: str = ""
+    true_name: str = ""
+
+
+class Harm(BaseModel):
+    """Per-class (and per-group) top-1 harm of a model against its float reference."""
+
+    metric: str = "top1"
+    classes: int  # true classes with at least one scored image
+    # classes by change_points, most negative first; ties: more discordant images first,
+    # then the class index. Every class with an image, so nothing is hidden
+    per_class: list[ClassHarm] = []
+    most_hurt: list[int] = []  # the first (up to 10) classes of per_class that lost an image
+    # classes whose 95 % interval excludes 0: each at 95 % on its own (about 5 % of
+    # unchanged classes would if the intervals were exact), and jointly over all classes
+    beyond_interval: int = 0
+    beyond_joint_interval: int = 0
+    disagreements: list[Disagreement] = []  # INT8 wrong where FP32 was right first, then by path
+    disagreements_total: int = 0  # all of them; the list is capped
+    groups: list[GroupHarm] = []  # per attribute value of --groups
+    groups_file: str | None = None
+    # per attribute: scored images without a value for it (not in the CSV, or a blank
+    # cell); they are left out of that attribute's groups
+    groups_unlisted: dict[str, int] = {}
+
+
+class ClassAP(BaseModel):
+    """One detection category, FP32 and INT8 AP@[.5:.95] on the same images."""
+
+    category_id: int
+    name: str
+    images: int  # images with a ground-truth box of this category
+    instances: int  # its ground-truth boxes
+    reference_ap: float  # FP32
+    ap: float  # INT8
+    change_points: float  # INT8 AP minus FP32 AP, in points (negative: harm)
+    # 95 % paired bootstrap over images (percentile); None under ClassApHarm.min_images
+    # images, where resamples repeat the same few images and the interval would be too narrow
+    change_ci95: tuple[float, float] | None = None
+
+
+class ClassApHarm(BaseModel):
+    """Per-category AP harm of a detector against its float reference."""
+
+    metric: str = "AP@[.5:.95]"
+    classes: int  # categories with ground truth
+    # by change_points, most negative first; ties: more instances first, then the id
+    per_class: list[ClassAP] = []
+    most_hurt: list[int] = []  # category ids of the first (up to 10) that lost AP
+    beyond_interval: int = 0  # categories whose interval excludes 0 (each at 95 %)
+    rounds: int  # bootstrap resamples of the images
+    seed: int
+    min_images: int
+
+
 class EvalResult(BaseModel):
     kind: Literal["eval"] = "eval"
     task: str
@@ -84,6 +176,10 @@ class EvalResult(BaseModel):
     seconds: float
     predictions: list[Prediction] = []
     warnings: list[str] = []  # e.g. annotations dropped or clipped, with counts
+    # per-class and per-group harm against the reference (labelled classification)
+    harm: Harm | None = None
+    # per-category AP against the reference (detection with annotations)
+    class_ap: ClassApHarm | None = None
     env: Environment
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 
 from qvision.data import LoadReport, Preprocess, build_manifest, iter_batches, parse_preprocess
+from qvision.data.groups import Groups, read_groups
 from qvision.data.preprocess import METADATA_KEY, TASK_KEY
 from qvision.errors import QVisionError
 from qvision.eval.tasks.adapters import ADAPTERS
@@ -149,6 +150,18 @@ def open_task(model, data, task: str, preprocess, limit: int | None):
     return proto, inp, pre, adapter_cls, dataset
 
 
+def open_groups(path: str | Path, task: str, dataset, reference: bool) -> Groups:
+    """``--groups``' CSV read against the evaluation images, checked before any model runs:
+    per-group harm needs labelled classification images and a reference model."""
+    if not getattr(ADAPTERS.get(task), "per_group", False):
+        raise QVisionError(f"--groups: per-group harm is measured for classification, not {task}")
+    if not reference:
+        raise QVisionError("--groups needs --reference FP32.onnx (harm is measured against it)")
+    if not dataset.labelled:
+        raise QVisionError("--groups needs labelled images (class folders)", dataset.root)
+    return read_groups(path, dataset)
+
+
 def evaluate(
     model: str | Path,
     data: str | Path,
@@ -165,15 +178,23 @@ def evaluate(
     decoder: dict | None = None,
     runner: Callable[[np.ndarray], list[np.ndarray]] | None = None,
     alphabet: str | Path | None = None,
+    groups: str | Path | None = None,
 ) -> EvalResult:
     """Score ``model`` on the images in ``data``: task metrics if labelled, fidelity to ``reference``.
 
     ``runner`` maps an input batch to the model's outputs in place of an ONNX Runtime
     session (``model`` is still read for its input and metadata): another runtime's
     compiled model, scored by the same loop. ``alphabet``: an OCR recognizer's dictionary
-    file, for a model without ``character`` metadata."""
+    file, for a model without ``character`` metadata. ``groups``: a CSV of image
+    attributes (``image,<attribute>...``) for per-group harm against ``reference``."""
     start = time.perf_counter()
-    proto, inp, pre, adapter_cls, dataset = open_task(model, data, task, preprocess, limit)
+    proto, inp, pre, adapter_cls, dataset = open_task(model, data, task, preprocess, None)
+    # groups name images of the whole folder, so they are checked before --limit
+    by_group = None
+    if groups is not None:
+        by_group = open_groups(groups, task, dataset, reference is not None)
+    if limit:
+        dataset.samples = dataset.samples[:limit]
     has_truth = adapter_cls.has_truth(dataset)
     if not has_truth and reference is None and not keep_predictions:
         raise QVisionError(
@@ -204,6 +225,7 @@ def evaluate(
         preprocess=pre,
         decoder=decoder,
         alphabet=alphabet,
+        groups=by_group,
     )
     load = LoadReport()
     reference_of = None if ref_run is None else (lambda _i, x: ref_run(x))
@@ -238,6 +260,10 @@ def evaluate(
         seconds=time.perf_counter() - start,
         predictions=predictions,
         warnings=[*_target_warnings(proto), *getattr(adapter, "warnings", [])],
+        harm=adapter.harm() if ref_run is not None and hasattr(adapter, "harm") else None,
+        class_ap=(
+            adapter.class_ap() if ref_run is not None and hasattr(adapter, "class_ap") else None
+        ),
         env=environment(),
     )
 

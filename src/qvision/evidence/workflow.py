@@ -11,7 +11,7 @@ from pathlib import Path
 
 from qvision import api
 from qvision.errors import QVisionError
-from qvision.eval.evaluate import model_task
+from qvision.eval.evaluate import model_task, open_groups
 from qvision.eval.tasks.adapters import ADAPTERS
 from qvision.fileio import check_output_path
 from qvision.provenance import manifest_path
@@ -57,6 +57,7 @@ def prove(
     report: str | Path | None = None,
     report_parts: tuple[str, ...] | None = None,
     keep_predictions: bool = False,
+    groups: str | Path | None = None,
     bench_seconds: float | None = None,
     threads: int | None = None,
     phases: Phases = _quiet,
@@ -67,7 +68,8 @@ def prove(
     time both interleaved; with ``report``, write the evidence page there.
 
     Options are checked before any work; ``on_quantized`` sees the quantize result as soon
-    as the model is written (the CLI prints it then)."""
+    as the model is written (the CLI prints it then). ``groups``: a CSV of image
+    attributes for per-group harm of INT8 against FP32 on ``eval_dir``."""
     if report is not None and eval_dir is None:
         raise QVisionError("--report needs --eval DIR (the images to measure on)")
     from qvision.report.build import DEFAULT_PARTS
@@ -80,6 +82,10 @@ def prove(
     task = model_task(model, task)
     if task not in ADAPTERS:
         raise QVisionError(f"unknown task '{task}'; available: {', '.join(ADAPTERS)}")
+    if groups is not None:  # a bad CSV fails before quantizing, not after
+        if eval_dir is None:
+            raise QVisionError("--groups needs --eval DIR (the images it names)")
+        open_groups(groups, task, ADAPTERS[task].open(eval_dir), reference=True)
     with phases("quantizing") as cb:
         res = api.quantize(
             model,
@@ -124,6 +130,7 @@ def prove(
             threads=threads,
             keep_predictions=keep_predictions,
             progress=cb,
+            groups=groups,
         )
     if bench_seconds is not None:
         outcome.bench = api.benchmark([model, output], threads=threads, seconds=bench_seconds)

@@ -12,6 +12,7 @@ from qvision.eval.tasks.adapters import points_lost
 from qvision.fileio import output_set
 from qvision.model.names import display_name
 from qvision.report import charts
+from qvision.report.harm import harm_section, harm_summary
 from qvision.report.template import PAGE, STYLE
 
 DEFAULT_BUDGET = 1.0  # points, when the run had no --max-drop
@@ -445,6 +446,7 @@ def render(r: ReportInputs) -> str:
         style=STYLE,
         verdict=verdict(r),
         accuracy=_accuracy_rows(r),
+        harm=harm_section(r.int8_eval),
         eval_info=(
             f"{r.int8_eval.task} on {r.int8_eval.dataset.root} ({r.int8_eval.n} images)"
             if r.int8_eval
@@ -505,6 +507,9 @@ def model_card(r: ReportInputs) -> str:
         lines.append(f"- {row[0]}: FP32 {row[1] or '—'}, INT8 {row[2]}")
     for row in _latency_rows(r):
         lines.append(f"- {row[0]}: {row[1]} ms median, {row[4]}, energy {row[5]}")
+    harm = getattr(r.int8_eval, "harm", None)
+    if harm is not None:
+        lines += ["", "Per class: " + harm_summary(harm)]
     _, _, rob_summary = _robustness(r)
     lines += ["", "## Robustness", "", rob_summary or _shift_summary(r) or "Not measured."]
     adv_rows, adv_summary = _adversarial(r)

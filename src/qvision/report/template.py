@@ -10,6 +10,9 @@ td:first-child, th:first-child { text-align: left; }
 .ok { background: #e3f4e3; border: 1px solid #6a6; } .bad { background: #fbe3e3; border: 1px solid #c66; }
 .unknown { background: #eee; border: 1px solid #aaa; }
 .grid { display: flex; flex-wrap: wrap; gap: 0.5em; } .note { color: #555; font-size: 0.9em; }
+.thumbs { display: flex; flex-wrap: wrap; gap: 0.4em; }
+.thumbs figure { margin: 0; width: 96px; font-size: 0.7em; color: #444; overflow-wrap: anywhere; }
+.thumbs img { display: block; max-width: 96px; max-height: 96px; } .thumbs .hurt { color: #a33; }
 .prov td { text-align: left; font-family: monospace; font-size: 0.85em; word-break: break-all; }
 </style>"""
 
@@ -25,6 +28,19 @@ PAGE = """<!doctype html>
 <table><tr><th>metric [95 % interval]</th><th>FP32</th><th>INT8</th><th>change (points, 95 % paired)</th></tr>
 {% for r in accuracy %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
 {% else %}<p class="note">Not measured.</p>{% endif %}
+{% if harm %}<h2>Per-class harm</h2>
+<p class="note">{{ harm.summary }}</p>
+{% if harm.rows %}<table><tr><th>class (most hurt first)</th><th>{{ harm.n_label }}</th><th>{{ harm.metric }} FP32 → INT8</th><th>change (points)</th><th>95 % paired</th><th>{{ 'lost / gained' if harm.metric == 'top-1' else '' }}</th></tr>
+{% for r in harm.rows %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
+{% else %}<p class="note">No class lost {{ 'an image' if harm.metric == 'top-1' else 'AP' }}.</p>{% endif %}
+<p class="note">{{ harm.ranking }}</p>
+{% if harm.disagreements %}<p class="note">{{ harm.disagreements }}</p>{% endif %}
+{% if harm.thumbs %}<div class="thumbs">{% for t in harm.thumbs %}<figure title="{{ t.path }}"><img src="{{ t.uri }}" alt="{{ t.path }}">
+<figcaption{% if t.hurt %} class="hurt"{% endif %}>FP32 {{ t.fp32 }}<br>INT8 {{ t.int8 }}<br>true {{ t.truth }}</figcaption></figure>{% endfor %}</div>{% endif %}
+{% if harm.groups %}<h3>Per group</h3><p class="note">{{ harm.groups_note }}</p>
+<table><tr><th>attribute = value</th><th>n</th><th>top-1 FP32 → INT8</th><th>change (points)</th><th>95 % paired</th><th>lost / gained</th></tr>
+{% for r in harm.groups %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
+{% endif %}
 {% if notes %}<h3>Also measured in this run</h3>
 <ul>{% for n in notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}
 

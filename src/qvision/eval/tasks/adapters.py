@@ -22,6 +22,7 @@ from qvision.eval.tasks.detection import (
     reference_truth,
     to_original,
 )
+from qvision.eval.tasks.harm import HarmMeter
 from qvision.eval.tasks.ocr import METADATA_KEY as OCR_KEY
 from qvision.eval.tasks.ocr import PairedCer, TextMeter, alphabet, ctc_greedy, read_alphabet
 from qvision.eval.tasks.ocr_det import DbSpec, HmeanMeter, db_boxes
@@ -52,6 +53,7 @@ def points_lost(reference: float, value: float, sign: int) -> float:
 
 class _Adapter:
     agreement = "agreement"
+    per_group = False  # takes a --groups CSV (per-group harm against a reference)
 
     @classmethod
     def agreement_key(cls) -> str:
@@ -63,6 +65,7 @@ class Classification(_Adapter):
     primary = ("top1", 1)  # the metric autotune budgets, and +1 if higher is better
     agreement = "top-1 agreement"  # what ``result``'s agreement figure measures
     truth = "no labels (no class folders)"
+    per_group = True
 
     @staticmethod
     def open(data):
@@ -70,9 +73,14 @@ class Classification(_Adapter):
 
         return open_dataset(data)
 
-    def __init__(self, metadata, names, source, keep=False, dataset=None, preprocess=None, **_):
+    def __init__(
+        self, metadata, names, source, keep=False, dataset=None, preprocess=None, groups=None, **_
+    ):
         self.topk, self.fid, self.paired = TopKMeter(), FidelityMeter(), PairedTopOne()
         self.names, self.source, self.keep = names, source, keep
+        self.classes = list(getattr(dataset, "classes", None) or [])
+        self.harm_meter = HarmMeter(groups)
+        self.outputs = 0  # class scores per image, from the first batch
         self.labelled = True
         self.predictions: list[tuple[str, list[tuple[int, float]], list[str]]] = []
 
@@ -92,6 +100,8 @@ class Classification(_Adapter):
             self.topk.update(logits, labels)
             if ref is not None:
                 self.paired.update(logits, ref, labels)
+                self.harm_meter.update(logits, ref, labels, [s.path for s in samples])
+                self.outputs = logits.shape[1]
         else:
             self.labelled = False
         if ref is not None:
@@ -103,6 +113,18 @@ class Classification(_Adapter):
 
     def intervals(self) -> dict[str, tuple[float, float]]:
         return self.topk.intervals() if self.labelled else {}
+
+    def name_of(self, index: int) -> str:
+        """The model's class name, else the data's (a WordNet id), else the index."""
+        if self.names and len(self.names) == self.outputs:
+            return self.names[index]
+        return self.classes[index] if index < len(self.classes) else str(index)
+
+    def harm(self):
+        """Per-class and per-group harm against the reference (None: no labels or no reference)."""
+        if not self.labelled or not self.harm_meter.classes:
+            return None
+        return self.harm_meter.result(self.name_of)
 
     def result(self, with_reference: bool):
         fidelity = self.fid.result() if with_reference else None
@@ -172,6 +194,19 @@ class OcrRecognition(_Adapter):
         return metrics, agreement, fidelity
 
 
+def _coco_boxes(image_id, boxes, scores, cls, ids) -> list[dict]:
+    """Decoded boxes (x1, y1, x2, y2) as COCO results (x, y, w, h) of one image."""
+    return [
+        {
+            "image_id": image_id,
+            "category_id": int(ids[c] if ids else c),
+            "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+            "score": float(s),
+        }
+        for b, s, c in zip(boxes, scores, cls, strict=True)
+    ]
+
+
 class Detection(_Adapter):
     """COCO mAP of decoded, NMS-filtered boxes mapped back to each original image."""
 
@@ -200,6 +235,8 @@ class Detection(_Adapter):
             else (preprocess.resize,) * 2
         )
         self.detections: list[dict] = []
+        self.ref_detections: list[dict] = []  # the reference's, for per-class AP
+        self.categories = {c["id"]: c.get("name", str(c["id"])) for c in self.gt["categories"]}
         self.pairs: list = []  # (model, reference) confident boxes per image, for agreement
         self.ref_boxes: list = []  # (image id, boxes, classes): the reference's confident boxes
         self.fid = FidelityMeter()
@@ -220,18 +257,11 @@ class Detection(_Adapter):
         ids = self.spec.category_ids
         for i, sample in enumerate(samples):
             boxes, scores, cls = self._boxes(outs, i, sample)
-            for b, s, c in zip(boxes, scores, cls, strict=True):
-                self.detections.append(
-                    {
-                        "image_id": sample.image_id,
-                        "category_id": int(ids[c] if ids else c),
-                        "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
-                        "score": float(s),
-                    }
-                )
+            self.detections.extend(_coco_boxes(sample.image_id, boxes, scores, cls, ids))
             if refs is not None:
                 rb, rs, rc = self._boxes(refs, i, sample)
                 sure = rs >= REFERENCE_SCORE
+                self.ref_detections.extend(_coco_boxes(sample.image_id, rb, rs, rc, ids))
                 self.pairs.append(
                     (
                         (boxes[scores >= REFERENCE_SCORE], cls[scores >= REFERENCE_SCORE]),
@@ -242,6 +272,19 @@ class Detection(_Adapter):
         if refs is not None:
             for o, r in zip(outs, refs, strict=True):
                 self.fid.update(*_per_step(o, r))
+
+    def class_ap(self):
+        """Per-category AP against the reference (None: no annotations or no reference)."""
+        if not self.gt["annotations"] or not self.pairs:
+            return None
+        from qvision.eval.tasks.class_ap import class_ap_harm
+
+        return class_ap_harm(
+            self.gt,
+            self.ref_detections,
+            self.detections,
+            lambda c: self.categories.get(c, str(c)),
+        )
 
     def result(self, with_reference: bool):
         metrics = coco_map(self.gt, self.detections) if self.gt["annotations"] else {}
