@@ -133,3 +133,25 @@ def test_bad_pairs_are_counted_not_fatal(tmp_path):
         load_mask(root / "SegmentationClass" / "rocket.png")
     with pytest.raises(QVisionError, match="not a segmentation dataset"):
         open_segmentation(tmp_path)
+
+
+def test_rendered_pages_are_a_text_segmentation_set_for_a_probability_map(tmp_path):
+    import json
+
+    from qvision.data.preprocess import TASK_KEY
+    from qvision.data.segmentation import open_segmentation
+    from qvision.data.synth_text import synth_pages
+    from qvision.eval.tasks.adapters import _threshold
+    from qvision.eval.tasks.segmentation import METADATA_KEY, label_maps
+
+    synth_pages(tmp_path / "pages", 2, seed=3)
+    ds = open_segmentation(tmp_path / "pages")
+    assert len(ds.samples) == 2 and ds.annotations.classes == ["background", "text"]
+    mask = np.asarray(Image.open(ds.samples[0].mask))
+    assert set(np.unique(mask)) == {0, 1}
+    prob = np.array([[[[0.1, 0.31], [0.29, 0.9]]]], np.float32)
+    # a DB text detector's map is a probability: 0.3 splits it, not 0 as for a logit
+    assert _threshold({TASK_KEY: "ocr-det"}) == 0.3 and _threshold({}) == 0.0
+    assert _threshold({METADATA_KEY: json.dumps({"threshold": 0.5})}) == 0.5
+    assert label_maps(prob, 0.3).tolist() == [[[0, 1], [0, 1]]]
+    assert label_maps(prob).tolist() == [[[1, 1], [1, 1]]]

@@ -9,7 +9,9 @@ background gradient, blur and pixel noise.
 - ``pages`` (OCR detection): several horizontal lines placed apart on a page, plus a few
   non-text strokes; ``labels.txt`` holds ``relative/path<TAB>JSON`` with PaddleOCR's
   detection label format, ``[{"transcription": ..., "points": [[x, y] x 4]}]`` (the ink box
-  of each line grown by 3 pixels), as ``qvision eval --task ocr-det`` reads.
+  of each line grown by 3 pixels), as ``qvision eval --task ocr-det`` reads; the same boxes
+  filled in ``masks/`` (1 text, 0 background) with ``classes.txt``, as ``--task
+  segmentation`` reads.
 """
 
 from __future__ import annotations
@@ -276,6 +278,16 @@ def synth_pages(
         img, regions = render_page(np.random.default_rng([seed, i]), width, height)
         rel = f"images/page_{i:05d}.png"
         img.save(folder / rel)
+        # the same labels as a text/background mask (masks/ + classes.txt), so the folder is
+        # also a segmentation set: a text detector's probability map scored by mIoU
+        (folder / "masks").mkdir(exist_ok=True)
+        mask = Image.new("L", img.size, 0)
+        draw = ImageDraw.Draw(mask)
+        for r in regions:
+            draw.polygon([tuple(p) for p in r["points"]], fill=1)
+        mask.save(folder / "masks" / f"page_{i:05d}.png")
         return rel, json.dumps(regions, ensure_ascii=False)
 
-    return _write_set(out_dir, count, make)
+    rows = _write_set(out_dir, count, make)
+    (Path(out_dir) / "classes.txt").write_text("background\ntext\n", encoding="utf-8")
+    return rows

@@ -322,6 +322,7 @@ class Segmentation(_Adapter):
         self.agree = self.pixels = 0
         self.fid = FidelityMeter()
         self.predictions: list = []
+        self.threshold = _threshold(metadata)
 
     @staticmethod
     def has_truth(dataset) -> bool:
@@ -334,7 +335,7 @@ class Segmentation(_Adapter):
     def update(self, outs: list[np.ndarray], samples, refs: list | None) -> None:
         from qvision.data.images import load_mask
 
-        labels = label_maps(outs[0])
+        labels = label_maps(outs[0], self.threshold)
         for lab, sample in zip(labels, samples, strict=True):
             try:
                 truth = load_mask(sample.mask)
@@ -344,7 +345,7 @@ class Segmentation(_Adapter):
             h, w = truth.shape
             self.meter.update(mask_to_original(lab, self.preprocess, w, h), truth)
         if refs is not None:
-            ref = label_maps(refs[0])
+            ref = label_maps(refs[0], self.threshold)
             self.agree += int((ref == labels).sum())
             self.pixels += labels.size
             if (
@@ -450,3 +451,19 @@ def guess_task(model, task: str | None = None) -> str | None:
     if len(dims) == 2 or (len(dims) == 4 and all(d.dim_value == 1 for d in dims[2:])):
         return "classification"
     return None
+
+
+def _threshold(metadata: dict) -> float:
+    """Foreground threshold of a one-channel output: the model's segmentation metadata,
+    else a DB text detector's pixel threshold (its map is a probability), else 0 (a logit)."""
+    import json
+
+    from qvision.data.preprocess import TASK_KEY
+    from qvision.eval.tasks.segmentation import METADATA_KEY as SEG_KEY
+
+    if SEG_KEY in metadata:
+        try:
+            return float(json.loads(metadata[SEG_KEY])["threshold"])
+        except (ValueError, KeyError, TypeError):
+            raise QVisionError(f"invalid '{SEG_KEY}' metadata: {metadata[SEG_KEY][:60]}") from None
+    return DbSpec.thresh if metadata.get(TASK_KEY) == "ocr-det" else 0.0

@@ -8,12 +8,16 @@ from PIL import Image
 
 from qvision.errors import QVisionError
 
+# a model's ``qvision.segmentation`` metadata: {"threshold": t} for one-channel outputs
+METADATA_KEY = "qvision.segmentation"
 
-def label_maps(out: np.ndarray) -> np.ndarray:
+
+def label_maps(out: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     """[N, C, H, W] scores -> [N, H, W] class ids; [N, H, W] (or [N, 1, H, W]) ids pass through;
-    one float channel is a binary logit (foreground where > 0)."""
+    one float channel is foreground above ``threshold`` (0 for a logit; a probability map
+    such as a text detector's takes its own, DB's 0.3)."""
     if out.ndim == 4 and out.shape[1] == 1:
-        out = out[:, 0] if np.issubdtype(out.dtype, np.integer) else (out[:, 0] > 0)
+        out = out[:, 0] if np.issubdtype(out.dtype, np.integer) else (out[:, 0] > threshold)
     if out.ndim == 3:
         return out.astype(np.int64)
     if out.ndim != 4:
