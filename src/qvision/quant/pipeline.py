@@ -21,7 +21,7 @@ from qvision.model.load import model_size
 from qvision.model.names import layer_labels
 from qvision.model.rewrite import prepare_for_quantization
 from qvision.qmath import low_bit
-from qvision.quant import algorithms, shiftsafe
+from qvision.quant import algorithms, channel_guard, shiftsafe
 from qvision.quant.algorithms import ALGORITHMS, Context, check_options, parse_algos, stage
 from qvision.quant.algorithms.context import with_step_names
 from qvision.quant.calibrate import HistogramObserver
@@ -319,16 +319,23 @@ def make_plan(
     for name in stage(names, "post"):
         if points := ALGORITHMS[name].statistics(prepared, decisions):
             requests[name] = points
+    guard = channel_guard.points(prepared, decisions) if prof.guard_channels else {}
+    if guard:
+        requests[channel_guard.POWER] = guard
     stats, skipped = calibrate(ctx, requests, method, config, key, statistics, progress)
     ctx.stats = stats
     act_fmt = prof.activation.q()
     if config.acts < 8:  # ranges for the grid most tensors get (the edges keep 8 bits)
         act_fmt = low_bit(act_fmt, config.acts)
     full = bounded_inputs(prepared)
-    ranges = {
-        t: (o.for_method("minmax") if t in full and o.serves("minmax") else o).range(act_fmt)
-        for t, o in stats.of(RANGES).items()
-    }
+
+    def range_of(t: str, o) -> tuple[float, float]:
+        return (o.for_method("minmax") if t in full and o.serves("minmax") else o).range(act_fmt)
+
+    ranges = {t: range_of(t, o) for t, o in stats.of(RANGES).items()}
+    if guard and not stats.missing(channel_guard.POWER, guard):
+        decisions = _guard_channels(ctx, config, decisions, ranges, act_fmt, make)
+        ranges = {t: range_of(t, o) for t, o in stats.of(RANGES).items()}
     t1 = time.perf_counter()
     plan = build_plan(
         prepared,
@@ -370,6 +377,41 @@ def make_plan(
         },
         algorithms=done,
     )
+
+
+def _guard_channels(ctx: Context, config: QuantConfig, decisions, ranges, act_fmt, make):
+    """The decisions with crushed depthwise layers (and their producers) kept float; the
+    tensors that change gather their ranges in a second, smaller pass."""
+    floated = channel_guard.crushed(
+        ctx.model, decisions, ranges, ctx.stats.of(channel_guard.POWER), act_fmt
+    )
+    if not floated:
+        return decisions
+    keep = set(config.keep_float) | set(floated)
+    decisions = decide_nodes(ctx.model, ctx.target, keep)
+    for name, why in floated.items():
+        if name not in config.keep_float:
+            decisions[name] = decisions[name].model_copy(update={"reason": why})
+    missing = ctx.stats.missing(RANGES, activation_tensors(ctx.model, decisions))
+    if missing:
+        data, transform = ctx.dataset, None
+        if config.calib_shifts:
+            data, transform = with_shifts(ctx.dataset, config.calib_shifts)
+        ctx.stats.gather(
+            ctx.model,
+            data,
+            ctx.preprocess,
+            ctx.input_name,
+            {RANGES: dict.fromkeys(missing, make)},
+            config.batch_size,
+            threads=ctx.threads,
+            transform=transform,
+        )
+    ctx.log.append(
+        f"channel guard: kept {len(floated)} layers float (a depthwise input grid left "
+        f"≥{channel_guard.SHARE:.0%} of live channels under {channel_guard.SNR_DB:.0f} dB)"
+    )
+    return decisions
 
 
 def run_algorithms(ctx: Context, names: list[str]) -> list[AlgorithmResult]:

@@ -77,6 +77,9 @@ class Target(BaseModel):
     # zeroes every score under 1/510 (mAP integrates down to 0.001) and a concat of box
     # and class logits shares one scale; YOLO users keep these float for 3-7 mAP points.
     float_tail: bool = True
+    # Depthwise layers whose per-tensor input grid crushes many live channels stay float
+    # (quant/channel_guard.py): the runtime's integer kernels take one input scale a tensor.
+    guard_channels: bool = True
     # Per-image min/max averaged (batch 1): with bias correction it gave MobileNetV2 20.1 dB
     # output SQNR and 96.2 % agreement vs 16.7 dB / 94.7 % for MSE ranges, and tied MSE on
     # EfficientNet-Lite0 (BENCHMARKS.md). Autotune tries the other methods.

@@ -219,3 +219,11 @@ def make_observer(method: str) -> MinMaxObserver:
     if method in METHODS:
         return HistogramObserver(method=method)
     raise ValueError(f"unknown calibration method '{method}'; available: {', '.join(METHODS)}")
+
+
+class ChannelPowerObserver(ChannelMeanObserver):
+    """Running per-channel mean of x² along ``axis``: how far each channel sits above the
+    rounding noise of the tensor's one grid."""
+
+    def update(self, x: np.ndarray) -> None:
+        super().update(np.square(x, dtype=np.float64))
