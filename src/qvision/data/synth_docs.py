@@ -13,15 +13,12 @@ scikit-image (the ``zoo`` extra); both are bundled, nothing is downloaded.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from functools import cache, lru_cache
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from qvision.data.synth_text import WORDS, _text
+from qvision.data.synth_text import WORDS, _text, new_folder
 from qvision.errors import MissingExtraError, QVisionError
 
 CATEGORIES = ("text", "title", "figure", "figure_caption", "table", "table_caption", "header",
@@ -457,21 +454,13 @@ def render_doc_page(rng: np.random.Generator) -> tuple[Image.Image, list[tuple[i
 def synth_docs(out_dir, count: int, seed: int) -> dict:
     """``count`` pages under ``images/`` and their COCO ``annotations.json`` in the new folder
     ``out_dir``, built beside it and renamed into place, so a failure leaves nothing behind."""
-    root = Path(out_dir)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise QVisionError("output exists and is not an empty folder; choose a new one", root)
-    if count < 1:
-        raise QVisionError("--count must be at least 1")
     if seed < 0:
         raise QVisionError("--seed must be 0 or more")
     _mpl()  # a missing extra fails before any work
     _photo(PHOTOS[0])
     coco: dict = {"images": [], "annotations": [], "categories": []}
     coco["categories"] = [{"id": i, "name": n} for i, n in enumerate(CATEGORIES, 1)]
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
-        (tmp / "images").mkdir()
+    with new_folder(out_dir, count) as tmp:
         for i in range(count):
             img, boxes = render_doc_page(np.random.default_rng([seed, i]))
             name = f"images/page_{i:05d}.png"
@@ -485,10 +474,4 @@ def synth_docs(out_dir, count: int, seed: int) -> dict:
                     {**ann, "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0}
                 )
         (tmp / ANNOTATIONS).write_text(json.dumps(coco), encoding="utf-8")
-        if root.exists():
-            root.rmdir()
-        tmp.rename(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return coco

@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -223,9 +224,11 @@ def render_page(
     return Image.fromarray(arr), regions
 
 
-def _write_set(out_dir, count: int, make: Callable[[int, Path], tuple[str, str]]) -> list:
-    """Build ``count`` rows with ``make(i, folder)`` beside ``out_dir``, write labels.txt and
-    rename into place, so a failure leaves nothing half-written."""
+@contextmanager
+def new_folder(out_dir, count: int) -> Iterator[Path]:
+    """A temporary folder (with ``images/``) beside ``out_dir`` to build a set of ``count``
+    items in, renamed to ``out_dir`` when the block ends and removed if it fails, so a
+    failure leaves nothing half-written; an existing non-empty output is refused."""
     from qvision.errors import QVisionError
 
     root = Path(out_dir)
@@ -237,14 +240,25 @@ def _write_set(out_dir, count: int, make: Callable[[int, Path], tuple[str, str]]
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
         (tmp / "images").mkdir()
-        rows = [make(i, tmp) for i in range(count)]
-        (tmp / LABELS).write_text("".join(f"{p}\t{t}\n" for p, t in rows), encoding="utf-8")
+        yield tmp
         if root.exists():
             root.rmdir()
         tmp.rename(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _write_set(
+    out_dir, count: int, make: Callable[[int, Path], tuple[str, str]], extra: dict | None = None
+) -> list:
+    """``count`` rows made by ``make(i, folder)``, labels.txt and the ``extra`` files
+    (name -> text) in the new folder ``out_dir``."""
+    with new_folder(out_dir, count) as tmp:
+        rows = [make(i, tmp) for i in range(count)]
+        (tmp / LABELS).write_text("".join(f"{p}\t{t}\n" for p, t in rows), encoding="utf-8")
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
     return rows
 
 
@@ -288,6 +302,4 @@ def synth_pages(
         mask.save(folder / "masks" / f"page_{i:05d}.png")
         return rel, json.dumps(regions, ensure_ascii=False)
 
-    rows = _write_set(out_dir, count, make)
-    (Path(out_dir) / "classes.txt").write_text("background\ntext\n", encoding="utf-8")
-    return rows
+    return _write_set(out_dir, count, make, {"classes.txt": "background\ntext\n"})
