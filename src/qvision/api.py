@@ -3,12 +3,14 @@ from qvision.records (the JSON the CLI's --json writes)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from qvision.cluster import Executor, make_executor
 from qvision.data import (
     Preprocess,
     build_manifest,
@@ -380,24 +382,43 @@ def robustness(
     threads: int | None = None,
     progress: Progress | None = None,
     adversarial_images: int = 0,
+    executor: str | Executor = "local",
+    cpus_per_task: int = 1,
 ):
     """FP32 vs INT8 task metric under each corruption and severity, and (classification,
-    ``adversarial_images`` > 0) FGSM/PGD success rates (RobustnessResult)."""
+    ``adversarial_images`` > 0) FGSM/PGD success rates (RobustnessResult). ``executor``:
+    ``local`` (this process) or ``ray`` (each setting a Ray task of ``cpus_per_task`` CPUs
+    on the cluster ``RAY_ADDRESS`` names, else a new one here), or an Executor."""
     from qvision.eval.robustness import run_corruptions
 
-    return run_corruptions(
-        fp32,
-        int8,
-        data,
-        task,
-        preprocess,
-        corruptions,
-        severities,
-        limit,
-        threads,
-        progress,
-        adversarial_images,
-    )
+    with executor_for(executor, threads, cpus_per_task) as ex:
+        return run_corruptions(
+            fp32,
+            int8,
+            data,
+            task,
+            preprocess,
+            corruptions,
+            severities,
+            limit,
+            threads,
+            progress,
+            adversarial_images,
+            executor=ex,
+        )
+
+
+@contextlib.contextmanager
+def executor_for(executor: str | Executor, threads: int | None, cpus_per_task: int = 1):
+    """An Executor by name (closed afterwards: a Ray cluster it started stops) or as given."""
+    if not isinstance(executor, str):
+        yield executor
+        return
+    ex = make_executor(executor, threads, cpus_per_task=cpus_per_task)
+    try:
+        yield ex
+    finally:
+        ex.close()
 
 
 def monitor(

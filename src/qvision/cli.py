@@ -76,6 +76,15 @@ GroupsOpt = typer.Option(
 ThreadsOpt = typer.Option(
     None, "--threads", min=1, help="Intra-op threads (default: physical cores)."
 )
+ExecutorOpt = typer.Option(
+    "local",
+    "--executor",
+    help="local (this process) | ray (Ray tasks on the cluster RAY_ADDRESS names, else the "
+    "one `ray start` made here, else a new one here; needs the ray extra).",
+)
+CpusPerTaskOpt = typer.Option(
+    1, "--cpus-per-task", min=1, help="--executor ray: CPUs (ONNX Runtime threads) per task."
+)
 
 
 def _save_json(result, path: Path | None, inputs: list, others: list = ()) -> None:
@@ -1083,6 +1092,8 @@ def robustness_cmd(
         "FP32 and through INT8 (classification; needs the torch extra).",
     ),
     threads: int | None = ThreadsOpt,
+    executor: str = ExecutorOpt,
+    cpus_per_task: int = CpusPerTaskOpt,
     json_out: Path | None = JsonOpt,
 ):
     """FP32 vs INT8 on corrupted images (lighting, contrast, noise, blur, JPEG, occlusion,
@@ -1111,6 +1122,8 @@ def robustness_cmd(
             threads,
             progress=cb,
             adversarial_images=adversarial,
+            executor=executor,
+            cpus_per_task=cpus_per_task,
         )
     table = Table(title=f"{res.metric} on {res.images} images, FP32 vs INT8")
     k = len(res.rows) - 1
@@ -1128,6 +1141,8 @@ def robustness_cmd(
             _pct(r.agreement),
         )
     out.print(table)
+    if res.executor != "local":
+        out.print(f"{len(res.rows)} settings ran as {res.executor} tasks ({res.workers} at once)")
     if k > 1 and any(r.gap_joint_ci95 for r in res.rows):
         out.print(f"gap intervals of the {k} corrupted settings hold jointly at 95 % (Bonferroni)")
     if res.adversarial:

@@ -413,6 +413,8 @@ class RobustnessResult(BaseModel):
     adversarial: list[AdversarialRow] = []
     seconds: float
     env: Environment
+    executor: str = "local"  # where the settings ran (cluster.EXECUTORS)
+    workers: int = 1  # pieces that could run at once
 
 
 class QuantizeEvalResult(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,99 @@ def corrupt(name: str, severity: int, seed: int = 0):
     return transform
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What every setting's piece reads, sent once to a cluster: models as paths here or
+    bytes (``cluster.ModelFile``) there, the data as a path, the resolved preprocessing."""
+
+    fp32: object
+    int8: object
+    data: str
+    task: str
+    preprocess: object
+    limit: int | None
+    threads: int | None
+    z_joint: float
+
+
+class _Context:
+    """A job opened in one process: both sessions, the adapter class and the images."""
+
+    def __init__(self, job: _Job):
+        from qvision.cluster import materialize
+        from qvision.cluster.files import data_path
+        from qvision.eval.evaluate import Runner, metadata, open_task
+
+        fp32, int8 = materialize(job.fp32), materialize(job.int8)
+        proto, inp, _, self.adapter_cls, self.dataset = open_task(
+            fp32, data_path(job.data), job.task, job.preprocess, job.limit
+        )
+        self.job, self.meta, self.pre, self.paths = (
+            job,
+            metadata(proto),
+            job.preprocess,
+            (fp32, int8),
+        )
+        self.run_f, self.run_q = Runner(fp32, inp, job.threads), Runner(int8, inp, job.threads)
+        self.batch = inp.batch or 32
+
+
+_opened: dict[str, _Context] = {}  # the last job a worker process opened
+
+
+def _context(job: _Job) -> _Context:
+    def name(m) -> str:
+        return getattr(m, "sha256", None) or str(m)
+
+    key = repr((name(job.fp32), name(job.int8), job.data, job.task, job.limit, job.threads))
+    key += job.preprocess.model_dump_json()
+    if key not in _opened:
+        _opened.clear()
+        _opened[key] = _Context(job)
+    return _opened[key]
+
+
+def score_setting(shared: _Job | _Context, setting: tuple[str, int]):
+    """One setting (``("clean", 0)`` or a corruption and severity): both models on the same
+    corrupted images, INT8 also scored against FP32; a RobustnessRow."""
+    from qvision.data import iter_batches
+    from qvision.eval.tasks.adapters import points_lost
+    from qvision.records import RobustnessRow
+
+    ctx = shared if isinstance(shared, _Context) else _context(shared)
+    name, severity = setting
+    fp32, int8 = ctx.paths
+    common = {"dataset": ctx.dataset, "preprocess": ctx.pre}
+    a_f, a_q = (
+        ctx.adapter_cls(ctx.meta, [], fp32, **common),
+        ctx.adapter_cls(ctx.meta, [], int8, **common),
+    )
+    transform = None if name == "clean" else corrupt(name, severity)
+    seen = 0
+    for batch in iter_batches(ctx.dataset, ctx.pre, ctx.batch, transform=transform):
+        seen += len(batch.samples)
+        outs_f = ctx.run_f(batch.inputs)
+        a_f.update(outs_f, batch.samples, None)
+        a_q.update(ctx.run_q(batch.inputs), batch.samples, outs_f)
+    key, sign = ctx.adapter_cls.primary
+    mf, _, _ = a_f.result(False)
+    mq, agreement, _ = a_q.result(True)
+    paired = getattr(a_q, "paired", None)  # per-image paired outcomes, where defined
+    return RobustnessRow(
+        corruption=name,
+        severity=severity,
+        fp32=mf[key],
+        int8=mq[key],
+        gap=points_lost(mf[key], mq[key], sign),
+        agreement=agreement,
+        n=seen,
+        gap_ci95=paired.interval() if paired is not None else None,
+        gap_joint_ci95=(
+            paired.interval(ctx.job.z_joint) if paired is not None and name != "clean" else None
+        ),
+    )
+
+
 def run_corruptions(
     fp32: str | Path,
     int8: str | Path,
@@ -37,13 +131,14 @@ def run_corruptions(
     threads: int | None = None,
     progress=None,
     adversarial_images: int = 0,
+    executor=None,
 ):
-    """Both models on the clean images, then on each corruption and severity, in one pass
-    per setting (the same corrupted images for both); INT8 also scored against FP32."""
-    from qvision.data import iter_batches
-    from qvision.eval.evaluate import Runner, environment, metadata, open_task
-    from qvision.eval.tasks.adapters import points_lost
-    from qvision.records import RobustnessResult, RobustnessRow
+    """Both models on the clean images, then on each corruption and severity, one piece of
+    work per setting (the same corrupted images for both models) run by ``executor``
+    (``cluster.make_executor``; default: this process); INT8 also scored against FP32."""
+    from qvision.cluster import LocalExecutor
+    from qvision.eval.evaluate import environment, open_task
+    from qvision.records import RobustnessResult
 
     names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
     unknown = [n for n in names if n not in CORRUPTIONS]
@@ -54,51 +149,34 @@ def run_corruptions(
     if any(s not in SEVERITIES for s in severities):
         raise QVisionError(f"severities are {', '.join(map(str, SEVERITIES))}")
     t0 = time.perf_counter()
-    proto, inp, pre, adapter_cls, dataset = open_task(fp32, data, task, preprocess, limit)
+    executor = executor or LocalExecutor(threads)
+    # checked here, before any piece runs anywhere
+    _, _, pre, adapter_cls, dataset = open_task(fp32, data, task, preprocess, limit)
+    open_task(int8, data, task, pre, limit)
     if not adapter_cls.has_truth(dataset):
         raise QVisionError(f"images have {adapter_cls.truth}; robustness needs labels", data)
-    key, sign = adapter_cls.primary
-    run_f, run_q = Runner(fp32, inp, threads), Runner(int8, inp, threads)
-    meta = metadata(proto)
     settings = [("clean", 0)] + [(n, s) for n in names for s in severities]
-    z_joint = z_for(0.95, len(settings) - 1)
-    rows = []
-    for k, (name, severity) in enumerate(settings):
-        a_f = adapter_cls(meta, [], fp32, dataset=dataset, preprocess=pre)
-        a_q = adapter_cls(meta, [], int8, dataset=dataset, preprocess=pre)
-        transform = None if name == "clean" else corrupt(name, severity)
-        seen = 0
-        for batch in iter_batches(dataset, pre, inp.batch or 32, transform=transform):
-            seen += len(batch.samples)
-            outs_f = run_f(batch.inputs)
-            a_f.update(outs_f, batch.samples, None)
-            a_q.update(run_q(batch.inputs), batch.samples, outs_f)
-        mf, _, _ = a_f.result(False)
-        mq, agreement, _ = a_q.result(True)
-        paired = getattr(a_q, "paired", None)  # per-image paired outcomes, where defined
-        rows.append(
-            RobustnessRow(
-                corruption=name,
-                severity=severity,
-                fp32=mf[key],
-                int8=mq[key],
-                gap=points_lost(mf[key], mq[key], sign),
-                agreement=agreement,
-                n=seen,
-                gap_ci95=paired.interval() if paired is not None else None,
-                gap_joint_ci95=(
-                    paired.interval(z_joint) if paired is not None and name != "clean" else None
-                ),
-            )
-        )
-        if progress:
-            progress(k + 1, len(settings))
+    job = _Job(
+        executor.ship(fp32),
+        executor.ship(int8),
+        str(Path(data).resolve()),
+        task,
+        pre,
+        limit,
+        executor.threads,
+        z_for(0.95, len(settings) - 1),
+    )
+    shared = _Context(job) if executor.name == "local" else job
+    rows = executor.map(score_setting, settings, shared, progress)
     adversarial = []
     if adversarial_images:
-        adversarial = _adversarial(fp32, int8, dataset, pre, task, run_f, run_q, adversarial_images)
+        ctx = shared if isinstance(shared, _Context) else _Context(job)
+        adversarial = _adversarial(
+            fp32, int8, ctx.dataset, pre, task, ctx.run_f, ctx.run_q, adversarial_images
+        )
     return RobustnessResult(
         task=task,
-        metric=key,
+        metric=adapter_cls.primary[0],
         fp32_model=str(fp32),
         int8_model=str(int8),
         data=str(data),
@@ -107,6 +185,8 @@ def run_corruptions(
         adversarial=adversarial,
         seconds=time.perf_counter() - t0,
         env=environment(),
+        executor=executor.name,
+        workers=executor.workers(),
     )
 
 

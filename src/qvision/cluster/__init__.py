@@ -1,0 +1,85 @@
+"""Where independent pieces of work run: in this process (``local``, the default, needs no
+Ray) or as tasks on a Ray cluster (``ray``: ``RAY_ADDRESS`` or ``ray start``'s cluster, else
+a new one on this machine).
+
+A piece is ``fn(shared, item)``: ``fn`` a module-level function (sent by reference, so the
+workers need qvision installed), ``shared`` values every piece reads (model files, options;
+put once in Ray's object store), ``item`` the piece's own arguments. ``map`` returns the
+results in item order, each exactly once: a piece whose worker dies is run again by Ray,
+and only its first finished result is kept."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from qvision.cluster.files import ModelFile, materialize
+
+Progress = Callable[[int, int], None]  # (done, total)
+EXECUTORS = ("local", "ray")
+
+
+class Executor(Protocol):
+    name: str
+    threads: int | None  # ONNX Runtime threads per piece (None: all cores)
+
+    def workers(self) -> int:
+        """How many pieces can run at once."""
+        ...
+
+    def map(
+        self,
+        fn: Callable[[Any, Any], Any],
+        items: Sequence[Any],
+        shared: Any = None,
+        progress: Progress | None = None,
+    ) -> list[Any]: ...
+
+    def ship(self, path: str | Path) -> str | Path | ModelFile:
+        """A model as the pieces receive it: a path here, its bytes for a cluster."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """Every piece in this process, one after another (``threads`` per piece)."""
+
+    name = "local"
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
+
+    def workers(self) -> int:
+        return 1
+
+    def ship(self, path: str | Path) -> Path:
+        return Path(path)
+
+    def close(self) -> None:
+        pass
+
+    def map(self, fn, items, shared=None, progress=None) -> list[Any]:
+        out = []
+        for k, item in enumerate(items):
+            out.append(fn(shared, item))
+            if progress:
+                progress(k + 1, len(items))
+        return out
+
+
+def make_executor(name: str, threads: int | None = None, **options) -> Executor:
+    """``local`` or ``ray`` (options: ``address``, ``cpus_per_task``, ``max_retries``)."""
+    from qvision.errors import QVisionError
+
+    if name == "local":
+        return LocalExecutor(threads)
+    if name == "ray":
+        from qvision.cluster.ray_executor import RayExecutor
+
+        return RayExecutor(**options)
+    raise QVisionError(f"unknown executor '{name}'; available: {', '.join(EXECUTORS)}")
+
+
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "ModelFile", "make_executor", "materialize"]
