@@ -21,7 +21,7 @@ import pytest
 from qvision import api
 from qvision.cluster import LocalExecutor, ModelFile, make_executor, materialize
 
-from conftest import PHOTO_NAMES, SKIMAGE, run_cli
+from conftest import PHOTO_NAMES, SKIMAGE, run_cli, tiny_classifier
 
 ray = pytest.importorskip("ray")
 RAY = Path(sys.executable).with_name("ray")
@@ -205,3 +205,44 @@ def test_executor_ray_without_a_cluster_answer_is_one_line(tmp_path, tiny_model,
 
 def test_make_executor_local_takes_threads():
     assert make_executor("local", 3).threads == 3
+
+
+def test_eval_on_ray_equals_the_local_run(
+    on_cluster, tmp_path, tiny_model, many_labelled, flat_dir
+):
+    q = tmp_path / "q.onnx"
+    api.quantize(tiny_model, q, flat_dir)
+    local = api.evaluate(q, many_labelled, reference=tiny_model, threads=1, batch_size=4)
+    seen = []
+    remote = api.evaluate(
+        q,
+        many_labelled,
+        reference=tiny_model,
+        batch_size=4,
+        executor="ray",
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    assert (remote.executor, remote.workers, remote.n) == ("ray", 2, 24)
+    for field in ("metrics", "metrics_ci95", "agreement", "fidelity", "harm", "dataset"):
+        assert getattr(remote, field) == getattr(local, field), field
+    assert seen[-1] == (24, 24) and len(seen) > 1
+
+
+def test_sweep_on_ray_equals_the_local_run(on_cluster, tmp_path, labelled_dir, flat_dir):
+    tiny_classifier(tmp_path / "a.onnx")
+    tiny_classifier(tmp_path / "b.onnx", seed=3)
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(
+        f"models: [a.onnx, b.onnx]\ncalib: {flat_dir}\ndata: {labelled_dir}\n"
+        "targets: [ort-cpu-vnni, ort-cpu-avx2]\nalgorithms: [none, 'cle,bias-correction']\n"
+    )
+    local = api.sweep(cfg, tmp_path / "local", threads=1)
+    remote = api.sweep(cfg, tmp_path / "remote", executor="ray")
+    assert (remote.executor, remote.workers, len(remote.rows)) == ("ray", 2, 8)
+
+    def same(rows):
+        return [r.model_dump(exclude={"quantize_seconds", "output"}) for r in rows]
+
+    assert same(remote.rows) == same(local.rows)
+    for a, b in zip(local.rows, remote.rows, strict=True):
+        assert Path(a.output).read_bytes() == Path(b.output).read_bytes()

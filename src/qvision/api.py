@@ -3,14 +3,13 @@ from qvision.records (the JSON the CLI's --json writes)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from qvision.cluster import Executor, make_executor
+from qvision.cluster import Executor, using
 from qvision.data import (
     Preprocess,
     build_manifest,
@@ -391,7 +390,7 @@ def robustness(
     on the cluster ``RAY_ADDRESS`` names, else a new one here), or an Executor."""
     from qvision.eval.robustness import run_corruptions
 
-    with executor_for(executor, threads, cpus_per_task) as ex:
+    with using(executor, threads, cpus_per_task) as ex:
         return run_corruptions(
             fp32,
             int8,
@@ -408,17 +407,22 @@ def robustness(
         )
 
 
-@contextlib.contextmanager
-def executor_for(executor: str | Executor, threads: int | None, cpus_per_task: int = 1):
-    """An Executor by name (closed afterwards: a Ray cluster it started stops) or as given."""
-    if not isinstance(executor, str):
-        yield executor
-        return
-    ex = make_executor(executor, threads, cpus_per_task=cpus_per_task)
-    try:
-        yield ex
-    finally:
-        ex.close()
+def sweep(
+    config: str | Path,
+    out: str | Path | None = None,
+    *,
+    executor: str | Executor = "local",
+    cpus_per_task: int = 1,
+    threads: int | None = None,
+    progress: Progress | None = None,
+):
+    """Models × targets × algorithm pipelines × weights from a YAML ``config``, each
+    quantized and scored against its float model (SweepResult; ``qvision.sweep``); the
+    models, ``sweep.json`` and ``sweep.html`` land in ``out``."""
+    from qvision.sweep import sweep as run_sweep
+
+    with using(executor, threads, cpus_per_task) as ex:
+        return run_sweep(config, out, ex, progress)
 
 
 def monitor(

@@ -692,6 +692,8 @@ def eval_cmd(
         False, "--predictions", help="Record top-5 predictions per image."
     ),
     alphabet: Path | None = AlphabetOpt,
+    executor: str = ExecutorOpt,
+    cpus_per_task: int = CpusPerTaskOpt,
     json_out: Path | None = JsonOpt,
 ):
     """Accuracy against labels and/or fidelity against a reference model."""
@@ -722,6 +724,8 @@ def eval_cmd(
             decoder=_json_arg(decoder, "--decoder"),
             alphabet=alphabet,
             groups=groups,
+            executor=executor,
+            cpus_per_task=cpus_per_task,
         )
     for w in res.warnings:
         err.print(f"warning: {w}")
@@ -1060,6 +1064,53 @@ def report_cmd(
     from qvision.report.load import inputs_from_json
 
     out.print(f"report: {write_report(inputs_from_json(results, max_drop), output)}")
+
+
+@app.command("sweep")
+def sweep_cmd(
+    config: Path = typer.Argument(
+        ...,
+        help="YAML: models, calib, data, and lists of targets, algorithms, weights "
+        "(docs: README 'Sweeps and clusters').",
+    ),
+    out_dir: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Folder for the models and sweep.json/html (default: sweep-out beside the config).",
+    ),
+    threads: int | None = ThreadsOpt,
+    executor: str = ExecutorOpt,
+    cpus_per_task: int = CpusPerTaskOpt,
+    json_out: Path | None = JsonOpt,
+):
+    """Quantize every model × target × algorithm pipeline × weight format and score each
+    against its float model on each data folder: one table."""
+    from qvision import api
+    from qvision.report.sweep_page import COLUMNS, cells
+
+    _check_json_path(json_out, [config])
+    with _progress("sweep pieces") as cb:
+        res = api.sweep(
+            config,
+            out_dir,
+            executor=executor,
+            cpus_per_task=cpus_per_task,
+            threads=threads,
+            progress=cb,
+        )
+    table = Table(title=f"sweep: {len(res.rows)} rows")
+    for col in COLUMNS:
+        table.add_column(
+            col, justify="left" if col in ("model", "target", "algorithms") else "right"
+        )
+    for row in cells(res):
+        table.add_row(*row)
+    out.print(table)
+    out.print(
+        f"models and results: {res.out} (sweep.html, sweep.json); {res.workers} "
+        f"{res.executor} worker(s), {res.seconds:.0f} s"
+    )
+    _save_json(res, json_out, [config])
 
 
 @app.command("robustness")

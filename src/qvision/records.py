@@ -181,6 +181,8 @@ class EvalResult(BaseModel):
     # per-category AP against the reference (detection with annotations)
     class_ap: ClassApHarm | None = None
     env: Environment
+    executor: str = "local"  # where the images were run (cluster.EXECUTORS)
+    workers: int = 1
 
 
 class BatchBench(BaseModel):
@@ -415,6 +417,39 @@ class RobustnessResult(BaseModel):
     env: Environment
     executor: str = "local"  # where the settings ran (cluster.EXECUTORS)
     workers: int = 1  # pieces that could run at once
+
+
+class SweepRow(BaseModel):
+    """One cell of a sweep on one data folder: the quantized model against its float model."""
+
+    model: str
+    target: str
+    algorithms: str  # as the config names them ('default': the target's pipeline)
+    applied: list[str]  # the algorithms that ran
+    weights: str
+    data: str
+    task: str
+    metric: str  # the task's headline metric, or agreement on unlabelled data
+    n: int
+    fp32: float | None
+    int8: float | None
+    drop: float | None  # points lost against FP32 (a CER rise counts as lost)
+    drop_ci95: tuple[float, float] | None = None  # paired over the same images (classification)
+    agreement: float | None
+    size_bytes: int
+    fp32_size_bytes: int
+    quantize_seconds: float
+    output: str  # the quantized model, in the sweep's folder
+
+
+class SweepResult(BaseModel):
+    kind: Literal["sweep"] = "sweep"
+    config: str
+    out: str
+    executor: str
+    workers: int
+    rows: list[SweepRow]
+    seconds: float
 
 
 class QuantizeEvalResult(BaseModel):

@@ -10,6 +10,7 @@ and only its first finished result is kept."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,4 +83,28 @@ def make_executor(name: str, threads: int | None = None, **options) -> Executor:
     raise QVisionError(f"unknown executor '{name}'; available: {', '.join(EXECUTORS)}")
 
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "ModelFile", "make_executor", "materialize"]
+@contextlib.contextmanager
+def using(executor: str | Executor | None, threads: int | None = None, cpus_per_task: int = 1):
+    """An Executor by name, closed afterwards (a Ray cluster it started stops), or as given
+    (None: this process)."""
+    if executor is None:
+        executor = "local"
+    if not isinstance(executor, str):
+        yield executor
+        return
+    ex = make_executor(executor, threads, cpus_per_task=cpus_per_task)
+    try:
+        yield ex
+    finally:
+        ex.close()
+
+
+__all__ = [
+    "EXECUTORS",
+    "Executor",
+    "LocalExecutor",
+    "ModelFile",
+    "make_executor",
+    "materialize",
+    "using",
+]

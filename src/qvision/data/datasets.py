@@ -225,7 +225,7 @@ def _stack(items: list[np.ndarray], preprocess: Preprocess) -> np.ndarray:
     return np.stack(items)
 
 
-def _order(dataset: Dataset, preprocess: Preprocess, batch_size: int) -> list[int]:
+def batch_order(dataset: Dataset, preprocess: Preprocess, batch_size: int) -> list[int]:
     """Sample positions in the order they are batched. Lines (``line`` preprocessing) go
     by aspect ratio, as PaddleOCR batches its crops: a batch then pads its lines to a
     width they nearly have, instead of a short line to the widest of 32 random ones
@@ -278,7 +278,7 @@ def iter_batches(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         # map() keeps order; a bounded window keeps memory flat on big folders.
         window = max(batch_size * 2, 8)
-        order = _order(dataset, preprocess, batch_size)
+        order = batch_order(dataset, preprocess, batch_size)
         for start in range(0, len(order), window):
             items = [(i, dataset.samples[i]) for i in order[start : start + window]]
             for (_, sample), result in zip(items, pool.map(work, items), strict=True):

@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from qvision.cluster import Executor, using
 from qvision.data import LoadReport, Preprocess, build_manifest, iter_batches, parse_preprocess
 from qvision.data.groups import Groups, read_groups
 from qvision.data.preprocess import METADATA_KEY, TASK_KEY
 from qvision.errors import QVisionError
+from qvision.eval.remote import EvalJob, feed_remote
 from qvision.eval.tasks.adapters import ADAPTERS
 from qvision.fileio import sha256_file
 from qvision.model import image_input, load_model
@@ -179,6 +181,8 @@ def evaluate(
     runner: Callable[[np.ndarray], list[np.ndarray]] | None = None,
     alphabet: str | Path | None = None,
     groups: str | Path | None = None,
+    executor: str | Executor | None = None,
+    cpus_per_task: int = 1,
 ) -> EvalResult:
     """Score ``model`` on the images in ``data``: task metrics if labelled, fidelity to ``reference``.
 
@@ -186,7 +190,29 @@ def evaluate(
     session (``model`` is still read for its input and metadata): another runtime's
     compiled model, scored by the same loop. ``alphabet``: an OCR recognizer's dictionary
     file, for a model without ``character`` metadata. ``groups``: a CSV of image
-    attributes (``image,<attribute>...``) for per-group harm against ``reference``."""
+    attributes (``image,<attribute>...``) for per-group harm against ``reference``.
+    ``executor`` (``local``, ``ray`` or a ``cluster`` Executor): where shards of the images are decoded and
+    run (default: here); the outputs are scored here, in order (``eval/remote.py``)."""
+    if isinstance(executor, str):
+        with using(executor, threads, cpus_per_task) as ex:
+            return evaluate(
+                model,
+                data,
+                task,
+                reference,
+                preprocess=preprocess,
+                batch_size=batch_size,
+                threads=threads,
+                strict=strict,
+                limit=limit,
+                keep_predictions=keep_predictions,
+                progress=progress,
+                decoder=decoder,
+                runner=runner,
+                alphabet=alphabet,
+                groups=groups,
+                executor=ex,
+            )
     start = time.perf_counter()
     proto, inp, pre, adapter_cls, dataset = open_task(model, data, task, preprocess, None)
     # groups name images of the whole folder, so they are checked before --limit
@@ -201,10 +227,11 @@ def evaluate(
             f"images have {adapter_cls.truth}; pass --reference FP32.onnx for label-free fidelity",
             data,
         )
-    run = runner or Runner(model, inp, threads)
-    ref_run = None
+    remote = executor is not None and executor.name != "local"
+    if remote and runner is not None:
+        raise QVisionError("a custom runner runs in this process: use the local executor")
     if reference is not None:
-        ref_proto, ref_inp = open_model(reference)
+        _, ref_inp = open_model(reference)
         if (ref_inp.channels, ref_inp.height, ref_inp.width) != (
             inp.channels,
             inp.height,
@@ -213,7 +240,6 @@ def evaluate(
             raise QVisionError(
                 "reference model takes a different input shape than the model", reference
             )
-        ref_run = Runner(reference, ref_inp, threads)
     batch_size = inp.batch or batch_size
     names = _json_list(metadata(proto).get("qvision.labels"))
     adapter = adapter_cls(
@@ -228,11 +254,18 @@ def evaluate(
         groups=by_group,
     )
     load = LoadReport()
-    reference_of = None if ref_run is None else (lambda _i, x: ref_run(x))
-    done = feed(adapter, dataset, pre, batch_size, run, reference_of, strict, load, progress)
+    if remote:
+        job = EvalJob(model, reference, str(data), task, pre, batch_size, strict, threads)
+        done = feed_remote(adapter, dataset, job, executor, load, progress)
+    else:
+        run = runner or Runner(model, inp, threads)
+        ref_run = None if reference is None else Runner(reference, ref_inp, threads)
+        reference_of = None if ref_run is None else (lambda _i, x: ref_run(x))
+        done = feed(adapter, dataset, pre, batch_size, run, reference_of, strict, load, progress)
     if done == 0:
         raise QVisionError(f"none of the {len(dataset)} images could be read", data)
-    metrics, agreement, fid = adapter.result(ref_run is not None)
+    with_ref = reference is not None
+    metrics, agreement, fid = adapter.result(with_ref)
     fidelity = Fidelity(**fid) if fid is not None else None
     predictions = [
         Prediction(path=p, top5=top, labels=shown) for p, top, shown in adapter.predictions
@@ -260,11 +293,11 @@ def evaluate(
         seconds=time.perf_counter() - start,
         predictions=predictions,
         warnings=[*_target_warnings(proto), *getattr(adapter, "warnings", [])],
-        harm=adapter.harm() if ref_run is not None and hasattr(adapter, "harm") else None,
-        class_ap=(
-            adapter.class_ap() if ref_run is not None and hasattr(adapter, "class_ap") else None
-        ),
+        harm=adapter.harm() if with_ref and hasattr(adapter, "harm") else None,
+        class_ap=adapter.class_ap() if with_ref and hasattr(adapter, "class_ap") else None,
         env=environment(),
+        executor=executor.name if remote else "local",
+        workers=executor.workers() if remote else 1,
     )
 
 
