@@ -246,3 +246,29 @@ def test_sweep_on_ray_equals_the_local_run(on_cluster, tmp_path, labelled_dir, f
     assert same(remote.rows) == same(local.rows)
     for a, b in zip(local.rows, remote.rows, strict=True):
         assert Path(a.output).read_bytes() == Path(b.output).read_bytes()
+
+
+def test_autotune_trials_on_ray_choose_as_the_local_run(on_cluster, tmp_path, photos):
+    from qvision.quant.config import TuneOptions
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    for p in photos:
+        shutil.copy(p, data / p.name)
+    src = tiny_classifier(tmp_path / "t.onnx", classes=10, seed=0)
+    kw = {
+        "weights": "int4",
+        "algos": "none",
+        "layer_bits": {"Conv_0": 2, "Gemm_4": 2},
+        "tune": TuneOptions(0.0, data),
+    }
+    local = api.quantize(src, tmp_path / "local.onnx", data, threads=1, **kw).tuning
+    remote = api.quantize(src, tmp_path / "remote.onnx", data, executor="ray", **kw).tuning
+    assert (remote.executor, remote.workers) == ("ray", 2)
+
+    def same(t):
+        return [r.model_dump(exclude={"latency_ms", "seconds"}) for r in t.trials]
+
+    assert len(local.trials) > 2 and same(remote) == same(local)
+    assert (remote.chosen, remote.met, remote.message) == (local.chosen, local.met, local.message)
+    assert (tmp_path / "local.onnx").read_bytes() == (tmp_path / "remote.onnx").read_bytes()

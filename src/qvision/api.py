@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from qvision.cluster import Executor, using
+from qvision.cluster import Executor, LocalExecutor, using
 from qvision.data import (
     Preprocess,
     build_manifest,
@@ -246,6 +246,8 @@ def quantize(
     tune: TuneOptions | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    executor: str | Executor = "local",
+    cpus_per_task: int = 1,
     **settings,
 ):
     """Post-training quantization to a QDQ ONNX model for the config's target ('auto' picks
@@ -254,7 +256,8 @@ def quantize(
 
     With ``tune`` (a metric budget and the images to measure it on), autotune searches the
     fastest configuration within that drop (see qvision.quant.autotune); the result's
-    ``tuning`` lists every trial.
+    ``tuning`` lists every trial. ``executor`` (``ray``, or an Executor) scores that many
+    trials at once on a cluster; the chosen configuration is the one trial by trial finds.
     """
     from qvision.quant import pipeline
 
@@ -272,23 +275,27 @@ def quantize(
             raise QVisionError("--max-drop searches plans itself; it cannot start from --plan")
         if calib is None:
             raise QVisionError("--calib DIR is needed")
-        return autotune.tune(
-            model,
-            output,
-            calib,
-            tune.data,
-            pre,
-            config,
-            tune.max_drop,
-            task=tune.task,
-            time_limit=tune.time_limit,
-            images=tune.images,
-            plan_out=plan_out,
-            threads=threads,
-            progress=progress,
-            environment=environment(),
-            proto=proto,
-        )
+        with using(executor, threads, cpus_per_task) as ex:
+            return autotune.tune(
+                model,
+                output,
+                calib,
+                tune.data,
+                pre,
+                config,
+                tune.max_drop,
+                task=tune.task,
+                time_limit=tune.time_limit,
+                images=tune.images,
+                plan_out=plan_out,
+                threads=threads,
+                progress=progress,
+                environment=environment(),
+                proto=proto,
+                executor=ex,
+            )
+    if executor != "local" and not isinstance(executor, LocalExecutor):
+        raise QVisionError("--executor runs --max-drop's trials; without --max-drop use local")
     return pipeline.run(
         model,
         output,

@@ -281,6 +281,13 @@ def quantize_cmd(
     tune_images: int | None = typer.Option(
         None, "--tune-images", min=1, help="Autotune on the first N --eval images only."
     ),
+    executor: str = typer.Option(
+        "local",
+        "--executor",
+        help="Where --max-drop's trials run: local | ray (as many at once as the cluster "
+        "has CPUs per --cpus-per-task; the chosen configuration is the same).",
+    ),
+    cpus_per_task: int = CpusPerTaskOpt,
     report: Path | None = typer.Option(
         None,
         "--report",
@@ -370,6 +377,8 @@ def quantize_cmd(
         threads=threads,
         phases=_progress,
         on_quantized=_print_quantized,
+        executor=executor,
+        cpus_per_task=cpus_per_task,
     )
     if done.int8 is not None:
         _print_comparison(done.fp32, done.int8, eval_dir, done.int8.task)

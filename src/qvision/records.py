@@ -292,6 +292,11 @@ class TuneResult(BaseModel):
     message: str
     trials: list[TuneTrial]
     seconds: float
+    executor: str = "local"  # where the trials ran (cluster.EXECUTORS)
+    workers: int = 1  # trials scored at once
+    # trials scored beside the first within budget in its wave and dropped from ``trials``
+    # (so that the record is the one trial-by-trial tuning makes)
+    speculative: int = 0
 
 
 class AlgorithmResult(BaseModel):

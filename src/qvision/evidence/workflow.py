@@ -62,6 +62,8 @@ def prove(
     threads: int | None = None,
     phases: Phases = _quiet,
     on_quantized: Callable[[QuantizeResult], None] | None = None,
+    executor: str = "local",
+    cpus_per_task: int = 1,
 ) -> Outcome:
     """Quantize ``model`` to ``output``; with ``eval_dir``, score FP32 and INT8 on it
     (labelled: the task metric; unlabelled: fidelity to FP32); with ``bench_seconds``,
@@ -75,6 +77,8 @@ def prove(
     from qvision.report.build import DEFAULT_PARTS
 
     report_parts = DEFAULT_PARTS if report_parts is None else report_parts
+    if executor != "local" and tune is None:
+        raise QVisionError("--executor runs --max-drop's trials; without --max-drop use local")
     inputs = [model, calib, plan, eval_dir]
     check_output_path(output, inputs, others=[plan_out])
     if plan_out is not None:
@@ -98,6 +102,8 @@ def prove(
             tune=tune,
             threads=threads,
             progress=cb,
+            executor=executor,
+            cpus_per_task=cpus_per_task,
         )
     if eval_dir is not None and calib is not None:
         res.warnings.extend(api.leakage_warning(calib, eval_dir))

@@ -23,85 +23,20 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from qvision.cluster import LocalExecutor
 from qvision.data import Preprocess, image_folder, iter_batches
 from qvision.errors import QVisionError
-from qvision.eval.evaluate import Comparison
-from qvision.eval.tasks.adapters import points_lost
 from qvision.fileio import check_output_path
 from qvision.model.graph import GraphView
 from qvision.model.ops import is_depthwise
-from qvision.qmath import QFormat
 from qvision.quant.analysis.sensitivity import keep_float_sqnr, weight_layers
 from qvision.quant.config import QuantConfig
-from qvision.quant.constraints import weight_spec
-from qvision.quant.pipeline import Planned, finish, make_plan, write_model
-from qvision.quant.plan import NodePlan
+from qvision.quant.pipeline import Planned, finish, make_plan
+from qvision.quant.trials import Candidate, Here, Scorer, TuneJob, score_candidate
 from qvision.records import QuantizeResult, TuneResult, TuneTrial, ci95_text
-from qvision.runtime.session import make_session
 from qvision.targets import resolve
 
 SENSITIVITY_IMAGES = 16
-
-
-class _Scorer:
-    """A model's task metric on the tuning images (agreement with FP32 when unlabelled),
-    scored by the evaluation API's loop against FP32's outputs computed once."""
-
-    def __init__(
-        self, fp32: bytes, data, preprocess: Preprocess, input_name: str, limit, threads, task
-    ):
-        self.compare = Comparison(fp32, data, task, preprocess, input_name, limit, threads)
-        self.adapter, self.labelled = self.compare.adapter, self.compare.labelled
-        self.input, self.threads = input_name, threads
-        self.key, self.sign = self.adapter.primary if self.labelled else ("agreement", 1)
-        self.fp32_metric, _, _ = self.score(fp32)
-        self.images = self.compare.images
-        if not self.images:
-            raise QVisionError("none of the tuning images could be read", data)
-        self.sample = next(iter_batches(self.compare.dataset, preprocess, 1)).inputs
-
-    def score(self, data: bytes) -> tuple[float, float | None, float | None]:
-        """(metric, agreement with FP32, 95 % half-width of the top-1 drop paired against
-        FP32 on these images: classification with labels only)."""
-        metrics, agreement, fid = self.compare.score(data)
-        metric = agreement if self.key == "agreement" else metrics[self.key]
-        return metric, agreement, (fid or {}).get("drop_ci95_points")
-
-    def drop(self, metric: float) -> float:
-        """Points lost against FP32 (CER rising counts as a drop)."""
-        return points_lost(self.fp32_metric, metric, self.sign)
-
-    def latency_ms(self, data: bytes, runs: int = 50) -> float:
-        sess = make_session(data, self.threads)
-        for _ in range(3):
-            sess.run(None, {self.input: self.sample})
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            sess.run(None, {self.input: self.sample})
-            times.append(time.perf_counter() - t)
-        return float(np.median(times) * 1e3)
-
-
-def _variant(planned: Planned, floats: list[str], wide: dict[str, int]) -> Planned:
-    """The plan with ``wide`` layers' weights re-gridded and ``floats`` layers left float."""
-    plan = planned.plan.model_copy(deep=True)
-    view = GraphView(planned.prepared)
-    nodes = {n.name: n for n in planned.prepared.graph.node}
-    for name, bits in wide.items():
-        wname = nodes[name].input[1]
-        spec = plan.weights[wname]
-        dtype = "int8" if spec.dtype == "int4" and bits > 4 else spec.dtype  # packed int4 holds 4
-        fmt = QFormat(dtype, bits, spec.symmetric, planned.target.narrow(bits))
-        plan.weights[wname] = weight_spec(view.weight(wname), fmt, spec.axis)
-        plan.weight_rounding.pop(wname, None)  # learned for the old grid
-        plan.weight_grid.pop(wname, None)
-        plan.biases.pop(name, None)  # corrected the old grid's shift
-    for name in floats:
-        plan.nodes[name] = NodePlan(
-            op_type=nodes[name].op_type, action="float", reason="kept float by autotune"
-        )
-    return dataclasses.replace(planned, plan=plan)
 
 
 def _first(config: QuantConfig, target) -> tuple[str, str]:
@@ -146,6 +81,7 @@ def tune(
     progress=None,
     environment=None,
     proto: onnx.ModelProto | None = None,
+    executor=None,
 ) -> QuantizeResult:
     """Quantize ``model`` with the fastest configuration found whose metric on ``data``
     drops at most ``max_drop`` points; if none does, the most accurate one, and say so."""
@@ -166,67 +102,82 @@ def tune(
         histograms=True,
     )
     fp32_bytes = planned.prepared.SerializeToString()
-    scorer = _Scorer(fp32_bytes, data, preprocess, planned.input_name, images, threads, task)
+    scorer = Scorer(fp32_bytes, data, preprocess, planned.input_name, images, threads, task)
     fp32 = scorer.fp32_metric
     fp32_ms = scorer.latency_ms(fp32_bytes)
+    executor = executor or LocalExecutor(threads)
+    job = TuneJob(
+        executor.ship(model),
+        str(Path(calib).resolve()),
+        str(Path(data).resolve()),
+        preprocess,
+        config,
+        fp32_bytes,
+        planned.input_name,
+        images,
+        executor.threads,
+        task,
+    )
+    width = executor.workers()
     trials: list[TuneTrial] = []
     variants: list[Planned] = []
-
-    def trial(name: str, build, floats=(), wide=None) -> bool:
-        """Build a plan variant (``build()``), score it and record it; True if within budget."""
-        started = time.perf_counter()
-        p = build()
-        data_bytes = write_model(p, threads)
-        metric, agree, ci95 = scorer.score(data_bytes)
-        met = scorer.drop(metric) <= max_drop + 1e-10
-        trials.append(
-            TuneTrial(
-                name=name,
-                algorithms=list(p.plan.algorithms),
-                float_layers=list(floats),
-                wide_layers=dict(wide or {}),
-                metric=metric,
-                drop=scorer.drop(metric),
-                drop_ci95=ci95,
-                agreement=agree,
-                latency_ms=scorer.latency_ms(data_bytes),
-                seconds=time.perf_counter() - started,
-                met=met,
-            )
-        )
-        variants.append(p)
-        return met
 
     def out_of_time() -> bool:
         return time.perf_counter() - t0 > time_limit
 
-    def plan_with(method: str, algos: str):
-        cfg = dataclasses.replace(config, method=method, algos=algos)
-        return lambda: make_plan(
-            model,
-            calib,
-            preprocess,
-            cfg,
-            threads=threads,
-            proto=proto,
-            statistics=planned.statistics,
-        )
+    def phase(cands: list[Candidate], base: Planned) -> bool:
+        """Score ``cands`` in order, ``width`` at once; True at the first within budget.
+        Candidates after it in the same wave are dropped, so the record is the one trial
+        by trial would make (and ``speculative`` counts them)."""
+        nonlocal speculative
+        shared = Here(job, scorer, base) if executor.name == "local" else (job, base)
+        for i in range(0, len(cands), width):
+            if out_of_time():
+                return False
+            wave = cands[i : i + width]
+            for k, (cand, o) in enumerate(
+                zip(wave, executor.map(score_candidate, wave, shared), strict=True)
+            ):
+                p = o.planned
+                if p.statistics is None:  # came back from a worker
+                    p = dataclasses.replace(p, statistics=base.statistics, dataset=base.dataset)
+                met = scorer.drop(o.metric) <= max_drop + 1e-10
+                trials.append(
+                    TuneTrial(
+                        name=cand.name,
+                        algorithms=list(p.plan.algorithms),
+                        float_layers=list(cand.floats),
+                        wide_layers=dict(cand.wide),
+                        metric=o.metric,
+                        drop=scorer.drop(o.metric),
+                        drop_ci95=o.ci95,
+                        agreement=o.agreement,
+                        latency_ms=scorer.latency_ms(o.data),  # here, one at a time
+                        seconds=o.seconds,
+                        met=met,
+                    )
+                )
+                variants.append(p)
+                if met:
+                    speculative += len(wave) - k - 1
+                    return True
+        return False
 
+    speculative = 0
     method, algos = _first(config, planned.target)
-    met = trial(f"{method} ranges, {algos}", lambda: planned)
-    for other in ("mean-minmax", "mse", "entropy", "percentile"):
-        if met or out_of_time() or other == method:
-            continue
-        met = trial(f"{other} ranges, {algos}", plan_with(other, algos))
+    others = ("mean-minmax", "mse", "entropy", "percentile")
+    met = phase([Candidate(f"{method} ranges, {algos}")], planned)
+    if not met:
+        cands = [Candidate(f"{o} ranges, {algos}", o, algos) for o in others if o != method]
+        met = phase(cands, planned)
 
     def best(first: int = 0) -> int:
         return max(range(first, len(trials)), key=lambda j: -trials[j].drop)
 
     method = variants[best()].plan.method
-    for more in _more_algos(algos, config.weights):
-        if met or out_of_time():
-            break
-        met = trial(f"{method} ranges, {more}", plan_with(method, more))
+    if not met:
+        more = _more_algos(algos, config.weights)
+        met = phase([Candidate(f"{method} ranges, {m}", method, m) for m in more], planned)
     best_i = best()
     top = variants[best_i]
 
@@ -244,30 +195,31 @@ def tune(
             bits = top.target.weight_format(d.kind, is_depthwise(nodes[name], view)).bits
             if bits > top.plan.weights[nodes[name].input[1]].bits:
                 native[name] = bits
-        wide: dict[str, int] = {}
         order = [n for n in ranked if n in native]
-        for k in _steps(len(order), len(order)):
-            if met or out_of_time():
-                break
-            wide = {n: native[n] for n in order[:k]}
-            met = trial(
+        steps = _steps(len(order), len(order))
+        cands = [
+            Candidate(
                 f"{k} most sensitive layers at native weight bits",
-                lambda w=wide: _variant(top, [], w),
-                wide=wide,
+                wide=tuple((n, native[n]) for n in order[:k]),
             )
-        if wide:
+            for k in steps
+        ]
+        first_wide = len(trials)
+        met = phase(cands, top)
+        wide: dict[str, int] = {}
+        if len(trials) > first_wide:
             wi = best(best_i)
             wide = trials[wi].wide_layers if trials[wi].drop <= trials[best_i].drop else {}
-        for k in _steps(len(ranked), max(1, len(ranked) // 2)):
-            if met or out_of_time():
-                break
-            floats = ranked[:k]
-            met = trial(
-                f"{k} most sensitive layers kept float",
-                lambda f=floats: _variant(top, f, wide),
-                floats=floats,
-                wide=wide,
-            )
+        if not met:
+            cands = [
+                Candidate(
+                    f"{k} most sensitive layers kept float",
+                    floats=tuple(ranked[:k]),
+                    wide=tuple(wide.items()),
+                )
+                for k in _steps(len(ranked), max(1, len(ranked) // 2))
+            ]
+            met = phase(cands, top)
 
     chosen = next((i for i, t in enumerate(trials) if t.met), None)
     if chosen is None:
@@ -299,6 +251,9 @@ def tune(
         message=message,
         trials=trials,
         seconds=time.perf_counter() - t0,
+        executor=executor.name,
+        workers=width,
+        speculative=speculative,
     )
     if not trials[chosen].met:
         result.warnings.append(message)

@@ -10,7 +10,9 @@ Every algorithm is a module with an ``Options`` model and ``apply(ctx, options) 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -101,6 +103,23 @@ def stage(names: list[str], which: str) -> list[str]:
     return [n for n in names if ALGORITHMS[n].stage == which]
 
 
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """PyTorch's threads for a trained algorithm = ``threads``: its reductions, and so its
+    last bits, depend on the thread count; a cluster task then matches a local run at the
+    same ``--threads``."""
+    torch = sys.modules.get("torch")  # loaded by the algorithm's module if it trains
+    if torch is None or not threads:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run(name: str, ctx: Context) -> AlgorithmResult:
     """Run one algorithm on ``ctx`` (it edits ``ctx.model``'s initializers and ``ctx.plan``);
     its one-line message also goes to ``ctx.log``."""
@@ -109,7 +128,9 @@ def run(name: str, ctx: Context) -> AlgorithmResult:
     if algo.images and ctx.dataset is None:
         raise QVisionError(f"{name} needs calibration images (--calib)")
     t0 = time.perf_counter()
-    change: Change = getattr(algo.load(), algo.function)(ctx, options)
+    fn = getattr(algo.load(), algo.function)
+    with _torch_threads(ctx.threads):
+        change: Change = fn(ctx, options)
     seconds = time.perf_counter() - t0
     ctx.log.append(change.message)
     return AlgorithmResult(
