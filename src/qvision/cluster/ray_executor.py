@@ -56,7 +56,7 @@ class RayExecutor:
             if existing:
                 _check_reachable(existing)
             try:
-                info = ray.init(
+                ray.init(
                     address=address,
                     num_cpus=None if existing else num_cpus,
                     include_dashboard=False,
@@ -66,7 +66,8 @@ class RayExecutor:
                 )
             except ConnectionError as exc:
                 raise QVisionError(f"cannot reach the Ray cluster: {exc}") from None
-            self.started = info.address_info.get("address") is not None and not existing
+            # close() disconnects; Ray stops the processes only of a cluster it started here
+            self.started = True
         self.remote = ray.remote(run_piece)
 
     def workers(self) -> int:
