@@ -98,3 +98,14 @@ def test_missing_model_named(tmp_path, labelled_dir, flat_dir):
     cfg.write_text(cfg.read_text().replace("b.onnx", "nope.onnx"))
     with pytest.raises(Exception, match="model 'nope.onnx' not found"):
         load_config(cfg)
+
+
+def test_unlabelled_data_scores_agreement(tmp_path, labelled_dir, flat_dir):
+    cfg = _config(tmp_path, labelled_dir, flat_dir)
+    text = cfg.read_text().replace(f"data: {labelled_dir}", f"data: [{flat_dir}, {labelled_dir}]")
+    cfg.write_text(text.replace("weights: [int8, int4]", "weights: [int8]"))
+    res = api.sweep(cfg, tmp_path / "out", threads=1)
+    flat = [r for r in res.rows if r.data == str(flat_dir)]
+    assert len(flat) == 4 and all(r.metric == "agreement" and r.fp32 == 1.0 for r in flat)
+    assert all(r.drop == pytest.approx(100 * (1 - r.agreement)) for r in flat)
+    assert {r.metric for r in res.rows if r.data == str(labelled_dir)} == {"top1"}

@@ -127,14 +127,20 @@ def load_config(path: str | Path) -> SweepConfig:
 
 
 def run_piece(job: SweepJob, piece: tuple):
-    """``("fp32", model, data)`` → the float model's EvalResult on that folder;
+    """``("fp32", model, data)`` → the float model's EvalResult on that folder (None when
+    it has no labels);
     ``("cell", Cell)`` → (QuantizeResult, the model's bytes, an EvalResult per folder)."""
     from qvision import api
     from qvision.cluster import materialize
     from qvision.cluster.files import data_path
 
     if piece[0] == "fp32":
+        from qvision.eval.tasks.adapters import ADAPTERS
+
         _, m, d = piece
+        adapter = ADAPTERS[job.tasks[m]]
+        if not adapter.has_truth(adapter.open(data_path(job.data[d]))):
+            return None  # unlabelled: the cells measure agreement with FP32 only
         return api.evaluate(
             materialize(job.models[m]),
             data_path(job.data[d]),
@@ -244,12 +250,14 @@ def _write_model(out: Path, model: str, cell: Cell, data: bytes) -> Path:
     return path
 
 
-def _row(cell: Cell, cfg: SweepConfig, q, ev: EvalResult, ref: EvalResult, written) -> SweepRow:
+def _row(
+    cell: Cell, cfg: SweepConfig, q, ev: EvalResult, ref: EvalResult | None, written
+) -> SweepRow:
     from qvision.eval.tasks.adapters import ADAPTERS, points_lost
 
     adapter = ADAPTERS[ev.task]
     key, sign = adapter.primary if ev.dataset.labelled else ("agreement", 1)
-    fp32 = ref.metrics.get(key, 1.0 if key == "agreement" else None)
+    fp32 = 1.0 if key == "agreement" else ref.metrics.get(key)
     int8 = ev.agreement if key == "agreement" else ev.metrics.get(key)
     fid = ev.fidelity
     low = None if fid is None else fid.drop_ci95_low

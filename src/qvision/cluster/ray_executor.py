@@ -41,14 +41,19 @@ class RayExecutor:
         cpus_per_task: int = 1,
         max_retries: int = 3,
         num_cpus: int | None = None,
+        threads: int | None = None,
     ):
+        """``cpus_per_task``: CPUs Ray reserves per piece (so how many run at once);
+        ``threads``: ONNX Runtime and PyTorch threads per piece (default: the same);
+        ``num_cpus``: CPUs of a new local cluster (default: all)."""
         try:
             import ray
         except ImportError:
             raise MissingExtraError("ray", "ray", "--executor ray") from None
         if cpus_per_task < 1:
             raise QVisionError("cpus per task must be >= 1")
-        self.ray, self.threads, self.max_retries = ray, cpus_per_task, max_retries
+        self.ray, self.max_retries = ray, max_retries
+        self.cpus, self.threads = cpus_per_task, threads or cpus_per_task
         self.started = False
         if not ray.is_initialized():
             # A new local cluster only when none is found (Ray's own rule for address=None).
@@ -72,7 +77,7 @@ class RayExecutor:
 
     def workers(self) -> int:
         cpus = self.ray.cluster_resources().get("CPU", 1)
-        return max(1, int(cpus // self.threads))
+        return max(1, int(cpus // self.cpus))
 
     def ship(self, path) -> ModelFile:
         return ModelFile.read(path)
@@ -81,7 +86,7 @@ class RayExecutor:
         ray = self.ray
         shared_ref = ray.put(shared)
         task = self.remote.options(
-            num_cpus=self.threads, max_retries=self.max_retries, retry_exceptions=False
+            num_cpus=self.cpus, max_retries=self.max_retries, retry_exceptions=False
         )
         index = {task.remote(fn, shared_ref, item): k for k, item in enumerate(items)}
         pending, results, done = list(index), [None] * len(items), 0
