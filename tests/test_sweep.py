@@ -109,3 +109,10 @@ def test_unlabelled_data_scores_agreement(tmp_path, labelled_dir, flat_dir):
     assert len(flat) == 4 and all(r.metric == "agreement" and r.fp32 == 1.0 for r in flat)
     assert all(r.drop == pytest.approx(100 * (1 - r.agreement)) for r in flat)
     assert {r.metric for r in res.rows if r.data == str(labelled_dir)} == {"top1"}
+
+
+def test_out_inside_the_images_is_refused(tmp_path, labelled_dir, flat_dir):
+    cfg = _config(tmp_path, labelled_dir, flat_dir)
+    r = run_cli("sweep", cfg, "--out", labelled_dir / "models")
+    assert r.returncode == 2 and "lies inside the images" in r.stderr
+    assert not (labelled_dir / "models").exists()

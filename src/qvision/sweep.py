@@ -193,6 +193,10 @@ def sweep(config: str | Path, out: str | Path | None = None, executor=None, prog
     out = Path(out) if out is not None else Path(config).parent / "sweep-out"
     if out.exists() and not out.is_dir():
         raise QVisionError("--out is a file, expected a folder", out)
+    for folder in (cfg.calib, *cfg.data):  # never write models among the user's images
+        here = out.resolve()
+        if here == Path(folder) or Path(folder) in here.parents:
+            raise QVisionError(f"--out lies inside the images at {folder}", out)
     pres, tasks = [], []
     for m in cfg.models:
         proto, inp = open_model(m.path)
