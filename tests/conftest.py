@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -143,13 +144,17 @@ def flat_dir(tmp_path, photos) -> Path:
     return make_flat(tmp_path / "flat")
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """The real console entry point in a child process, as a user runs it."""
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """The real console entry point in a child process, as a user runs it (``env``: extra
+    environment variables)."""
     return subprocess.run(
         [sys.executable, "-m", "qvision", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,
+        env=None if env is None else {**os.environ, **env},
         timeout=600,
         check=False,
     )

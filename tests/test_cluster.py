@@ -4,6 +4,7 @@ rows as this process; a worker killed mid-sweep costs nothing and duplicates not
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -169,20 +170,10 @@ def test_cli_connects_to_ray_address(cluster, tmp_path, tiny_model, labelled_dir
     q = tmp_path / "q.onnx"
     api.quantize(tiny_model, q, flat_dir)
     out = tmp_path / "r.json"
-    env = {**os.environ, "RAY_ADDRESS": cluster}
     args = ["robustness", tiny_model, q, "--data", labelled_dir, "--task", "classification"]
     args += ["--corruptions", "dark", "--severities", "2", "--executor", "ray", "--json", out]
-    r = subprocess.run(
-        [sys.executable, "-m", "qvision", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    r = run_cli(*args, env={"RAY_ADDRESS": cluster})
     assert r.returncode == 0, r.stderr[-2000:]
-    import json
-
     result = json.loads(out.read_text())
     assert result["executor"] == "ray" and result["workers"] == 2
     local = api.robustness(tiny_model, q, labelled_dir, corruptions=["dark"], severities=(2,))
@@ -190,16 +181,8 @@ def test_cli_connects_to_ray_address(cluster, tmp_path, tiny_model, labelled_dir
 
 
 def test_executor_ray_without_a_cluster_answer_is_one_line(tmp_path, tiny_model, labelled_dir):
-    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{_free_port()}"}
     args = ["robustness", tiny_model, tiny_model, "--data", labelled_dir, "--executor", "ray"]
-    r = subprocess.run(
-        [sys.executable, "-m", "qvision", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    r = run_cli(*args, env={"RAY_ADDRESS": f"127.0.0.1:{_free_port()}"})
     assert r.returncode == 2 and "Ray cluster" in r.stderr and "Traceback" not in r.stderr
 
 
