@@ -261,6 +261,8 @@ def quantize(
     """
     from qvision.quant import pipeline
 
+    if tune is None and executor != "local" and not isinstance(executor, LocalExecutor):
+        raise QVisionError("--executor runs --max-drop's trials; without --max-drop use local")
     config = (config or QuantConfig()).updated(**settings)
     proto, inp = open_model(model)
     pre = resolve_preprocess(proto, preprocess, inp, model)
@@ -294,8 +296,6 @@ def quantize(
                 proto=proto,
                 executor=ex,
             )
-    if executor != "local" and not isinstance(executor, LocalExecutor):
-        raise QVisionError("--executor runs --max-drop's trials; without --max-drop use local")
     return pipeline.run(
         model,
         output,

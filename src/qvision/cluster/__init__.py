@@ -11,6 +11,8 @@ and only its first finished result is kept."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -81,6 +83,35 @@ def make_executor(name: str, threads: int | None = None, **options) -> Executor:
 
         return RayExecutor(**options)
     raise QVisionError(f"unknown executor '{name}'; available: {', '.join(EXECUTORS)}")
+
+
+_opened: dict[str, Any] = {}  # the job this process last opened, by its key
+
+
+def _key(job) -> str:
+    """A job's identity from its fields: models by content, bytes by digest, pydantic
+    models by their JSON, the rest by repr."""
+    parts = [type(job).__qualname__]
+    for f in dataclasses.fields(job):
+        v = getattr(job, f.name)
+        if isinstance(v, ModelFile):
+            v = v.sha256
+        elif isinstance(v, bytes):
+            v = hashlib.sha256(v).hexdigest()
+        elif hasattr(v, "model_dump_json"):
+            v = v.model_dump_json()
+        parts.append(f"{f.name}={v!r}")
+    return "\n".join(parts)
+
+
+def opened(job, open_job: Callable[[Any], Any]):
+    """``open_job(job)`` (sessions, images), kept for the next piece of the same job in this
+    process: a worker serves many pieces of one job, one job at a time."""
+    key = _key(job)
+    if key not in _opened:
+        _opened.clear()
+        _opened[key] = open_job(job)
+    return _opened[key]
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from qvision.data import LoadReport, Preprocess, build_manifest, iter_batches, p
 from qvision.data.groups import Groups, read_groups
 from qvision.data.preprocess import METADATA_KEY, TASK_KEY
 from qvision.errors import QVisionError
-from qvision.eval.remote import EvalJob, feed_remote
+from qvision.eval.remote import feed_remote
 from qvision.eval.tasks.adapters import ADAPTERS
 from qvision.fileio import sha256_file
 from qvision.model import image_input, load_model
@@ -255,8 +255,20 @@ def evaluate(
     )
     load = LoadReport()
     if remote:
-        job = EvalJob(model, reference, str(data), task, pre, batch_size, strict, threads)
-        done = feed_remote(adapter, dataset, job, executor, load, progress)
+        done = feed_remote(
+            adapter,
+            dataset,
+            executor,
+            load,
+            progress,
+            model=model,
+            reference=reference,
+            data=data,
+            task=task,
+            preprocess=pre,
+            batch_size=batch_size,
+            strict=strict,
+        )
     else:
         run = runner or Runner(model, inp, threads)
         ref_run = None if reference is None else Runner(reference, ref_inp, threads)

@@ -30,28 +30,37 @@ class EvalJob:
     threads: int | None
 
 
+class _Opened:
+    """A job opened in one worker process: its images and both sessions."""
+
+    def __init__(self, job: EvalJob):
+        from qvision.cluster import materialize
+        from qvision.cluster.files import data_path
+        from qvision.eval.evaluate import Runner, open_model
+        from qvision.eval.tasks.adapters import ADAPTERS
+
+        self.dataset = ADAPTERS[job.task].open(data_path(job.data))
+        self.where = {str(s.path): i for i, s in enumerate(self.dataset.samples)}
+        model = materialize(job.model)
+        self.run = Runner(model, open_model(model)[1], job.threads)
+        self.ref = None
+        if job.reference is not None:
+            reference = materialize(job.reference)
+            self.ref = Runner(reference, open_model(reference)[1], job.threads)
+
+
 def run_shard(job: EvalJob, positions: list[int]):
     """The model's (and reference's) outputs for each batch of the shard's images:
     ``(batches, skipped)``, a batch being (positions, outputs, reference outputs)."""
-    from qvision.cluster import materialize
-    from qvision.cluster.files import data_path
-    from qvision.eval.evaluate import Runner, open_model
-    from qvision.eval.tasks.adapters import ADAPTERS
+    from qvision.cluster import opened
 
-    dataset = ADAPTERS[job.task].open(data_path(job.data))
-    where = {str(s.path): i for i, s in enumerate(dataset.samples)}
-    shard = copy.copy(dataset)
-    shard.samples = [dataset.samples[i] for i in positions]
-    model = materialize(job.model)
-    run = Runner(model, open_model(model)[1], job.threads)
-    ref = None
-    if job.reference is not None:
-        reference = materialize(job.reference)
-        ref = Runner(reference, open_model(reference)[1], job.threads)
+    o = opened(job, _Opened)
+    shard = copy.copy(o.dataset)
+    shard.samples = [o.dataset.samples[i] for i in positions]
     load, out = LoadReport(), []
     for batch in iter_batches(shard, job.preprocess, job.batch_size, job.strict, load):
-        index = [where[str(s.path)] for s in batch.samples]
-        out.append((index, run(batch.inputs), None if ref is None else ref(batch.inputs)))
+        index = [o.where[str(s.path)] for s in batch.samples]
+        out.append((index, o.run(batch.inputs), None if o.ref is None else o.ref(batch.inputs)))
     return out, load.skipped
 
 
@@ -62,17 +71,31 @@ def shards(dataset, pre: Preprocess, batch_size: int, workers: int) -> list[list
     return [order[i : i + per] for i in range(0, len(order), per)]
 
 
-def feed_remote(adapter, dataset, job: EvalJob, executor, load: LoadReport, progress=None) -> int:
+def feed_remote(
+    adapter,
+    dataset,
+    executor,
+    load: LoadReport,
+    progress=None,
+    *,
+    model,
+    reference,
+    data,
+    task: str,
+    preprocess: Preprocess,
+    batch_size: int,
+    strict: bool,
+) -> int:
     """Like ``evaluate.feed``, the batches computed by ``executor``; images scored."""
-    parts = shards(dataset, job.preprocess, job.batch_size, executor.workers())
-    shipped = EvalJob(
-        executor.ship(job.model),
-        None if job.reference is None else executor.ship(job.reference),
-        str(Path(job.data).resolve()),
-        job.task,
-        job.preprocess,
-        job.batch_size,
-        job.strict,
+    parts = shards(dataset, preprocess, batch_size, executor.workers())
+    job = EvalJob(
+        executor.ship(model),
+        None if reference is None else executor.ship(reference),
+        str(Path(data).resolve()),
+        task,
+        preprocess,
+        batch_size,
+        strict,
         executor.threads,
     )
     sizes = [len(p) for p in parts]
@@ -82,7 +105,7 @@ def feed_remote(adapter, dataset, job: EvalJob, executor, load: LoadReport, prog
             progress(sum(sizes[:done]), len(dataset))
 
     done = 0
-    for batches, skipped in executor.map(run_shard, parts, shipped, shard_progress):
+    for batches, skipped in executor.map(run_shard, parts, job, shard_progress):
         for index, outs, refs in batches:
             adapter.update(outs, [dataset.samples[i] for i in index], refs)
             done += len(index)

@@ -77,8 +77,6 @@ def prove(
     from qvision.report.build import DEFAULT_PARTS
 
     report_parts = DEFAULT_PARTS if report_parts is None else report_parts
-    if executor != "local" and tune is None:
-        raise QVisionError("--executor runs --max-drop's trials; without --max-drop use local")
     inputs = [model, calib, plan, eval_dir]
     check_output_path(output, inputs, others=[plan_out])
     if plan_out is not None:

@@ -144,35 +144,23 @@ def build(job: TuneJob, base: Planned, cand: Candidate, model: str | Path) -> Pl
     return base
 
 
-_scorers: dict[str, Scorer] = {}  # a worker's scorer for the job it last served
+def _open_scorer(job: TuneJob) -> Scorer:
+    from qvision.cluster.files import data_path
 
-
-def _scorer(job: TuneJob) -> Scorer:
-    import hashlib
-
-    key = repr((job.data, job.images, job.threads, job.task, job.input_name))
-    key += hashlib.sha256(job.fp32).hexdigest() + job.preprocess.model_dump_json()
-    if key not in _scorers:
-        from qvision.cluster.files import data_path
-
-        _scorers.clear()
-        data = str(data_path(job.data))
-        _scorers[key] = Scorer(
-            job.fp32, data, job.preprocess, job.input_name, job.images, job.threads, job.task
-        )
-    return _scorers[key]
+    data = str(data_path(job.data))
+    return Scorer(job.fp32, data, job.preprocess, job.input_name, job.images, job.threads, job.task)
 
 
 def score_candidate(shared: Here | tuple[TuneJob, Planned], cand: Candidate) -> Outcome:
     """Build ``cand``, write it and score it (what ``Executor.map`` runs per trial)."""
-    from qvision.cluster import materialize
+    from qvision.cluster import materialize, opened
 
     started = time.perf_counter()
     if isinstance(shared, Here):
         job, scorer, base = shared.job, shared.scorer, shared.base
     else:
         job, base = shared
-        scorer = _scorer(job)
+        scorer = opened(job, _open_scorer)
     p = build(job, base, cand, materialize(job.model))
     data = write_model(p, job.threads)
     metric, agreement, ci95 = scorer.score(data)

@@ -63,29 +63,15 @@ class _Context:
         self.batch = inp.batch or 32
 
 
-_opened: dict[str, _Context] = {}  # the last job a worker process opened
-
-
-def _context(job: _Job) -> _Context:
-    def name(m) -> str:
-        return getattr(m, "sha256", None) or str(m)
-
-    key = repr((name(job.fp32), name(job.int8), job.data, job.task, job.limit, job.threads))
-    key += job.preprocess.model_dump_json()
-    if key not in _opened:
-        _opened.clear()
-        _opened[key] = _Context(job)
-    return _opened[key]
-
-
 def score_setting(shared: _Job | _Context, setting: tuple[str, int]):
     """One setting (``("clean", 0)`` or a corruption and severity): both models on the same
     corrupted images, INT8 also scored against FP32; a RobustnessRow."""
+    from qvision.cluster import opened
     from qvision.data import iter_batches
     from qvision.eval.tasks.adapters import points_lost
     from qvision.records import RobustnessRow
 
-    ctx = shared if isinstance(shared, _Context) else _context(shared)
+    ctx = shared if isinstance(shared, _Context) else opened(shared, _Context)
     name, severity = setting
     fp32, int8 = ctx.paths
     common = {"dataset": ctx.dataset, "preprocess": ctx.pre}
